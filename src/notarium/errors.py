@@ -1,0 +1,54 @@
+"""notarium's exceptions.
+
+Every error notarium raises on purpose derives from :class:`NotariumError`, so a caller (and the
+CLI) can catch one class and print :meth:`NotariumError.diagnostics`::
+
+    NotariumError
+    ├── VerificationError        untrusted bytes failed a check (parse failures included)
+    │   └── LedgerAuditError     a ledger failed the audit; names the TxId and the check
+    ├── ServiceError             a service directory is missing, locked or inconsistent
+    └── LedgerError              the engine refused an operation (closed, bad write set, ...)
+
+Caller misuse (wrong argument types, impossible values) raises plain ``ValueError`` or
+``TypeError``, never one of these.
+"""
+
+from __future__ import annotations
+
+
+class NotariumError(Exception):
+    """Root of notarium's exceptions."""
+
+    def diagnostics(self) -> str:
+        """A human-readable explanation, suitable for a terminal."""
+        return str(self)
+
+
+class VerificationError(NotariumError):
+    """Untrusted data failed verification: a bad signature, proof, format, or identity."""
+
+
+class LedgerAuditError(VerificationError):
+    """A ledger failed the audit.
+
+    ``txid`` is the transaction at which the failure was found (``None`` for file-level
+    failures), ``check`` a short name of the check that failed.
+    """
+
+    def __init__(self, message: str, *, txid: str | None = None, check: str = "") -> None:
+        super().__init__(message)
+        self.txid = txid
+        self.check = check
+
+    def diagnostics(self) -> str:
+        where = f" at TxId {self.txid}" if self.txid else ""
+        check = f" [{self.check}]" if self.check else ""
+        return f"audit failed{where}{check}: {self}"
+
+
+class ServiceError(NotariumError):
+    """A service directory is missing, already exists, is locked, or is inconsistent."""
+
+
+class LedgerError(NotariumError):
+    """The ledger engine refused an operation."""

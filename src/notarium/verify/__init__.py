@@ -1,0 +1,24 @@
+"""notarium's verification core: pure functions over untrusted bytes.
+
+Imports only the standard library, ``cryptography`` and ``cbor2`` (and notarium's ``errors`` and
+``types``). Every failure on untrusted input raises :class:`notarium.errors.VerificationError`.
+"""
+
+from notarium.verify.audit import AuditReport, LedgerAuditor
+from notarium.verify.leaf import compute_claims_digest
+from notarium.verify.receipt import (
+    CoseReceiptResult,
+    JsonReceiptResult,
+    verify_cose_receipt,
+    verify_json_receipt,
+)
+
+__all__ = [
+    "AuditReport",
+    "CoseReceiptResult",
+    "JsonReceiptResult",
+    "LedgerAuditor",
+    "compute_claims_digest",
+    "verify_cose_receipt",
+    "verify_json_receipt",
+]

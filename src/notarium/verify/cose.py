@@ -1,0 +1,120 @@
+"""COSE_Sign1 as CCF uses it for root signatures and receipts (RFC 9052; ccf-ledger-format.md §5.4, §6.3).
+
+Only what CCF needs: ECDSA (ES256/ES384/ES512) with raw r‖s signatures and detached payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from notarium.errors import VerificationError
+
+COSE_SIGN1_TAG = 18
+HDR_ALG = 1
+HDR_KID = 4
+HDR_CWT = 15
+HDR_VDS = 395
+HDR_VDP = 396
+HDR_CCF = "ccf.v1"
+VDS_CCF_LEDGER_SHA256 = 2
+VDP_INCLUSION = -1
+CWT_ISS, CWT_SUB, CWT_IAT = 1, 2, 6
+MAX_COSE_SIZE = 1 << 20
+
+# alg id -> (curve name, hash, coordinate size in bytes)
+_ALGS: dict[int, tuple[str, type[hashes.HashAlgorithm], int]] = {
+    -7: ("secp256r1", hashes.SHA256, 32),
+    -35: ("secp384r1", hashes.SHA384, 48),
+    -36: ("secp521r1", hashes.SHA512, 66),
+}
+
+
+def alg_for_key(key: ec.EllipticCurvePublicKey) -> int:
+    for alg, (curve, _h, _n) in _ALGS.items():
+        if key.curve.name == curve:
+            return alg
+    raise ValueError(f"no COSE algorithm for curve {key.curve.name}")
+
+
+def sig_structure(protected: bytes, payload: bytes) -> bytes:
+    return cbor2.dumps(["Signature1", protected, b"", payload])
+
+
+def sign_detached(private_key: ec.EllipticCurvePrivateKey, protected: bytes, payload: bytes) -> bytes:
+    """Sign ``Sig_structure`` over a detached payload; return the raw r‖s signature."""
+    alg = alg_for_key(private_key.public_key())
+    _curve, hash_cls, size = _ALGS[alg]
+    der = private_key.sign(sig_structure(protected, payload), ec.ECDSA(hash_cls()))
+    r, s = decode_dss_signature(der)
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def encode_sign1(protected: bytes, unprotected: dict[Any, Any], signature: bytes) -> bytes:
+    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, unprotected, None, signature]))
+
+
+@dataclass(frozen=True, slots=True)
+class Sign1:
+    """A decoded COSE_Sign1 with a detached payload."""
+
+    protected_bytes: bytes
+    protected: dict[Any, Any]
+    unprotected: dict[Any, Any]
+    signature: bytes
+
+    @classmethod
+    def decode(cls, data: bytes) -> Sign1:
+        """Decode untrusted bytes; every failure is a :class:`VerificationError`."""
+        if len(data) > MAX_COSE_SIZE:
+            raise VerificationError("COSE_Sign1 is too large")
+        try:
+            obj = cbor2.loads(data)
+        except Exception as exc:  # cbor2 raises several types on bad input
+            raise VerificationError("COSE_Sign1 is not valid CBOR") from exc
+        if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
+            raise VerificationError("not a tagged COSE_Sign1 (CBOR tag 18)")
+        items = obj.value
+        if not isinstance(items, list | tuple) or len(items) != 4:
+            raise VerificationError("COSE_Sign1 must be an array of four items")
+        protected_bytes, unprotected, payload, signature = items
+        if not isinstance(protected_bytes, bytes) or not isinstance(signature, bytes):
+            raise VerificationError("COSE_Sign1 protected header and signature must be byte strings")
+        if not isinstance(unprotected, dict):
+            raise VerificationError("COSE_Sign1 unprotected header must be a map")
+        if payload is not None:
+            raise VerificationError("CCF COSE_Sign1 payloads are detached (nil)")
+        try:
+            protected = cbor2.loads(protected_bytes)
+        except Exception as exc:
+            raise VerificationError("COSE_Sign1 protected header is not valid CBOR") from exc
+        if not isinstance(protected, dict):
+            raise VerificationError("COSE_Sign1 protected header must be a map")
+        return cls(protected_bytes, protected, unprotected, signature)
+
+    def verify_detached(self, key: ec.EllipticCurvePublicKey, payload: bytes) -> None:
+        """Verify the signature over ``payload`` with ``key``; the alg must match the key's curve."""
+        alg = self.protected.get(HDR_ALG)
+        if alg not in _ALGS:
+            raise VerificationError(f"unsupported COSE algorithm {alg!r}")
+        curve, hash_cls, size = _ALGS[alg]
+        if key.curve.name != curve:
+            raise VerificationError("COSE algorithm does not match the signing key's curve")
+        if len(self.signature) != 2 * size:
+            raise VerificationError("COSE signature has the wrong length")
+        der = encode_dss_signature(
+            int.from_bytes(self.signature[:size], "big"), int.from_bytes(self.signature[size:], "big")
+        )
+        try:
+            key.verify(der, sig_structure(self.protected_bytes, payload), ec.ECDSA(hash_cls()))
+        except InvalidSignature as exc:
+            raise VerificationError("COSE signature does not verify") from exc

@@ -1,0 +1,190 @@
+"""CCF's Merkle tree (ccf-ledger-format.md §4), as pure functions.
+
+* Internal node = SHA-256(left ‖ right), with **no** domain-separation prefixes.
+* Shape: pair nodes left to right, promote an odd last node unchanged. This is the RFC 9162
+  shape (split at the largest power of two strictly below n) without RFC 9162's prefixes.
+* Leaf 0 is 32 zero bytes; the transaction at seqno i is leaf i.
+* A signature transaction at seqno S signs the root over leaves 0 … S−1.
+
+Paths are lists of ``(sibling_is_left, sibling_hash)`` from the leaf to the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Sequence
+
+HASH_SIZE = 32
+ZERO_HASH = bytes(HASH_SIZE)
+
+_sha256 = hashlib.sha256
+
+PathElement = tuple[bool, bytes]
+SubtreeRoot = Callable[[int, int], bytes]
+
+
+def hash_children(left: bytes, right: bytes) -> bytes:
+    """The hash of an internal node."""
+    return _sha256(left + right).digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two strictly less than ``n`` (n ≥ 2)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def root_from_path(leaf: bytes, path: Sequence[PathElement]) -> bytes:
+    """Fold an inclusion path from ``leaf`` up to the root it implies."""
+    acc = leaf
+    for is_left, sibling in path:
+        acc = _sha256(sibling + acc).digest() if is_left else _sha256(acc + sibling).digest()
+    return acc
+
+
+def subtree_root(lo: int, hi: int, perfect_root: SubtreeRoot) -> bytes:
+    """Root of leaves ``[lo, hi)`` where ``lo`` is aligned to the largest power of two ≤ hi−lo.
+
+    ``perfect_root(lo, size)`` must return the root of the perfect, aligned subtree of
+    ``size`` (a power of two) leaves starting at ``lo``.
+    """
+    if hi <= lo:
+        raise ValueError(f"empty range [{lo}, {hi})")
+    peaks: list[bytes] = []
+    while lo < hi:
+        size = 1 << ((hi - lo).bit_length() - 1)
+        peaks.append(perfect_root(lo, size))
+        lo += size
+    acc = peaks[-1]
+    for peak in reversed(peaks[:-1]):
+        acc = _sha256(peak + acc).digest()
+    return acc
+
+
+def inclusion_path(index: int, size: int, perfect_root: SubtreeRoot) -> list[PathElement]:
+    """The inclusion path of leaf ``index`` in the tree of the first ``size`` leaves."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf {index} is not in a tree of {size} leaves")
+    path: list[PathElement] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        mid = lo + _split(hi - lo)
+        if index < mid:
+            path.append((False, subtree_root(mid, hi, perfect_root)))
+            hi = mid
+        else:
+            path.append((True, subtree_root(lo, mid, perfect_root)))
+            lo = mid
+    path.reverse()
+    return path
+
+
+def perfect_root_over(leaves: Sequence[bytes]) -> SubtreeRoot:
+    """A ``perfect_root`` callback over an in-memory sequence of leaves (tests, small trees)."""
+
+    def perfect(lo: int, size: int) -> bytes:
+        level = list(leaves[lo : lo + size])
+        while len(level) > 1:
+            level = [_sha256(level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+        return level[0]
+
+    return perfect
+
+
+def root_of(leaves: Sequence[bytes]) -> bytes:
+    """Root over a sequence of leaves (at least one)."""
+    if not leaves:
+        raise ValueError("a tree needs at least one leaf")
+    return subtree_root(0, len(leaves), perfect_root_over(leaves))
+
+
+class Frontier:
+    """The compact right edge of a growing tree: O(log n) memory, O(1) amortised appends.
+
+    ``peaks`` holds the roots of the perfect subtrees that make up the first ``size`` leaves,
+    largest (leftmost) first; their sizes are the set bits of ``size``.
+    """
+
+    __slots__ = ("_heights", "peaks", "size")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.peaks: list[bytes] = []
+        self._heights: list[int] = []
+
+    @classmethod
+    def from_peaks(cls, size: int, peaks: Sequence[bytes]) -> Frontier:
+        """Rebuild a frontier of ``size`` leaves from its peaks (largest first)."""
+        heights = [b for b in range(size.bit_length() - 1, -1, -1) if size >> b & 1]
+        if len(heights) != len(peaks):
+            raise ValueError(f"a tree of {size} leaves has {len(heights)} peaks, not {len(peaks)}")
+        f = cls()
+        f.size = size
+        f.peaks = list(peaks)
+        f._heights = heights
+        return f
+
+    def copy(self) -> Frontier:
+        return Frontier.from_peaks(self.size, self.peaks)
+
+    def append(self, leaf: bytes, on_complete: Callable[[int, int, bytes], None] | None = None) -> None:
+        """Add a leaf. ``on_complete(height, index, hash)`` sees each perfect subtree completed."""
+        peaks, heights = self.peaks, self._heights
+        peaks.append(leaf)
+        heights.append(0)
+        self.size += 1
+        while len(heights) > 1 and heights[-1] == heights[-2]:
+            right = peaks.pop()
+            h = heights.pop()
+            node = _sha256(peaks[-1] + right).digest()
+            peaks[-1] = node
+            heights[-1] = h + 1
+            if on_complete is not None:
+                on_complete(h + 1, (self.size >> (h + 1)) - 1, node)
+
+    def root(self) -> bytes:
+        """The root over all leaves so far."""
+        if not self.peaks:
+            raise ValueError("an empty tree has no root")
+        peaks = self.peaks
+        acc = peaks[-1]
+        for i in range(len(peaks) - 2, -1, -1):
+            acc = _sha256(peaks[i] + acc).digest()
+        return acc
+
+
+# --- serialised tree (public:ccf.internal.tree, ccf-ledger-format.md §4.6), big-endian ---
+
+
+def serialise_tree(flushed: Frontier, unflushed_leaves: Sequence[bytes]) -> bytes:
+    """Serialise a tree whose first ``flushed.size`` leaves are kept only as peaks."""
+    parts = [struct.pack(">QQ", len(unflushed_leaves), flushed.size)]
+    parts.extend(unflushed_leaves)
+    # one root per set bit of num_flushed, lowest bit first: the peaks, smallest first
+    parts.extend(reversed(flushed.peaks))
+    return b"".join(parts)
+
+
+def deserialise_tree(data: bytes) -> tuple[int, bytes]:
+    """Parse a serialised tree; return ``(number_of_leaves, root)``.
+
+    Raises ``ValueError`` on any malformed input (callers turn it into a verification failure).
+    """
+    if len(data) < 16:
+        raise ValueError("serialised tree shorter than its 16-byte header")
+    n_leaves, n_flushed = struct.unpack_from(">QQ", data, 0)
+    n_roots = n_flushed.bit_count()
+    if len(data) != 16 + HASH_SIZE * (n_leaves + n_roots):
+        raise ValueError("serialised tree length does not match its header")
+    total = n_leaves + n_flushed
+    if total == 0:
+        raise ValueError("serialised tree is empty")
+    off = 16
+    leaves = [data[off + HASH_SIZE * i : off + HASH_SIZE * (i + 1)] for i in range(n_leaves)]
+    off += HASH_SIZE * n_leaves
+    roots = [data[off + HASH_SIZE * i : off + HASH_SIZE * (i + 1)] for i in range(n_roots)]
+    # peaks of the flushed part, largest first, then the unflushed leaves appended on top
+    frontier = Frontier.from_peaks(n_flushed, list(reversed(roots)))
+    for leaf in leaves:
+        frontier.append(leaf)
+    return total, frontier.root()

@@ -1,0 +1,245 @@
+"""Receipts: ACL/CCF JSON receipts and RFC 9942 COSE receipts in the CCF profile.
+
+Builders and verifiers of both formats (ccf-ledger-format.md §6; acl-rest-api.md §8). A verifier
+must already trust the service identity; a receipt never establishes it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from notarium.errors import VerificationError
+from notarium.types import TxId
+from notarium.verify import cose
+from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
+from notarium.verify.leaf import commit_evidence_digest, compute_claims_digest, leaf_hash
+from notarium.verify.merkle import PathElement, root_from_path
+from notarium.verify.signature import b64decode_strict, check_cose_root_header, verify_root_signature
+
+MAX_PROOF_LENGTH = 64
+ZERO_CLAIMS_HEX = "00" * 32
+
+
+@dataclass(frozen=True, slots=True)
+class LeafComponents:
+    write_set_digest: bytes
+    commit_evidence: str
+    claims_digest: bytes
+
+    def leaf(self) -> bytes:
+        return leaf_hash(self.write_set_digest, commit_evidence_digest(self.commit_evidence), self.claims_digest)
+
+
+# --- JSON receipts ---
+
+
+def build_json_receipt(
+    leaf: LeafComponents,
+    path: Sequence[PathElement],
+    signature_der: bytes,
+    node_cert_pem: str,
+    node_id: str,
+    service_endorsements: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The ACL (camelCase) JSON receipt."""
+    return {
+        "cert": node_cert_pem,
+        "leafComponents": {
+            "claimsDigest": leaf.claims_digest.hex(),
+            "commitEvidence": leaf.commit_evidence,
+            "writeSetDigest": leaf.write_set_digest.hex(),
+        },
+        "nodeId": node_id,
+        "proof": [{"left": h.hex()} if is_left else {"right": h.hex()} for is_left, h in path],
+        "serviceEndorsements": list(service_endorsements),
+        "signature": base64.b64encode(signature_der).decode(),
+    }
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _normalise(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {_camel(str(k)): _normalise(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_normalise(v) for v in obj]
+    return obj
+
+
+def _hex32(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise VerificationError(f"{what} must be a hex string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError as exc:
+        raise VerificationError(f"{what} is not hex") from exc
+    if len(raw) != 32 or value != raw.hex():
+        raise VerificationError(f"{what} must be 64 lower-case hex digits")
+    return raw
+
+
+def _json_path(proof: Any) -> list[PathElement]:
+    if not isinstance(proof, list) or len(proof) > MAX_PROOF_LENGTH:
+        raise VerificationError("receipt proof must be a list of at most 64 elements")
+    path: list[PathElement] = []
+    for element in proof:
+        if not isinstance(element, Mapping) or len(element) != 1:
+            raise VerificationError("each proof element must have exactly one of 'left' or 'right'")
+        ((side, value),) = element.items()
+        if side not in ("left", "right"):
+            raise VerificationError("each proof element must have exactly one of 'left' or 'right'")
+        path.append((side == "left", _hex32(value, "proof hash")))
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class JsonReceiptResult:
+    root: bytes
+    node_id: str
+    leaf: LeafComponents
+
+
+def verify_json_receipt(
+    receipt: Mapping[str, Any],
+    service_cert: x509.Certificate,
+    *,
+    application_claims: Sequence[Mapping[str, Any]] | None = None,
+    expected_claims_digest: bytes | None = None,
+) -> JsonReceiptResult:
+    """Verify an ACL/CCF JSON receipt (the inner ``receipt`` object) against a pinned service cert.
+
+    Stricter than the SDK: ``nodeId`` is required, hex must be canonical, the proof is bounded,
+    and (if ``expected_claims_digest`` is given) the claims digest must equal it.
+    """
+    if not isinstance(receipt, Mapping):
+        raise VerificationError("receipt must be a JSON object")
+    r = _normalise(receipt)
+    lc = r.get("leafComponents")
+    if not isinstance(lc, Mapping) or set(lc) != {"claimsDigest", "commitEvidence", "writeSetDigest"}:
+        raise VerificationError("receipt leafComponents must hold exactly claimsDigest, commitEvidence, writeSetDigest")
+    if not isinstance(lc["commitEvidence"], str) or not lc["commitEvidence"].startswith("ce:"):
+        raise VerificationError("receipt commitEvidence is malformed")
+    leaf = LeafComponents(
+        write_set_digest=_hex32(lc["writeSetDigest"], "writeSetDigest"),
+        commit_evidence=lc["commitEvidence"],
+        claims_digest=_hex32(lc["claimsDigest"], "claimsDigest"),
+    )
+    if application_claims:
+        try:
+            computed = compute_claims_digest(application_claims)
+        except ValueError as exc:
+            raise VerificationError(f"application claims are malformed: {exc}") from exc
+        if computed != leaf.claims_digest:
+            raise VerificationError("application claims do not match the receipt's claims digest")
+    if expected_claims_digest is not None and expected_claims_digest != leaf.claims_digest:
+        raise VerificationError("receipt claims digest is not the expected one")
+    for field in ("cert", "signature", "nodeId"):
+        if not isinstance(r.get(field), str):
+            raise VerificationError(f"receipt {field} must be a string")
+    node_cert = load_pem_cert(r["cert"], "receipt node certificate")
+    node_key = ec_public_key(node_cert, "receipt node certificate")
+    if key_id(node_key) != r["nodeId"]:
+        raise VerificationError("receipt nodeId does not match its certificate")
+    endorsements = r.get("serviceEndorsements", [])
+    if not isinstance(endorsements, list) or not all(isinstance(e, str) for e in endorsements):
+        raise VerificationError("receipt serviceEndorsements must be a list of PEM strings")
+    current = node_cert
+    for pem in endorsements:
+        endorser = load_pem_cert(pem, "service endorsement")
+        check_endorsement(current, endorser, "receipt certificate chain")
+        current = endorser
+    check_endorsement(current, service_cert, "receipt node certificate")
+    root = root_from_path(leaf.leaf(), _json_path(r.get("proof")))
+    verify_root_signature(node_key, root, b64decode_strict(r["signature"], "receipt signature"))
+    return JsonReceiptResult(root=root, node_id=r["nodeId"], leaf=leaf)
+
+
+# --- COSE receipts (RFC 9942, CCF profile: vds = 2) ---
+
+PROOF_LEAF, PROOF_PATH = 1, 2
+
+
+def build_cose_receipt(signature_sign1: bytes, leaf: LeafComponents, path: Sequence[PathElement]) -> bytes:
+    """Attach an inclusion proof to the COSE root signature of the covering signature transaction."""
+    sign1 = cose.Sign1.decode(signature_sign1)
+    proof = cbor2.dumps(
+        {
+            PROOF_LEAF: [leaf.write_set_digest, leaf.commit_evidence, leaf.claims_digest],
+            PROOF_PATH: [[is_left, h] for is_left, h in path],
+        }
+    )
+    unprotected = {cose.HDR_VDP: {cose.VDP_INCLUSION: [proof]}}
+    return cose.encode_sign1(sign1.protected_bytes, unprotected, sign1.signature)
+
+
+def _decode_inclusion_proof(raw: Any) -> tuple[LeafComponents, list[PathElement]]:
+    if not isinstance(raw, bytes):
+        raise VerificationError("inclusion proof must be a byte string")
+    try:
+        proof = cbor2.loads(raw)
+    except Exception as exc:
+        raise VerificationError("inclusion proof is not valid CBOR") from exc
+    if not isinstance(proof, dict):
+        raise VerificationError("inclusion proof must be a map")
+    leaf, path = proof.get(PROOF_LEAF), proof.get(PROOF_PATH)
+    if not isinstance(leaf, list | tuple) or len(leaf) != 3:
+        raise VerificationError("inclusion proof leaf must have three parts")
+    wsd, ce, claims = leaf
+    if not (isinstance(wsd, bytes) and len(wsd) == 32 and isinstance(claims, bytes) and len(claims) == 32):
+        raise VerificationError("inclusion proof leaf digests must be 32-byte strings")
+    if not isinstance(ce, str) or not 1 <= len(ce) <= 1024:
+        raise VerificationError("inclusion proof commit evidence must be a short text string")
+    if not isinstance(path, list | tuple) or len(path) > MAX_PROOF_LENGTH:
+        raise VerificationError("inclusion proof path must be a list of at most 64 elements")
+    elements: list[PathElement] = []
+    for element in path:
+        if not isinstance(element, list | tuple) or len(element) != 2:
+            raise VerificationError("inclusion path elements must be [left, hash] pairs")
+        is_left, h = element
+        if not isinstance(is_left, bool) or not isinstance(h, bytes) or len(h) != 32:
+            raise VerificationError("inclusion path elements must be [bool, 32-byte hash]")
+        elements.append((is_left, h))
+    return LeafComponents(wsd, ce, claims), elements
+
+
+@dataclass(frozen=True, slots=True)
+class CoseReceiptResult:
+    signature_txid: TxId | None
+    leaves: tuple[LeafComponents, ...]
+
+
+def verify_cose_receipt(
+    data: bytes, service_key: ec.EllipticCurvePublicKey, *, claims_digest: bytes | None = None
+) -> CoseReceiptResult:
+    """Verify a COSE receipt with the service public key alone."""
+    sign1 = cose.Sign1.decode(data)
+    check_cose_root_header(sign1, service_key, None)
+    vdp = sign1.unprotected.get(cose.HDR_VDP)
+    proofs = vdp.get(cose.VDP_INCLUSION) if isinstance(vdp, dict) else None
+    if not isinstance(proofs, list | tuple) or not proofs:
+        raise VerificationError("COSE receipt carries no inclusion proof")
+    leaves = []
+    for raw in proofs:
+        leaf, path = _decode_inclusion_proof(raw)
+        sign1.verify_detached(service_key, root_from_path(leaf.leaf(), path))
+        if claims_digest is not None and leaf.claims_digest != claims_digest:
+            raise VerificationError("COSE receipt claims digest is not the expected one")
+        leaves.append(leaf)
+    txid = None
+    ccf = sign1.protected.get(cose.HDR_CCF)
+    if isinstance(ccf, dict) and isinstance(ccf.get("txid"), str):
+        try:
+            txid = TxId.parse(ccf["txid"])
+        except ValueError as exc:
+            raise VerificationError("COSE ccf.v1.txid is malformed") from exc
+    return CoseReceiptResult(signature_txid=txid, leaves=tuple(leaves))

@@ -1,0 +1,143 @@
+"""Signature transactions: the node's JSON signature and the service's COSE root signature
+(ccf-ledger-format.md §5)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from notarium.errors import VerificationError
+from notarium.types import TxId
+from notarium.verify import cose
+from notarium.verify.keys import key_id
+
+_PREHASHED = ec.ECDSA(Prehashed(hashes.SHA256()))
+
+
+def sign_root(private_key: ec.EllipticCurvePrivateKey, root: bytes) -> bytes:
+    """DER ECDSA signature over the 32-byte root used directly as a SHA-256 digest."""
+    return private_key.sign(root, _PREHASHED)
+
+
+def verify_root_signature(key: ec.EllipticCurvePublicKey, root: bytes, signature_der: bytes) -> None:
+    try:
+        key.verify(signature_der, root, _PREHASHED)
+    except InvalidSignature as exc:
+        raise VerificationError("node signature over the Merkle root does not verify") from exc
+
+
+def b64decode_strict(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise VerificationError(f"{what} is not valid base64") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PrimarySignature:
+    """The JSON value of ``public:ccf.internal.signatures``."""
+
+    sig: bytes
+    node: str
+    seqno: int
+    view: int
+    root: bytes
+    cert: str | None
+    hashed_nonce: str
+
+    def to_json(self) -> bytes:
+        obj: dict[str, Any] = {
+            "commit_seqno": 0,
+            "commit_view": 0,
+            "hashed_nonce": self.hashed_nonce,
+            "node": self.node,
+            "root": self.root.hex(),
+            "seqno": self.seqno,
+            "sig": base64.b64encode(self.sig).decode(),
+            "view": self.view,
+        }
+        if self.cert is not None:
+            obj["cert"] = self.cert
+        return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> PrimarySignature:
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise VerificationError("signature record is not JSON") from exc
+        if not isinstance(obj, dict):
+            raise VerificationError("signature record is not a JSON object")
+        try:
+            sig, node, seqno, view, root = obj["sig"], obj["node"], obj["seqno"], obj["view"], obj["root"]
+        except KeyError as exc:
+            raise VerificationError(f"signature record lacks {exc.args[0]!r}") from exc
+        cert = obj.get("cert")
+        if not (
+            isinstance(sig, str)
+            and isinstance(node, str)
+            and type(seqno) is int
+            and type(view) is int
+            and isinstance(root, str)
+            and (cert is None or isinstance(cert, str))
+        ):
+            raise VerificationError("signature record has fields of the wrong type")
+        try:
+            root_bytes = bytes.fromhex(root)
+        except ValueError as exc:
+            raise VerificationError("signature root is not hex") from exc
+        if len(root_bytes) != 32:
+            raise VerificationError("signature root is not 32 bytes")
+        return cls(
+            sig=b64decode_strict(sig, "signature"),
+            node=node,
+            seqno=seqno,
+            view=view,
+            root=root_bytes,
+            cert=cert,
+            hashed_nonce=str(obj.get("hashed_nonce", "")),
+        )
+
+
+def cose_root_protected_header(service_key: ec.EllipticCurvePublicKey, txid: TxId, *, iat: int, issuer: str, subject: str) -> bytes:
+    """The protected header of a CCF COSE root signature (ccf-ledger-format.md §5.4)."""
+    header = {
+        cose.HDR_ALG: cose.alg_for_key(service_key),
+        cose.HDR_KID: key_id(service_key).encode(),
+        cose.HDR_CWT: {cose.CWT_ISS: issuer, cose.CWT_SUB: subject, cose.CWT_IAT: iat},
+        cose.HDR_VDS: cose.VDS_CCF_LEDGER_SHA256,
+        cose.HDR_CCF: {"txid": str(txid)},
+    }
+    return bytes(cbor2.dumps(header))
+
+
+def check_cose_root_header(sign1: cose.Sign1, service_key: ec.EllipticCurvePublicKey, txid: TxId | None) -> None:
+    """Check kid, vds and (if given) the ``ccf.v1`` txid of a COSE root signature or receipt."""
+    if sign1.protected.get(cose.HDR_KID) != key_id(service_key).encode():
+        raise VerificationError("COSE kid does not name the service key")
+    if sign1.protected.get(cose.HDR_VDS) != cose.VDS_CCF_LEDGER_SHA256:
+        raise VerificationError("COSE vds is not CCF_LEDGER_SHA256 (2)")
+    if txid is not None:
+        ccf = sign1.protected.get(cose.HDR_CCF)
+        if not isinstance(ccf, dict) or ccf.get("txid") != str(txid):
+            raise VerificationError(f"COSE ccf.v1.txid does not name transaction {txid}")
+
+
+def decode_cose_signature_value(value: bytes) -> bytes:
+    """The ``cose_signatures`` value is a JSON string of base64 COSE_Sign1 bytes."""
+    try:
+        text = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VerificationError("COSE signature record is not a JSON string") from exc
+    if not isinstance(text, str):
+        raise VerificationError("COSE signature record is not a JSON string")
+    return b64decode_strict(text, "COSE signature")

@@ -1,0 +1,19 @@
+"""Names of the built-in tables notarium writes and reads (ccf-ledger-format.md §2.5, §9.1)."""
+
+SERVICE_INFO = "public:ccf.gov.service.info"
+NODES_INFO = "public:ccf.gov.nodes.info"
+NODES_ENDORSED_CERTS = "public:ccf.gov.nodes.endorsed_certificates"
+MEMBERS_CERTS = "public:ccf.gov.members.certs"
+MEMBERS_INFO = "public:ccf.gov.members.info"
+MEMBERS_ENC_KEYS = "public:ccf.gov.members.encryption_public_keys"
+USERS_CERTS = "public:ccf.gov.users.certs"
+USERS_INFO = "public:ccf.gov.users.info"
+SIGNATURES = "public:ccf.internal.signatures"
+COSE_SIGNATURES = "public:ccf.internal.cose_signatures"
+TREE = "public:ccf.internal.tree"
+
+# notarium's application tables: ledger entries, private by default (docs/design/ledger-format.md)
+ENTRIES_PRIVATE = "notarium.entries"
+ENTRIES_PUBLIC = "public:notarium.entries"
+
+SINGLETON_KEY = bytes(8)
