@@ -25,7 +25,14 @@ class NotariumError(Exception):
 
 
 class VerificationError(NotariumError):
-    """Untrusted data failed verification: a bad signature, proof, format, or identity."""
+    """Untrusted data failed verification: a bad signature, proof, format, or identity.
+
+    ``check`` names the check that failed (e.g. ``"signature-root"``), when known.
+    """
+
+    def __init__(self, message: str, *, check: str = "") -> None:
+        super().__init__(message)
+        self.check = check
 
 
 class LedgerAuditError(VerificationError):
@@ -36,9 +43,8 @@ class LedgerAuditError(VerificationError):
     """
 
     def __init__(self, message: str, *, txid: str | None = None, check: str = "") -> None:
-        super().__init__(message)
+        super().__init__(message, check=check)
         self.txid = txid
-        self.check = check
 
     def diagnostics(self) -> str:
         where = f" at TxId {self.txid}" if self.txid else ""

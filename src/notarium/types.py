@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 _TXID = re.compile(r"^(0|[1-9][0-9]{0,9})\.(0|[1-9][0-9]{0,18})$")
 MAX_VIEW = 0x7FFFFFFF  # the IV keeps 31 bits of the view (ccf-ledger-format.md §3.2)
@@ -34,7 +34,7 @@ class TxId:
         return f"{self.view}.{self.seqno}"
 
 
-class TxStatus(str, Enum):
+class TxStatus(StrEnum):
     """Transaction status as CCF reports it (ccf-ledger-format.md §7)."""
 
     UNKNOWN = "Unknown"

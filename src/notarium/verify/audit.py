@@ -32,12 +32,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from notarium.errors import LedgerAuditError, VerificationError
 from notarium.types import TxId
-from notarium.verify import cose, tables
+from notarium.verify import tables
 from notarium.verify.entry import (
     CHUNK_HEADER_SIZE,
+    FIXED_SIZE,
     FLAG_FORCE_CHUNK_AFTER,
     FLAG_FORCE_CHUNK_BEFORE,
-    FIXED_SIZE,
     TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS,
     ChunkName,
     EntryView,
@@ -47,16 +47,14 @@ from notarium.verify.entry import (
 )
 from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
 from notarium.verify.leaf import commit_evidence_digest
-from notarium.verify.merkle import ZERO_HASH, Frontier, deserialise_tree
+from notarium.verify.merkle import ZERO_HASH, Frontier
 from notarium.verify.secrets import commit_evidence
 from notarium.verify.signature import (
+    SIGNATURE_TABLES,
     PrimarySignature,
-    check_cose_root_header,
-    decode_cose_signature_value,
-    verify_root_signature,
+    verify_signature_transaction,
 )
 
-_SIGNATURE_TABLES = {tables.SIGNATURES, tables.COSE_SIGNATURES, tables.TREE}
 _ALLOWED_FLAGS = FLAG_FORCE_CHUNK_AFTER | FLAG_FORCE_CHUNK_BEFORE
 
 
@@ -139,7 +137,11 @@ class LedgerAuditor:
         except VerificationError as exc:
             raise self._fail(f"{name}: {exc}", "chunk-positions", chunk.start) from exc
         if chunk.end is not None and positions is None:
-            raise self._fail(f"{name} is complete by name but has no positions table", "chunk-positions", chunk.start)
+            raise self._fail(
+                f"{name} is complete by name but has no positions table",
+                "chunk-positions",
+                chunk.start,
+            )
         offsets: list[int] = []
         off = CHUNK_HEADER_SIZE
         last: EntryView | None = None
@@ -161,7 +163,11 @@ class LedgerAuditor:
             last = e
             off = e.end
         if positions is not None and positions != offsets:
-            raise self._fail(f"{name}: positions table does not match the entries", "chunk-positions", chunk.start)
+            raise self._fail(
+                f"{name}: positions table does not match the entries",
+                "chunk-positions",
+                chunk.start,
+            )
         if chunk.end is not None:
             if last is None or last.seqno != chunk.end:
                 raise self._fail(
@@ -170,7 +176,12 @@ class LedgerAuditor:
                     self._next,
                 )
             if not last_was_signature:
-                raise self._fail(f"{name} does not end on a signature transaction", "chunk-signature", last.seqno, last.view)
+                raise self._fail(
+                    f"{name} does not end on a signature transaction",
+                    "chunk-signature",
+                    last.seqno,
+                    last.view,
+                )
         else:
             self._open_chunk = True
         self.report.chunks += 1
@@ -189,7 +200,8 @@ class LedgerAuditor:
         seqno = self._next
         if e.seqno != seqno or e.iv_seqno != seqno:
             raise self._fail(
-                f"entry at position {seqno} declares seqno {e.seqno} (IV {e.iv_seqno}): deleted, duplicated or reordered entry",
+                f"entry at position {seqno} declares seqno {e.seqno} (IV {e.iv_seqno}): "
+                "deleted, duplicated or reordered entry",
                 "entry-seqno",
                 seqno,
                 e.view,
@@ -197,7 +209,12 @@ class LedgerAuditor:
         if e.view < self._view:
             raise self._fail(f"view went back from {self._view} to {e.view}", "entry-view", seqno, e.view)
         if e.entry_type != TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS or e.commit_evidence_digest is None:
-            raise self._fail(f"entry type {e.entry_type} is not the type notarium writes (4)", "entry-type", seqno, e.view)
+            raise self._fail(
+                f"entry type {e.entry_type} is not the type notarium writes (4)",
+                "entry-type",
+                seqno,
+                e.view,
+            )
         if e.snapshot or e.max_conflict_version != 0 or e.flags & ~_ALLOWED_FLAGS:
             raise self._fail("entry header has reserved fields set", "entry-format", seqno, e.view)
         raw = buf[e.start : e.end]
@@ -225,7 +242,7 @@ class LedgerAuditor:
             self._apply_nodes(public, e)
         if tables.SERVICE_INFO in public:
             self._apply_service_info(public[tables.SERVICE_INFO], e)
-        if not _SIGNATURE_TABLES.isdisjoint(public):
+        if not SIGNATURE_TABLES.isdisjoint(public):
             self._check_signature(public, e)
             return True
         return False
@@ -248,7 +265,12 @@ class LedgerAuditor:
                 self._nodes.pop(node_id, None)
                 continue
             if self._pinned is None:
-                raise self._fail("a node certificate appears before the service certificate", "node-endorsement", e.seqno, e.view)
+                raise self._fail(
+                    "a node certificate appears before the service certificate",
+                    "node-endorsement",
+                    e.seqno,
+                    e.view,
+                )
             try:
                 cert = load_pem_cert(value, "node certificate")
                 check_endorsement(cert, self._pinned, "node certificate")
@@ -256,14 +278,24 @@ class LedgerAuditor:
             except VerificationError as exc:
                 raise self._fail(f"node {node_id[:16]}: {exc}", "node-endorsement", e.seqno, e.view) from exc
             if key_id(key_) != node_id:
-                raise self._fail(f"node id {node_id[:16]} is not the hash of its key", "node-endorsement", e.seqno, e.view)
+                raise self._fail(
+                    f"node id {node_id[:16]} is not the hash of its key",
+                    "node-endorsement",
+                    e.seqno,
+                    e.view,
+                )
             node = self._nodes.setdefault(node_id, _Node())
             node.cert_pem, node.key = value.decode(), key_
 
     def _apply_service_info(self, writes: dict[bytes, bytes | None], e: EntryView) -> None:
         value = writes.get(tables.SINGLETON_KEY)
         if value is None:
-            raise self._fail("service.info removed or written under a wrong key", "service-identity", e.seqno, e.view)
+            raise self._fail(
+                "service.info removed or written under a wrong key",
+                "service-identity",
+                e.seqno,
+                e.view,
+            )
         try:
             cert = load_pem_cert(json.loads(value)["cert"], "service certificate")
         except (ValueError, KeyError, TypeError, VerificationError) as exc:
@@ -277,7 +309,8 @@ class LedgerAuditor:
             )
         elif cert != self._pinned:
             raise self._fail(
-                "service.info names a different service certificate than the pinned one (ledger signed by another service)",
+                "service.info names a different service certificate than the pinned one "
+                "(ledger signed by another service)",
                 "service-identity",
                 e.seqno,
                 e.view,
@@ -286,50 +319,41 @@ class LedgerAuditor:
 
     def _check_signature(self, public: dict[str, dict[bytes, bytes | None]], e: EntryView) -> None:
         seqno, view = e.seqno, e.view
-
-        def fail(message: str, check: str) -> LedgerAuditError:
-            return self._fail(message, check, seqno, view)
-
-        if set(public) != _SIGNATURE_TABLES or e.has_private:
-            raise fail("a signature transaction must write exactly the signature, COSE signature and tree tables", "signature-format")
-        if any(set(w) != {tables.SINGLETON_KEY} for w in public.values()):
-            raise fail("signature tables must hold one singleton value each", "signature-format")
-        if e.claims_digest != bytes(32):
-            raise fail("a signature transaction carries no claims", "signature-format")
-        root = self._frontier.root()
-        try:
-            sig = PrimarySignature.from_json(public[tables.SIGNATURES][tables.SINGLETON_KEY] or b"")
-        except VerificationError as exc:
-            raise fail(str(exc), "signature-format") from exc
-        if sig.seqno != seqno or sig.view != view:
-            raise fail(f"signature claims to be {sig.view}.{sig.seqno}", "signature-txid")
-        node = self._nodes.get(sig.node)
-        if node is None or node.key is None:
-            raise fail(f"signed by unknown node {sig.node[:16]}", "signature-node")
-        if node.status != "Trusted":
-            raise fail(f"signed by node {sig.node[:16]} in state {node.status}", "signature-node")
-        if sig.cert is not None and sig.cert != node.cert_pem:
-            raise fail("signature carries a certificate other than the node's endorsed one", "signature-node")
-        if sig.root != root:
-            raise fail("signed root does not match the root rebuilt from the ledger", "signature-root")
-        try:
-            verify_root_signature(node.key, root, sig.sig)
-        except VerificationError as exc:
-            raise fail(str(exc), "signature-node") from exc
+        if e.has_private or e.claims_digest != bytes(32):
+            raise self._fail(
+                "a signature transaction has no private domain and no claims",
+                "signature-format",
+                seqno,
+                view,
+            )
         if not self._service_info_seen or self._service_key is None:
-            raise fail("signature before the service identity was recorded", "signature-cose")
+            raise self._fail("signature before the service identity was recorded", "signature-cose", seqno, view)
+
+        def node_key(sig: PrimarySignature) -> ec.EllipticCurvePublicKey:
+            node = self._nodes.get(sig.node)
+            if node is None or node.key is None:
+                raise VerificationError(f"signed by unknown node {sig.node[:16]}", check="signature-node")
+            if node.status != "Trusted":
+                raise VerificationError(
+                    f"signed by node {sig.node[:16]} in state {node.status}", check="signature-node"
+                )
+            if sig.cert is not None and sig.cert != node.cert_pem:
+                raise VerificationError(
+                    "signature carries a certificate other than the node's endorsed one",
+                    check="signature-node",
+                )
+            return node.key
+
         try:
-            sign1 = cose.Sign1.decode(decode_cose_signature_value(public[tables.COSE_SIGNATURES][tables.SINGLETON_KEY] or b""))
-            check_cose_root_header(sign1, self._service_key, TxId(view, seqno))
-            sign1.verify_detached(self._service_key, root)
+            verify_signature_transaction(
+                public,
+                txid=TxId(view, seqno),
+                root=self._frontier.root(),
+                service_key=self._service_key,
+                node_key=node_key,
+            )
         except VerificationError as exc:
-            raise fail(f"COSE root signature: {exc}", "signature-cose") from exc
-        try:
-            size, tree_root = deserialise_tree(public[tables.TREE][tables.SINGLETON_KEY] or b"")
-        except ValueError as exc:
-            raise fail(f"serialised tree: {exc}", "signature-tree") from exc
-        if size != seqno or tree_root != root:
-            raise fail("serialised tree does not rebuild the signed root", "signature-tree")
+            raise self._fail(str(exc), exc.check or "signature", seqno, view) from exc
         self.report.signatures += 1
         self.report.last_signed = TxId(view, seqno)
 
@@ -341,7 +365,12 @@ class LedgerAuditor:
         for raw, e in self._uncovered:
             ce = commit_evidence(self._secret, TxId(e.view, e.seqno))
             if commit_evidence_digest(ce) != e.commit_evidence_digest:
-                raise self._fail("commit evidence digest does not derive from the ledger secret", "entry-secret", e.seqno, e.view)
+                raise self._fail(
+                    "commit evidence digest does not derive from the ledger secret",
+                    "entry-secret",
+                    e.seqno,
+                    e.view,
+                )
             rel = e.public_end - e.start
             public = raw[FIXED_SIZE:rel]
             ciphertext = raw[rel:]
@@ -357,6 +386,9 @@ class LedgerAuditor:
         if self.report.chunks == 0:
             raise LedgerAuditError("no ledger chunk files found", check="no-ledger")
         if self.report.signatures == 0:
-            raise LedgerAuditError("the ledger holds no signature transaction: nothing in it is verified", check="no-signature")
+            raise LedgerAuditError(
+                "the ledger holds no signature transaction: nothing in it is verified",
+                check="no-signature",
+            )
         self._check_uncovered()
         return self.report

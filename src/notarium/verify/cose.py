@@ -112,7 +112,8 @@ class Sign1:
         if len(self.signature) != 2 * size:
             raise VerificationError("COSE signature has the wrong length")
         der = encode_dss_signature(
-            int.from_bytes(self.signature[:size], "big"), int.from_bytes(self.signature[size:], "big")
+            int.from_bytes(self.signature[:size], "big"),
+            int.from_bytes(self.signature[size:], "big"),
         )
         try:
             key.verify(der, sig_structure(self.protected_bytes, payload), ec.ECDSA(hash_cls()))

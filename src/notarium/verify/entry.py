@@ -54,7 +54,13 @@ def gcm_iv(seqno: int, view: int, *, snapshot: bool = False) -> bytes:
 
 def encode_public_header(seqno: int, claims_digest: bytes, commit_evidence_digest: bytes) -> bytes:
     """Public-domain header of a type-4 entry (the only type notarium writes)."""
-    return _PUB4.pack(TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS, seqno, claims_digest, commit_evidence_digest, 0)
+    return _PUB4.pack(
+        TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS,
+        seqno,
+        claims_digest,
+        commit_evidence_digest,
+        0,
+    )
 
 
 def encode_tables(tables: Tables) -> bytes:
@@ -79,7 +85,17 @@ def encode_single_write(table: str, key: bytes, value: bytes) -> bytes:
     """Fast path of :func:`encode_tables` for one table with one write (the common entry)."""
     name = table.encode()
     return b"".join(
-        (_U64.pack(len(name)), name, bytes(16), _U64.pack(1), _U64.pack(len(key)), key, _U64.pack(len(value)), value, bytes(8))
+        (
+            _U64.pack(len(name)),
+            name,
+            bytes(16),
+            _U64.pack(1),
+            _U64.pack(len(key)),
+            key,
+            _U64.pack(len(value)),
+            value,
+            bytes(8),
+        )
     )
 
 

@@ -27,8 +27,7 @@ def commit_evidence_digest(commit_evidence: str) -> bytes:
 def ledger_entry_claim_inner(collection_id: str, contents: str, secret_key: bytes) -> bytes:
     """The inner digest of an ACL ``LedgerEntryV1`` claim (the ``ClaimDigest`` value)."""
     return hashlib.sha256(
-        hmac.digest(secret_key, collection_id.encode(), "sha256")
-        + hmac.digest(secret_key, contents.encode(), "sha256")
+        hmac.digest(secret_key, collection_id.encode(), "sha256") + hmac.digest(secret_key, contents.encode(), "sha256")
     ).digest()
 
 
@@ -43,7 +42,12 @@ def _claim_digest(claim: Mapping[str, Any]) -> bytes:
     kind = claim.get("kind")
     if kind == "LedgerEntry":
         e = claim.get("ledgerEntry")
-        if not isinstance(e, Mapping) or set(e) != {"collectionId", "contents", "protocol", "secretKey"}:
+        if not isinstance(e, Mapping) or set(e) != {
+            "collectionId",
+            "contents",
+            "protocol",
+            "secretKey",
+        }:
             raise ValueError("a LedgerEntry claim needs collectionId, contents, protocol, secretKey")
         if not all(isinstance(e[k], str) for k in e):
             raise ValueError("LedgerEntry claim fields must be strings")

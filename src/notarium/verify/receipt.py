@@ -21,7 +21,11 @@ from notarium.verify import cose
 from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
 from notarium.verify.leaf import commit_evidence_digest, compute_claims_digest, leaf_hash
 from notarium.verify.merkle import PathElement, root_from_path
-from notarium.verify.signature import b64decode_strict, check_cose_root_header, verify_root_signature
+from notarium.verify.signature import (
+    b64decode_strict,
+    check_cose_root_header,
+    verify_root_signature,
+)
 
 MAX_PROOF_LENGTH = 64
 ZERO_CLAIMS_HEX = "00" * 32
@@ -125,7 +129,11 @@ def verify_json_receipt(
         raise VerificationError("receipt must be a JSON object")
     r = _normalise(receipt)
     lc = r.get("leafComponents")
-    if not isinstance(lc, Mapping) or set(lc) != {"claimsDigest", "commitEvidence", "writeSetDigest"}:
+    if not isinstance(lc, Mapping) or set(lc) != {
+        "claimsDigest",
+        "commitEvidence",
+        "writeSetDigest",
+    }:
         raise VerificationError("receipt leafComponents must hold exactly claimsDigest, commitEvidence, writeSetDigest")
     if not isinstance(lc["commitEvidence"], str) or not lc["commitEvidence"].startswith("ce:"):
         raise VerificationError("receipt commitEvidence is malformed")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from notarium.errors import VerificationError
 from notarium.types import TxId
 from notarium.verify import cose
 from notarium.verify.keys import key_id
+from notarium.verify.merkle import deserialise_tree
 
 _PREHASHED = ec.ECDSA(Prehashed(hashes.SHA256()))
 
@@ -78,7 +80,13 @@ class PrimarySignature:
         if not isinstance(obj, dict):
             raise VerificationError("signature record is not a JSON object")
         try:
-            sig, node, seqno, view, root = obj["sig"], obj["node"], obj["seqno"], obj["view"], obj["root"]
+            sig, node, seqno, view, root = (
+                obj["sig"],
+                obj["node"],
+                obj["seqno"],
+                obj["view"],
+                obj["root"],
+            )
         except KeyError as exc:
             raise VerificationError(f"signature record lacks {exc.args[0]!r}") from exc
         cert = obj.get("cert")
@@ -108,7 +116,9 @@ class PrimarySignature:
         )
 
 
-def cose_root_protected_header(service_key: ec.EllipticCurvePublicKey, txid: TxId, *, iat: int, issuer: str, subject: str) -> bytes:
+def cose_root_protected_header(
+    service_key: ec.EllipticCurvePublicKey, txid: TxId, *, iat: int, issuer: str, subject: str
+) -> bytes:
     """The protected header of a CCF COSE root signature (ccf-ledger-format.md §5.4)."""
     header = {
         cose.HDR_ALG: cose.alg_for_key(service_key),
@@ -141,3 +151,60 @@ def decode_cose_signature_value(value: bytes) -> bytes:
     if not isinstance(text, str):
         raise VerificationError("COSE signature record is not a JSON string")
     return b64decode_strict(text, "COSE signature")
+
+
+SIGNATURE_TABLES = frozenset(
+    {
+        "public:ccf.internal.signatures",
+        "public:ccf.internal.cose_signatures",
+        "public:ccf.internal.tree",
+    }
+)
+_SINGLETON = bytes(8)
+
+
+def verify_signature_transaction(
+    public: dict[str, dict[bytes, bytes | None]],
+    *,
+    txid: TxId,
+    root: bytes,
+    service_key: ec.EllipticCurvePublicKey,
+    node_key: Callable[[PrimarySignature], ec.EllipticCurvePublicKey],
+) -> PrimarySignature:
+    """Check one signature transaction at ``txid`` against the root rebuilt over leaves 0 … S−1.
+
+    ``node_key(sig)`` returns the key of the signing node, raising :class:`VerificationError`
+    if that node may not sign (unknown, untrusted, not endorsed). Checks: exactly the three
+    signature tables with singleton keys; the JSON signature's seqno/view and root; the node
+    signature; the COSE root signature (kid, vds, ``ccf.v1.txid``, signature by the service
+    key); the serialised tree rebuilds the same root over the same number of leaves.
+    """
+    if set(public) != SIGNATURE_TABLES or any(set(w) != {_SINGLETON} for w in public.values()):
+        raise VerificationError(
+            "a signature transaction must write exactly the signature, COSE signature and tree singletons",
+            check="signature-format",
+        )
+    sig = PrimarySignature.from_json(public["public:ccf.internal.signatures"][_SINGLETON] or b"")
+    if sig.seqno != txid.seqno or sig.view != txid.view:
+        raise VerificationError(f"signature claims to be {sig.view}.{sig.seqno}", check="signature-txid")
+    if sig.root != root:
+        raise VerificationError("signed root does not match the root rebuilt from the ledger", check="signature-root")
+    key = node_key(sig)
+    try:
+        verify_root_signature(key, root, sig.sig)
+    except VerificationError as exc:
+        raise VerificationError(str(exc), check="signature-node") from exc
+    try:
+        cose_bytes = decode_cose_signature_value(public["public:ccf.internal.cose_signatures"][_SINGLETON] or b"")
+        sign1 = cose.Sign1.decode(cose_bytes)
+        check_cose_root_header(sign1, service_key, txid)
+        sign1.verify_detached(service_key, root)
+    except VerificationError as exc:
+        raise VerificationError(f"COSE root signature: {exc}", check="signature-cose") from exc
+    try:
+        size, tree_root = deserialise_tree(public["public:ccf.internal.tree"][_SINGLETON] or b"")
+    except ValueError as exc:
+        raise VerificationError(f"serialised tree: {exc}", check="signature-tree") from exc
+    if size != txid.seqno or tree_root != root:
+        raise VerificationError("serialised tree does not rebuild the signed root", check="signature-tree")
+    return sig
