@@ -5,6 +5,7 @@ Only what CCF needs: ECDSA (ES256/ES384/ES512) with raw r‖s signatures and det
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +69,8 @@ class Sign1:
     """A decoded COSE_Sign1 with a detached payload."""
 
     protected_bytes: bytes
-    protected: dict[Any, Any]
-    unprotected: dict[Any, Any]
+    protected: Mapping[Any, Any]
+    unprotected: Mapping[Any, Any]
     signature: bytes
 
     @classmethod
@@ -89,7 +90,7 @@ class Sign1:
         protected_bytes, unprotected, payload, signature = items
         if not isinstance(protected_bytes, bytes) or not isinstance(signature, bytes):
             raise VerificationError("COSE_Sign1 protected header and signature must be byte strings")
-        if not isinstance(unprotected, dict):
+        if not isinstance(unprotected, Mapping):
             raise VerificationError("COSE_Sign1 unprotected header must be a map")
         if payload is not None:
             raise VerificationError("CCF COSE_Sign1 payloads are detached (nil)")
@@ -97,7 +98,7 @@ class Sign1:
             protected = cbor2.loads(protected_bytes)
         except Exception as exc:
             raise VerificationError("COSE_Sign1 protected header is not valid CBOR") from exc
-        if not isinstance(protected, dict):
+        if not isinstance(protected, Mapping):
             raise VerificationError("COSE_Sign1 protected header must be a map")
         return cls(protected_bytes, protected, unprotected, signature)
 

@@ -124,6 +124,11 @@ class Frontier:
         f._heights = heights
         return f
 
+    @property
+    def heights(self) -> list[int]:
+        """The height of each peak (log2 of its number of leaves), largest first."""
+        return list(self._heights)
+
     def copy(self) -> Frontier:
         return Frontier.from_peaks(self.size, self.peaks)
 

@@ -197,7 +197,7 @@ def _decode_inclusion_proof(raw: Any) -> tuple[LeafComponents, list[PathElement]
         proof = cbor2.loads(raw)
     except Exception as exc:
         raise VerificationError("inclusion proof is not valid CBOR") from exc
-    if not isinstance(proof, dict):
+    if not isinstance(proof, Mapping):
         raise VerificationError("inclusion proof must be a map")
     leaf, path = proof.get(PROOF_LEAF), proof.get(PROOF_PATH)
     if not isinstance(leaf, list | tuple) or len(leaf) != 3:
@@ -233,7 +233,7 @@ def verify_cose_receipt(
     sign1 = cose.Sign1.decode(data)
     check_cose_root_header(sign1, service_key, None)
     vdp = sign1.unprotected.get(cose.HDR_VDP)
-    proofs = vdp.get(cose.VDP_INCLUSION) if isinstance(vdp, dict) else None
+    proofs = vdp.get(cose.VDP_INCLUSION) if isinstance(vdp, Mapping) else None
     if not isinstance(proofs, list | tuple) or not proofs:
         raise VerificationError("COSE receipt carries no inclusion proof")
     leaves = []
@@ -245,7 +245,7 @@ def verify_cose_receipt(
         leaves.append(leaf)
     txid = None
     ccf = sign1.protected.get(cose.HDR_CCF)
-    if isinstance(ccf, dict) and isinstance(ccf.get("txid"), str):
+    if isinstance(ccf, Mapping) and isinstance(ccf.get("txid"), str):
         try:
             txid = TxId.parse(ccf["txid"])
         except ValueError as exc:

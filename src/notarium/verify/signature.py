@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,7 +138,7 @@ def check_cose_root_header(sign1: cose.Sign1, service_key: ec.EllipticCurvePubli
         raise VerificationError("COSE vds is not CCF_LEDGER_SHA256 (2)")
     if txid is not None:
         ccf = sign1.protected.get(cose.HDR_CCF)
-        if not isinstance(ccf, dict) or ccf.get("txid") != str(txid):
+        if not isinstance(ccf, Mapping) or ccf.get("txid") != str(txid):
             raise VerificationError(f"COSE ccf.v1.txid does not name transaction {txid}")
 
 

@@ -1,0 +1,774 @@
+"""The ledger engine: sequence, encrypt, sign, persist, and prove transactions.
+
+Life of a transaction (docs/design/durability.md):
+
+1. ``append`` assigns the next seqno in the current view, serialises the entry in CCF's format
+   (private domain encrypted under the ledger secret), adds its leaf to the Merkle tree and
+   queues it. The caller gets its TxId at once: status *Pending*.
+2. The flusher thread emits a signature transaction every ``signature_interval`` or
+   ``signature_tx_count`` transactions, whichever comes first, appends the queued entries and the
+   signature to the chunk file, and ``fsync``s (group commit).
+3. Only then does it index the batch and publish the signature's seqno as committed: every
+   transaction up to it is *Committed* and has receipts.
+
+A crash loses at most the transactions after the last durable signature; they become *Invalid*.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from notarium.errors import LedgerError, ServiceError, VerificationError
+from notarium.ledger.identity import NodeIdentity, cert_pem
+from notarium.ledger.index import KIND_ENTRY, KIND_OTHER, KIND_SIGNATURE, Index, IndexState, Row
+from notarium.ledger.layout import Layout, ServiceConfig
+from notarium.ledger.storage.files import ChunkFiles
+from notarium.ledger.tree import TILE_HEIGHT, TreeStore
+from notarium.types import TxId, TxStatus
+from notarium.verify import tables
+from notarium.verify.cose import encode_sign1, sign_detached
+from notarium.verify.entry import (
+    CHUNK_HEADER_SIZE,
+    ENTRY_HEADER_SIZE,
+    FIXED_SIZE,
+    GCM_IV_SIZE,
+    GCM_TAG_SIZE,
+    EntryView,
+    Tables,
+    assemble_entry,
+    decode_tables,
+    encode_public_header,
+    encode_single_write,
+    encode_tables,
+    gcm_iv,
+    parse_entry,
+    read_positions,
+)
+from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
+from notarium.verify.leaf import ZERO_CLAIMS, ledger_entry_claims_digest
+from notarium.verify.merkle import Frontier, serialise_tree
+from notarium.verify.receipt import (
+    LeafComponents,
+    build_cose_receipt,
+    build_json_receipt,
+    verify_cose_receipt,
+    verify_json_receipt,
+)
+from notarium.verify.secrets import commit_evidence_from_commit_secret, commit_secret
+from notarium.verify.signature import (
+    SIGNATURE_TABLES,
+    PrimarySignature,
+    cose_root_protected_header,
+    decode_cose_signature_value,
+    sign_root,
+    verify_signature_transaction,
+)
+
+log = logging.getLogger("notarium.ledger")
+
+DEFAULT_COLLECTION = "subledger:0"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Engine tunables. Times in milliseconds, sizes in bytes."""
+
+    signature_interval_ms: float = 10.0
+    signature_tx_count: int = 5000
+    chunk_size: int = 5_000_000
+    fsync: bool = True
+    max_unsigned: int = 100_000  # appends wait while this many transactions await a signature
+
+    def __post_init__(self) -> None:
+        if self.signature_interval_ms <= 0 or self.signature_tx_count < 1 or self.chunk_size < 1:
+            raise ValueError("signature interval, signature count and chunk size must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    txid: TxId
+    collection_id: str
+    contents: str
+    tags: str | None
+    claims_secret: bytes
+
+    def application_claims(self) -> list[dict[str, Any]]:
+        """The ACL ``LedgerEntry`` application claim that the receipt's claims digest commits to."""
+        return [
+            {
+                "kind": "LedgerEntry",
+                "ledgerEntry": {
+                    "collectionId": self.collection_id,
+                    "contents": self.contents,
+                    "protocol": "LedgerEntryV1",
+                    "secretKey": base64.b64encode(self.claims_secret).decode(),
+                },
+            }
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    txid: TxId
+    receipt: dict[str, Any]
+    application_claims: list[dict[str, Any]] | None
+
+
+class _Pending:
+    """Transactions sequenced but not yet written, and the tree state since the last signature."""
+
+    __slots__ = ("entries", "first_seqno", "first_time", "rows")
+
+    def __init__(self, first_seqno: int) -> None:
+        self.first_seqno = first_seqno
+        self.entries: list[bytes] = []
+        self.rows: list[tuple[int, int, int, str | None, bytes]] = []  # seqno, view, kind, collection, leaf
+        self.first_time = 0.0
+
+
+class Ledger:
+    """One node's ledger over a service directory. Thread-safe."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        service: ServiceConfig,
+        identity: NodeIdentity,
+        ledger_secret: bytes,
+        config: EngineConfig = EngineConfig(),
+        *,
+        rng: Callable[[int], bytes] = os.urandom,
+        clock: Callable[[], float] = time.time,
+        genesis: Tables | None = None,
+    ) -> None:
+        self.layout = layout
+        self.service = service
+        self.identity = identity
+        self.config = config
+        self._rng = rng
+        self._clock = clock
+        self._private = service.ledger_type == "Private"
+        self._entries_table = tables.ENTRIES_PRIVATE if self._private else tables.ENTRIES_PUBLIC
+        self._aead = AESGCM(ledger_secret)
+        self._commit_secret = commit_secret(ledger_secret)
+        self._node_id = key_id(identity.node_key.public_key())
+        self._node_cert_pem = cert_pem(identity.node_cert).decode()
+        self._service_key_pub = identity.service_key.public_key()
+        self._lockfd = self._lock(layout)
+        self._lock_obj = threading.Lock()
+        self._work = threading.Condition(self._lock_obj)
+        self._done = threading.Condition(self._lock_obj)
+        self._tree_lock = threading.Lock()
+        self._closing = False
+        self._closed = False
+        self._failure: BaseException | None = None
+        try:
+            self._chunks = ChunkFiles(layout.ledger_dir, fsync=config.fsync)
+            self._index = Index(layout.index_file)
+            self._recover(genesis)
+        except BaseException:
+            os.close(self._lockfd)
+            raise
+        self._flusher = threading.Thread(target=self._flush_loop, name="notarium-flusher", daemon=True)
+        self._flusher.start()
+
+    # ------------------------------------------------------------------ opening
+
+    @staticmethod
+    def _lock(layout: Layout) -> int:
+        layout.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(layout.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ServiceError(f"{layout.root} is in use by another notarium process") from None
+        return fd
+
+    def _recover(self, genesis: Tables | None) -> None:
+        """Bring index and tree in line with the durable, signed prefix of the chunk files."""
+        tree, start = self._tree_from_index()
+        last_view, last_good = self._replay(tree, start)
+        if last_good == 0 and start == 1 and (genesis is None or self._chunks.chunks):
+            raise ServiceError(f"{self.layout.root} holds no signed transaction; it is not a usable ledger")
+        self._tree = tree
+        self._committed = last_good
+        self._next = tree.frontier.size
+        self._flushed = tree.frontier.copy()
+        # A new view at every start, recorded durably before any TxId is handed out in it, so
+        # that seqnos dropped in an earlier run stay Invalid and are never reported Committed.
+        self._view = max(last_view, _read_view(self.layout)) + 1
+        _write_view(self.layout, self._view)
+        self._committed_view = last_view
+        self._pending = _Pending(self._next)
+        self._since_signature: list[bytes] = []
+        if genesis is not None:
+            self._append_tables(genesis)
+            self._signal_flush()
+
+    def _tree_from_index(self) -> tuple[TreeStore, int]:
+        state = self._index.state()
+        if state.last_seqno:
+            try:
+                tree = self._check_index(state)
+            except (ServiceError, VerificationError, ValueError, KeyError) as exc:
+                log.warning("index does not match the ledger (%s); rebuilding it from the chunk files", exc)
+            else:
+                self._frontier_at_last_signature = Frontier.from_peaks(state.frontier_size, state.frontier_peaks)
+                return tree, state.last_seqno + 1
+            self._index.reset()
+        tree = TreeStore.empty(self._index.leaves)
+        self._frontier_at_last_signature = tree.frontier.copy()
+        return tree, 1
+
+    def _check_index(self, state: IndexState) -> TreeStore:
+        """The index's Merkle state must reproduce the root its last signature signed."""
+        s = state.last_seqno
+        frontier = Frontier.from_peaks(state.frontier_size, state.frontier_peaks)
+        row = self._index.get(s)
+        if frontier.size != s or row is None or row.kind != KIND_SIGNATURE:
+            raise ValueError("index state does not end on a signature")
+        raw = self._chunks.read(row.chunk, row.offset, row.size)
+        e = parse_entry(raw, 0)
+        if _leaf_of(raw, e) != row.leaf:
+            raise ValueError("indexed leaf of the last signature does not match the chunk file")
+        public = decode_tables(raw, e.tables_start, e.public_end)
+        self._verify_signature(public, TxId(e.view, s), frontier.root())
+        frontier.append(row.leaf)
+        tree = TreeStore(frontier, self._index.tiles(), self._index.leaves)
+        lo = 0
+        for height, peak in zip(frontier.heights, frontier.peaks, strict=True):
+            if height >= TILE_HEIGHT and tree.levels[height - TILE_HEIGHT][lo >> height] != peak:
+                raise ValueError("index tiles do not match the Merkle frontier")
+            lo += 1 << height
+        return tree
+
+    def _verify_signature(self, public: dict[str, dict[bytes, bytes | None]], txid: TxId, root: bytes) -> None:
+        service_cert = self.identity.service_cert
+
+        def node_key(sig: PrimarySignature) -> ec.EllipticCurvePublicKey:
+            if sig.cert is None:
+                raise VerificationError("signature carries no node certificate", check="signature-node")
+            cert = load_pem_cert(sig.cert, "node certificate")
+            check_endorsement(cert, service_cert, "node certificate")
+            key = ec_public_key(cert, "node certificate")
+            if key_id(key) != sig.node:
+                raise VerificationError("node id is not the hash of its key", check="signature-node")
+            return key
+
+        verify_signature_transaction(public, txid=txid, root=root, service_key=self._service_key_pub, node_key=node_key)
+
+    def _replay(self, tree: TreeStore, start: int) -> tuple[int, int]:
+        """Replay chunk entries from ``start``: verify, index, and cut an unsigned or torn tail.
+
+        Returns ``(view of the last good signature, its seqno)`` (``(0, 0)`` if none).
+        """
+        last_view, last_good = 0, start - 1
+        if start > 1:
+            prev = self._index.get(start - 1)
+            last_view = prev.view if prev is not None else 0
+        pending_leaves: list[bytes] = []
+        pending_rows: list[Row] = []
+        good_rows: list[Row] = []
+        current = self._chunks.current
+        cut: tuple[int, list[int]] | None = None  # (valid length, offsets) of the unfinished chunk
+        expected = start
+        for chunk, data in self._chunks.iter_files(start):
+            live = chunk.end is None
+            buf = memoryview(data)
+            offsets: list[int] = []
+            try:
+                entries_end, _positions = read_positions(buf)
+            except VerificationError as exc:
+                raise ServiceError(f"{chunk.path.name}: {exc}; run `notarium audit`") from None
+            off = CHUNK_HEADER_SIZE
+            while off < entries_end:
+                try:
+                    e = parse_entry(buf, off, entries_end)
+                except VerificationError as exc:
+                    if live:
+                        log.warning("%s: dropping a torn tail at offset %d (%s)", chunk.path.name, off, exc)
+                        break
+                    raise ServiceError(f"{chunk.path.name}: {exc}; run `notarium audit`") from None
+                if e.seqno < start:
+                    offsets.append(off)
+                    off = e.end
+                    continue
+                if e.seqno != expected or e.iv_seqno != expected:
+                    raise ServiceError(f"{chunk.path.name}: seqno {e.seqno} where {expected} was expected")
+                raw = buf[off : e.end]
+                leaf = _leaf_of(raw, e)
+                kind, collection = KIND_OTHER, None
+                public = decode_tables(buf, e.tables_start, e.public_end) if e.tables_start < e.public_end else {}
+                if not SIGNATURE_TABLES.isdisjoint(public):
+                    frontier = tree.frontier.copy()
+                    for pl in pending_leaves:
+                        frontier.append(pl)
+                    try:
+                        self._verify_signature(public, TxId(e.view, e.seqno), frontier.root())
+                    except VerificationError as exc:
+                        if live:
+                            log.warning(
+                                "%s: signature %d.%d does not verify (%s); dropping the tail",
+                                chunk.path.name,
+                                e.view,
+                                e.seqno,
+                                exc,
+                            )
+                            break
+                        raise ServiceError(f"{chunk.path.name}: signature {e.view}.{e.seqno}: {exc}") from None
+                    kind = KIND_SIGNATURE
+                else:
+                    collection = self._collection_of(buf, e, public)
+                    if collection is not None:
+                        kind = KIND_ENTRY
+                row: Row = (e.seqno, e.view, chunk.start, off, e.end - off, kind, collection, leaf)
+                offsets.append(off)
+                pending_leaves.append(leaf)
+                pending_rows.append(row)
+                if kind == KIND_SIGNATURE:
+                    for pl in pending_leaves[:-1]:
+                        tree.append(pl)
+                    self._frontier_at_last_signature = tree.frontier.copy()
+                    tree.append(leaf)
+                    good_rows.extend(pending_rows)
+                    pending_leaves, pending_rows = [], []
+                    last_view, last_good = e.view, e.seqno
+                    if live:
+                        cut = (e.end, list(offsets))
+                    if len(good_rows) >= 50_000:
+                        self._index_rows(good_rows, tree, last_good)
+                        good_rows = []
+                expected += 1
+                off = e.end
+        if good_rows:
+            self._index_rows(good_rows, tree, last_good)
+        if current is not None:
+            if cut is None:
+                log.warning("dropping %s: it holds no signed transaction", current.path.name)
+                self._chunks.drop_current()
+            else:
+                self._chunks.open_current(*cut)
+        if pending_rows:
+            log.warning(
+                "dropped %d transactions after the last durable signature %d.%d (now Invalid)",
+                len(pending_rows),
+                last_view,
+                last_good,
+            )
+        return last_view, last_good
+
+    def _index_rows(self, rows: list[Row], tree: TreeStore, last_signature: int) -> None:
+        f = self._frontier_at_last_signature
+        self._index.commit_batch(rows, tree.new_tiles, IndexState(last_signature, f.size, f.peaks))
+        tree.new_tiles = []
+
+    def _collection_of(self, buf: memoryview, e: EntryView, public: dict[str, dict[bytes, bytes | None]]) -> str | None:
+        writes = public.get(tables.ENTRIES_PUBLIC)
+        if writes is None and e.has_private:
+            writes = self._decrypt(buf[e.start : e.end], e).get(tables.ENTRIES_PRIVATE)
+        if not writes:
+            return None
+        return next(iter(writes)).decode()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, public: Tables, private: Tables | None = None, *, claims_digest: bytes = ZERO_CLAIMS) -> TxId:
+        """Append a raw write set (public tables named ``public:…``). Returns the TxId at once."""
+        for name in public:
+            if not name.startswith("public:"):
+                raise ValueError(f"public table names start with 'public:': {name!r}")
+        for name in private or {}:
+            if name.startswith("public:"):
+                raise ValueError(f"private table names must not start with 'public:': {name!r}")
+        return self._append(encode_tables(public), encode_tables(private or {}), claims_digest, KIND_OTHER, None)
+
+    def append_entry(self, contents: str, collection_id: str = DEFAULT_COLLECTION, tags: str | None = None) -> TxId:
+        """Append an application ledger entry. Private ledgers encrypt it; its claims follow ACL."""
+        secret = self._rng(32)
+        record: dict[str, str] = {"contents": contents, "secretKey": base64.b64encode(secret).decode()}
+        if tags is not None:
+            record["tags"] = tags
+        value = json.dumps(record, separators=(",", ":")).encode()
+        body = encode_single_write(self._entries_table, collection_id.encode(), value)
+        claims = ledger_entry_claims_digest(collection_id, contents, secret)
+        if self._private:
+            return self._append(b"", body, claims, KIND_ENTRY, collection_id)
+        return self._append(body, b"", claims, KIND_ENTRY, collection_id)
+
+    def _append(self, public: bytes, private: bytes, claims: bytes, kind: int, collection: str | None) -> TxId:
+        with self._lock_obj:
+            self._check_open()
+            while self._next - self._committed > self.config.max_unsigned and not self._closing:
+                self._done.wait(1.0)
+                self._check_open()
+            return self._append_locked(public, private, claims, kind, collection)
+
+    def _append_tables(self, public: Tables) -> TxId:
+        with self._lock_obj:
+            return self._append_locked(encode_tables(public), b"", ZERO_CLAIMS, KIND_OTHER, None)
+
+    def _append_locked(self, public: bytes, private: bytes, claims: bytes, kind: int, collection: str | None) -> TxId:
+        seqno, view = self._next, self._view
+        ce = commit_evidence_from_commit_secret(self._commit_secret, TxId(view, seqno))
+        ced = hashlib.sha256(ce.encode()).digest()
+        public_domain = encode_public_header(seqno, claims, ced) + public
+        iv = gcm_iv(seqno, view)
+        sealed = self._aead.encrypt(iv, private, public_domain)
+        entry = assemble_entry(sealed[-GCM_TAG_SIZE:], iv, public_domain, sealed[:-GCM_TAG_SIZE])
+        leaf = hashlib.sha256(hashlib.sha256(entry).digest() + ced + claims).digest()
+        self._tree.append(leaf)
+        self._since_signature.append(leaf)
+        self._next = seqno + 1
+        p = self._pending
+        if not p.entries:
+            p.first_time = time.monotonic()
+            self._work.notify()
+        p.entries.append(entry)
+        p.rows.append((seqno, view, kind, collection, leaf))
+        if len(self._since_signature) >= self.config.signature_tx_count:
+            self._work.notify()
+        return TxId(view, seqno)
+
+    def _signal_flush(self) -> None:
+        with self._lock_obj:
+            self._work.notify()
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise LedgerError(f"the ledger stopped after a storage failure: {self._failure}")
+        if self._closing or self._closed:
+            raise LedgerError("the ledger is closed")
+
+    def _sign_locked(self) -> None:
+        """Append a signature transaction over everything sequenced so far."""
+        seqno, view = self._next, self._view
+        txid = TxId(view, seqno)
+        root = self._tree.frontier.root()
+        node_sig = PrimarySignature(
+            sig=sign_root(self.identity.node_key, root),
+            node=self._node_id,
+            seqno=seqno,
+            view=view,
+            root=root,
+            cert=self._node_cert_pem,
+            hashed_nonce=hashlib.sha256(self._rng(32)).hexdigest(),
+        )
+        protected = cose_root_protected_header(
+            self._service_key_pub,
+            txid,
+            iat=int(self._clock()),
+            issuer=self.service.ledger_id,
+            subject="ledger.signature",
+        )
+        cose_sig = encode_sign1(protected, {}, sign_detached(self.identity.service_key, protected, root))
+        tree_bytes = serialise_tree(self._flushed, self._since_signature)
+        self._flushed = self._tree.frontier.copy()
+        self._since_signature = []
+        public = {
+            tables.SIGNATURES: {tables.SINGLETON_KEY: node_sig.to_json()},
+            tables.COSE_SIGNATURES: {tables.SINGLETON_KEY: json.dumps(base64.b64encode(cose_sig).decode()).encode()},
+            tables.TREE: {tables.SINGLETON_KEY: tree_bytes},
+        }
+        self._append_locked(encode_tables(public), b"", ZERO_CLAIMS, KIND_SIGNATURE, None)
+
+    # ------------------------------------------------------------------ flushing
+
+    def _flush_loop(self) -> None:
+        interval = self.config.signature_interval_ms / 1000
+        while True:
+            with self._lock_obj:
+                while not self._pending.entries and not self._closing:
+                    self._work.wait()
+                if not self._pending.entries:
+                    return
+                deadline = self._pending.first_time + interval
+                while (
+                    not self._closing
+                    and len(self._since_signature) < self.config.signature_tx_count
+                    and (now := time.monotonic()) < deadline
+                ):
+                    self._work.wait(deadline - now)
+                self._sign_locked()
+                batch, self._pending = self._pending, _Pending(self._next)
+                signed_at, signed_view = self._next - 1, self._view
+                flushed = self._flushed
+                new_tiles, self._tree.new_tiles = self._tree.new_tiles, []
+            try:
+                self._write_batch(batch, new_tiles, flushed, signed_at)
+            except BaseException as exc:
+                log.exception("storage failure; the ledger stops accepting writes")
+                with self._lock_obj:
+                    self._failure = exc
+                    self._done.notify_all()
+                return
+            with self._lock_obj:
+                self._committed = signed_at
+                self._committed_view = signed_view
+                self._done.notify_all()
+            if self._chunks.current_size >= self.config.chunk_size:
+                self._chunks.complete_current(signed_at)
+
+    def _write_batch(
+        self, batch: _Pending, new_tiles: list[tuple[int, bytes]], flushed: Frontier, signed_at: int
+    ) -> None:
+        locations = self._chunks.append(batch.first_seqno, batch.entries)
+        self._chunks.sync()
+        rows: list[Row] = [
+            (seqno, view, chunk, off, len(entry), kind, collection, leaf)
+            for (seqno, view, kind, collection, leaf), entry, (chunk, off) in zip(
+                batch.rows, batch.entries, locations, strict=True
+            )
+        ]
+        self._index.commit_batch(rows, new_tiles, IndexState(signed_at, flushed.size, flushed.peaks))
+
+    def close(self) -> None:
+        """Sign and persist everything appended, complete the current chunk, release the directory."""
+        with self._lock_obj:
+            if self._closed:
+                return
+            self._closing = True
+            self._work.notify_all()
+        self._flusher.join()
+        with self._lock_obj:
+            self._closed = True
+            self._done.notify_all()
+        try:
+            if self._failure is None and self._chunks.current is not None:
+                self._chunks.complete_current(self._committed)
+        finally:
+            self._chunks.close()
+            self._index.close()
+            os.close(self._lockfd)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def committed(self) -> TxId:
+        """The last committed transaction (always a signature transaction)."""
+        with self._lock_obj:
+            return TxId(self._committed_view, self._committed)
+
+    @property
+    def view(self) -> int:
+        return self._view
+
+    def wait_committed(self, txid: TxId, timeout: float | None = None) -> TxStatus:
+        """Block until ``txid`` is no longer Pending (or ``timeout`` seconds); return its status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock_obj:
+            while True:
+                status = self._status_locked(txid)
+                if status != TxStatus.PENDING:
+                    return status
+                if self._failure is not None or self._closed:
+                    return status
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return status
+                self._done.wait(remaining)
+
+    def status(self, txid: TxId) -> TxStatus:
+        with self._lock_obj:
+            return self._status_locked(txid)
+
+    def _status_locked(self, txid: TxId) -> TxStatus:
+        v, s = txid.view, txid.seqno
+        if s == 0:
+            return TxStatus.UNKNOWN
+        if s <= self._committed:
+            row = self._index.get(s)
+            if row is None:
+                raise ServiceError(f"committed seqno {s} is missing from the index; run `notarium reindex`")
+            return TxStatus.COMMITTED if row.view == v else TxStatus.INVALID
+        if v < self._view:
+            return TxStatus.INVALID
+        if v == self._view and s < self._next:
+            return TxStatus.PENDING
+        return TxStatus.UNKNOWN
+
+    # ------------------------------------------------------------------ reading
+
+    def _decrypt(self, raw: bytes | memoryview, e: EntryView) -> dict[str, dict[bytes, bytes | None]]:
+        """Decrypt the private domain of one entry (``raw`` holds exactly that entry)."""
+        public_domain = bytes(raw[FIXED_SIZE : e.public_end - e.start])
+        ciphertext = bytes(raw[e.public_end - e.start :])
+        iv = bytes(raw[ENTRY_HEADER_SIZE + GCM_TAG_SIZE : ENTRY_HEADER_SIZE + GCM_TAG_SIZE + GCM_IV_SIZE])
+        try:
+            plain = self._aead.decrypt(iv, ciphertext + e.tag, public_domain)
+        except InvalidTag:
+            raise ServiceError(f"entry {e.view}.{e.seqno} does not decrypt under the ledger secret") from None
+        return decode_tables(plain, 0, len(plain))
+
+    def _read_committed(self, txid: TxId) -> tuple[bytes, EntryView, int] | None:
+        if self.status(txid) != TxStatus.COMMITTED:
+            return None
+        row = self._index.get(txid.seqno)
+        if row is None:
+            return None
+        raw = self._chunks.read(row.chunk, row.offset, row.size)
+        e = parse_entry(raw, 0)
+        if e.seqno != txid.seqno or e.view != txid.view:
+            raise ServiceError(f"index points {txid} at entry {e.view}.{e.seqno}; run `notarium reindex`")
+        return raw, e, row.kind
+
+    def get_entry(self, txid: TxId) -> LedgerEntry | None:
+        """The committed application entry at ``txid`` (``None`` if not committed or not an entry)."""
+        found = self._read_committed(txid)
+        if found is None or found[2] != KIND_ENTRY:
+            return None
+        return self._entry_from(txid, *found[:2])
+
+    def _entry_from(self, txid: TxId, raw: bytes, e: EntryView) -> LedgerEntry:
+        if self._private:
+            writes = self._decrypt(raw, e).get(tables.ENTRIES_PRIVATE, {})
+        else:
+            writes = decode_tables(raw, e.tables_start, e.public_end).get(tables.ENTRIES_PUBLIC, {})
+        if len(writes) != 1:
+            raise ServiceError(f"entry {txid} is not a single ledger entry")
+        ((key, value),) = writes.items()
+        record = json.loads(value or b"{}")
+        return LedgerEntry(
+            txid=txid,
+            collection_id=key.decode(),
+            contents=record["contents"],
+            tags=record.get("tags"),
+            claims_secret=base64.b64decode(record["secretKey"]),
+        )
+
+    def latest_entry(self, collection_id: str = DEFAULT_COLLECTION) -> LedgerEntry | None:
+        row = self._index.latest_entry(collection_id)
+        if row is None:
+            return None
+        return self.get_entry(TxId(row.view, row.seqno))
+
+    def entries(
+        self, collection_id: str = DEFAULT_COLLECTION, first: int = 1, last: int | None = None, limit: int = 1000
+    ) -> list[LedgerEntry]:
+        """Committed entries of a collection with ``first ≤ seqno ≤ last``, in order."""
+        last = self._committed if last is None else min(last, self._committed)
+        out = []
+        for row in self._index.entries(collection_id, first, last, limit):
+            entry = self.get_entry(TxId(row.view, row.seqno))
+            if entry is not None:
+                out.append(entry)
+        return out
+
+    def collections(self) -> list[str]:
+        return self._index.collections()
+
+    def iter_chunk_files(self) -> Iterator[str]:
+        for c in self._chunks.chunks:
+            yield c.path.name
+
+    # ------------------------------------------------------------------ receipts
+
+    def _proof_parts(
+        self, txid: TxId
+    ) -> tuple[LeafComponents, list[tuple[bool, bytes]], PrimarySignature, bytes] | None:
+        found = self._read_committed(txid)
+        if found is None:
+            return None
+        raw, e, _kind = found
+        sig_row = self._index.next_signature(txid.seqno)
+        if sig_row is None:
+            raise ServiceError(f"no signature after committed transaction {txid}; run `notarium reindex`")
+        sig_raw = self._chunks.read(sig_row.chunk, sig_row.offset, sig_row.size)
+        se = parse_entry(sig_raw, 0)
+        sig_tables = decode_tables(sig_raw, se.tables_start, se.public_end)
+        sig = PrimarySignature.from_json(sig_tables[tables.SIGNATURES][tables.SINGLETON_KEY] or b"")
+        cose_sig = decode_cose_signature_value(sig_tables[tables.COSE_SIGNATURES][tables.SINGLETON_KEY] or b"")
+        leaf = LeafComponents(
+            write_set_digest=hashlib.sha256(raw).digest(),
+            commit_evidence=commit_evidence_from_commit_secret(self._commit_secret, txid),
+            claims_digest=e.claims_digest,
+        )
+        with self._tree_lock:
+            path = self._tree.path(txid.seqno, sig.seqno)
+        return leaf, path, sig, cose_sig
+
+    def receipt(self, txid: TxId) -> Receipt | None:
+        """The ACL JSON receipt of a committed transaction, verified before it is returned."""
+        parts = self._proof_parts(txid)
+        if parts is None:
+            return None
+        leaf, path, sig, _cose = parts
+        body = build_json_receipt(leaf, path, sig.sig, sig.cert or self._node_cert_pem, sig.node)
+        claims = None
+        entry = self.get_entry(txid)
+        if entry is not None:
+            claims = entry.application_claims()
+        try:
+            verify_json_receipt(body, self.identity.service_cert, application_claims=claims)
+        except VerificationError as exc:
+            raise ServiceError(f"receipt for {txid} does not verify ({exc}); run `notarium audit`") from None
+        return Receipt(txid, body, claims)
+
+    def cose_receipt(self, txid: TxId) -> bytes | None:
+        """The RFC 9942 COSE receipt (CCF profile) of a committed transaction, verified."""
+        parts = self._proof_parts(txid)
+        if parts is None:
+            return None
+        leaf, path, _sig, cose_sig = parts
+        receipt = build_cose_receipt(cose_sig, leaf, path)
+        try:
+            verify_cose_receipt(receipt, self._service_key_pub, claims_digest=leaf.claims_digest)
+        except VerificationError as exc:
+            raise ServiceError(f"COSE receipt for {txid} does not verify ({exc}); run `notarium audit`") from None
+        return receipt
+
+    @property
+    def service_cert(self) -> x509.Certificate:
+        return self.identity.service_cert
+
+
+def _leaf_of(raw: bytes | memoryview, e: EntryView) -> bytes:
+    ced = e.commit_evidence_digest or bytes(32)
+    return hashlib.sha256(hashlib.sha256(raw).digest() + ced + e.claims_digest).digest()
+
+
+def _read_view(layout: Layout) -> int:
+    try:
+        return int(layout.view_file.read_text())
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"cannot read {layout.view_file}: {exc}") from None
+
+
+def _write_view(layout: Layout, view: int) -> None:
+    """Durably record the view in use (temp file, fsync, rename, fsync of the directory)."""
+    tmp = layout.view_file.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, str(view).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, layout.view_file)
+    dfd = os.open(layout.view_file.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -1,0 +1,195 @@
+"""The lookup index: SQLite, derived entirely from the chunk files (``notarium reindex``).
+
+It is written only after the transactions it describes are durable and signed, so it is never
+ahead of the ledger; after a crash it may be behind, and the engine replays the difference. It
+is not trusted: the engine checks its Merkle state against the last signature at start-up, and
+every receipt built from it is verified before it is returned.
+
+Tables:
+
+* ``tx(seqno, view, chunk, offset, size, kind, collection, leaf)``: one row per transaction;
+* ``tile(idx, hash)``: roots of the complete 256-leaf subtrees (Merkle level 8), so receipts
+  never read more than a tile of leaves;
+* ``meta``: the Merkle frontier at the last indexed signature.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMAT_VERSION = 1
+KIND_OTHER, KIND_ENTRY, KIND_SIGNATURE = 0, 1, 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tx (
+    seqno INTEGER PRIMARY KEY,
+    view INTEGER NOT NULL,
+    chunk INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    collection TEXT,
+    leaf BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tx_by_collection ON tx(collection, seqno) WHERE collection IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tx_signatures ON tx(seqno) WHERE kind = 2;
+CREATE TABLE IF NOT EXISTS tile (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+Row = tuple[int, int, int, int, int, int, str | None, bytes]
+"""(seqno, view, chunk, offset, size, kind, collection, leaf)"""
+
+
+@dataclass(frozen=True, slots=True)
+class TxLocation:
+    seqno: int
+    view: int
+    chunk: int
+    offset: int
+    size: int
+    kind: int
+    collection: str | None
+    leaf: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class IndexState:
+    """The Merkle state at the last indexed signature ``last_seqno`` (0: empty index)."""
+
+    last_seqno: int
+    frontier_size: int
+    frontier_peaks: list[bytes]
+
+
+class Index:
+    """One SQLite database in WAL mode; a writer connection and a reader connection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._w = self._connect()
+        self._r = self._connect()
+        self._wlock = threading.Lock()
+        self._rlock = threading.Lock()
+        with self._wlock:
+            self._w.executescript(_SCHEMA)
+            version = self._meta_get(self._w, "format_version")
+            if version is None:
+                self._w.execute("INSERT INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
+            elif int(version) != FORMAT_VERSION:
+                self._w.close()
+                self._r.close()
+                raise ValueError(f"index format {version} is not {FORMAT_VERSION}; run `notarium reindex`")
+            self._w.commit()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level="DEFERRED")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    @staticmethod
+    def _meta_get(conn: sqlite3.Connection, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # --- writing (one writer thread) ---
+
+    def commit_batch(
+        self,
+        rows: Sequence[Row],
+        tiles: Iterable[tuple[int, bytes]],
+        state: IndexState,
+    ) -> None:
+        """Add the rows and tiles of one signed batch and the Merkle state at its signature."""
+        meta = {
+            "last_seqno": str(state.last_seqno),
+            "frontier": json.dumps([state.frontier_size, [p.hex() for p in state.frontier_peaks]]),
+        }
+        with self._wlock:
+            w = self._w
+            w.executemany("INSERT OR REPLACE INTO tx VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            w.executemany("INSERT OR REPLACE INTO tile VALUES (?, ?)", tiles)
+            w.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+            w.commit()
+
+    def reset(self) -> None:
+        with self._wlock:
+            self._w.execute("DELETE FROM tx")
+            self._w.execute("DELETE FROM tile")
+            self._w.execute("DELETE FROM meta WHERE key != 'format_version'")
+            self._w.commit()
+
+    # --- reading (any thread) ---
+
+    def state(self) -> IndexState:
+        with self._rlock:
+            last = self._meta_get(self._r, "last_seqno")
+            frontier = self._meta_get(self._r, "frontier")
+        if last is None or frontier is None:
+            return IndexState(0, 0, [])
+        size, peaks = json.loads(frontier)
+        return IndexState(int(last), int(size), [bytes.fromhex(p) for p in peaks])
+
+    def get(self, seqno: int) -> TxLocation | None:
+        with self._rlock:
+            row = self._r.execute("SELECT * FROM tx WHERE seqno = ?", (seqno,)).fetchone()
+        return None if row is None else TxLocation(*row)
+
+    def next_signature(self, after: int) -> TxLocation | None:
+        with self._rlock:
+            row = self._r.execute(
+                "SELECT * FROM tx WHERE kind = 2 AND seqno > ? ORDER BY seqno LIMIT 1", (after,)
+            ).fetchone()
+        return None if row is None else TxLocation(*row)
+
+    def leaves(self, lo: int, hi: int) -> list[bytes]:
+        """Leaves ``[lo, hi)``; leaf 0 is not stored (it is all zeros)."""
+        with self._rlock:
+            rows = self._r.execute(
+                "SELECT leaf FROM tx WHERE seqno >= ? AND seqno < ? ORDER BY seqno", (lo, hi)
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def tiles(self) -> list[bytes]:
+        with self._rlock:
+            rows = self._r.execute("SELECT idx, hash FROM tile ORDER BY idx").fetchall()
+        for i, (idx, _h) in enumerate(rows):
+            if idx != i:
+                raise ValueError("index tiles are not contiguous")
+        return [bytes(h) for _i, h in rows]
+
+    def entries(self, collection: str, lo: int, hi: int, limit: int) -> list[TxLocation]:
+        """Ledger entries of ``collection`` with ``lo ≤ seqno ≤ hi``, ascending, at most ``limit``."""
+        with self._rlock:
+            rows = self._r.execute(
+                "SELECT * FROM tx WHERE collection = ? AND seqno >= ? AND seqno <= ? ORDER BY seqno LIMIT ?",
+                (collection, lo, hi, limit),
+            ).fetchall()
+        return [TxLocation(*r) for r in rows]
+
+    def latest_entry(self, collection: str) -> TxLocation | None:
+        with self._rlock:
+            row = self._r.execute(
+                "SELECT * FROM tx WHERE collection = ? ORDER BY seqno DESC LIMIT 1", (collection,)
+            ).fetchone()
+        return None if row is None else TxLocation(*row)
+
+    def collections(self) -> list[str]:
+        with self._rlock:
+            rows = self._r.execute(
+                "SELECT DISTINCT collection FROM tx WHERE collection IS NOT NULL ORDER BY collection"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def close(self) -> None:
+        with self._wlock:
+            self._w.close()
+        with self._rlock:
+            self._r.close()

@@ -1,0 +1,180 @@
+"""Creating and opening a service directory (``notarium init``)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from notarium.errors import ServiceError
+from notarium.ledger import identity as ids
+from notarium.ledger.engine import EngineConfig, Ledger
+from notarium.ledger.layout import Layout, ServiceConfig
+from notarium.verify import tables
+from notarium.verify.entry import Tables
+from notarium.verify.keys import cert_fingerprint, key_id
+
+LEDGER_SECRET_SIZE = 32
+_LEDGER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,62}[A-Za-z0-9]$")
+
+
+def _json(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def init_service(
+    directory: Path,
+    *,
+    ledger_id: str | None = None,
+    ledger_type: str = "Private",
+    hosts: tuple[str, ...] = (),
+    now: datetime.datetime | None = None,
+    service_cert_days: int = ids.SERVICE_CERT_DAYS,
+    node_cert_days: int = ids.NODE_CERT_DAYS,
+    client_cert_days: int = ids.USER_CERT_DAYS,
+) -> ServiceConfig:
+    """Create a new service in ``directory`` (which must not exist, or be empty).
+
+    Everything is built in a sibling temporary directory and renamed into place at the end, so
+    an interrupted ``init`` leaves no half-made service behind.
+    """
+    directory = directory.absolute()
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ServiceError(f"{directory} already exists and is not empty; refusing to touch it")
+    ledger_id = ledger_id or re.sub(r"[^A-Za-z0-9-]", "-", directory.name).strip("-") or "notarium"
+    if not _LEDGER_ID.match(ledger_id):
+        raise ValueError("ledger id: 3 to 64 letters, digits or '-', starting and ending with a letter or digit")
+    ledger_type = ledger_type.capitalize()
+    if ledger_type not in ("Private", "Public"):
+        raise ValueError("ledger type must be 'private' or 'public'")
+    now = now or datetime.datetime.now(datetime.UTC)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init-", dir=directory.parent))
+    try:
+        config = _populate(
+            Layout(staging), ledger_id, ledger_type, hosts, now, service_cert_days, node_cert_days, client_cert_days
+        )
+        os.rename(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fd = os.open(directory.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return config
+
+
+def _populate(
+    layout: Layout,
+    ledger_id: str,
+    ledger_type: str,
+    hosts: tuple[str, ...],
+    now: datetime.datetime,
+    service_days: int,
+    node_days: int,
+    client_days: int,
+) -> ServiceConfig:
+    for sub in ("secrets", "node", "ledger", "index"):
+        (layout.root / sub).mkdir(mode=0o700 if sub == "secrets" else 0o755)
+    service_key = ids.new_ec_key()
+    service_cert = ids.service_certificate(service_key, now=now, days=service_days)
+    node_key = ids.new_ec_key()
+    node_cert = ids.node_certificate(
+        node_key.public_key(), service_key, service_cert, hosts=list(hosts), now=now, days=node_days
+    )
+    member_key = ids.new_ec_key()
+    member_cert = ids.self_signed_identity(member_key, "member0", now=now, days=client_days)
+    member_enc = ids.new_rsa_key()
+    user_key = ids.new_ec_key()
+    user_cert = ids.self_signed_identity(user_key, "user0", now=now, days=client_days)
+    secret = os.urandom(LEDGER_SECRET_SIZE)
+
+    ids.write_secret(layout.service_key, ids.private_pem(service_key))
+    ids.write_secret(layout.sealed_ledger_secret, secret)
+    ids.write_secret(layout.node_key, ids.private_pem(node_key))
+    ids.write_public(layout.service_cert, ids.cert_pem(service_cert))
+    ids.write_public(layout.node_cert, ids.cert_pem(node_cert))
+    ids.write_public(layout.member_file(0, "cert"), ids.cert_pem(member_cert))
+    ids.write_secret(layout.member_file(0, "privk"), ids.private_pem(member_key))
+    ids.write_public(layout.member_file(0, "enc_pubk"), ids.public_pem(member_enc.public_key()))
+    ids.write_secret(layout.member_file(0, "enc_privk"), ids.private_pem(member_enc))
+    ids.write_public(layout.user_file(0, "cert"), ids.cert_pem(user_cert))
+    ids.write_secret(layout.user_file(0, "privk"), ids.private_pem(user_key))
+
+    node_id = key_id(node_key.public_key())
+    config = ServiceConfig(ledger_id, ledger_type, node_id, tuple(hosts))
+    ids.write_public(layout.config, config.to_json().encode())
+
+    member_id, user_id = cert_fingerprint(member_cert), cert_fingerprint(user_cert)
+    genesis: Tables = {
+        tables.SERVICE_INFO: {
+            tables.SINGLETON_KEY: _json(
+                {
+                    "cert": ids.cert_pem(service_cert).decode(),
+                    "current_service_create_txid": "1.1",
+                    "previous_service_identity_version": None,
+                    "recovery_count": 0,
+                    "service_data": {"ledgerId": ledger_id, "ledgerType": ledger_type, "platform": "Virtual"},
+                    "status": "Open",
+                }
+            )
+        },
+        tables.NODES_INFO: {
+            node_id.encode(): _json(
+                {
+                    "status": "Trusted",
+                    "quote_info": {"format": "Insecure_Virtual", "quote": "", "endorsements": ""},
+                    "node_data": {"hosts": list(hosts)},
+                    "ledger_secret_seqno": 1,
+                    "retired_committed": False,
+                }
+            )
+        },
+        tables.NODES_ENDORSED_CERTS: {node_id.encode(): ids.cert_pem(node_cert)},
+        tables.MEMBERS_CERTS: {member_id.encode(): ids.cert_pem(member_cert)},
+        tables.MEMBERS_ENC_KEYS: {member_id.encode(): ids.public_pem(member_enc.public_key())},
+        tables.MEMBERS_INFO: {
+            member_id.encode(): _json({"member_data": None, "recovery_role": "Participant", "status": "Active"})
+        },
+        tables.USERS_CERTS: {user_id.encode(): ids.cert_pem(user_cert)},
+        tables.USERS_INFO: {user_id.encode(): _json({"user_data": {"assignedRoles": ["Administrator"]}})},
+    }
+    identity = ids.NodeIdentity(node_key, node_cert, service_key, service_cert)
+    ledger = Ledger(layout, config, identity, secret, genesis=genesis)
+    ledger.close()
+    return config
+
+
+def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, bytes]:
+    config = ServiceConfig.load(layout)
+    node_key = ids.load_private_ec(layout.node_key)
+    service_key = ids.load_private_ec(layout.service_key)
+    node_cert, service_cert = ids.load_cert(layout.node_cert), ids.load_cert(layout.service_cert)
+    if key_id(node_key.public_key()) != config.node_id:
+        raise ServiceError(f"{layout.node_key} is not the key of node {config.node_id[:16]}")
+    if not isinstance(service_cert.public_key(), ec.EllipticCurvePublicKey) or (
+        service_cert.public_key() != service_key.public_key()
+    ):
+        raise ServiceError(f"{layout.service_cert} does not match the service key")
+    try:
+        secret = layout.sealed_ledger_secret.read_bytes()
+    except OSError as exc:
+        raise ServiceError(f"cannot unseal the ledger secret: {exc.strerror}") from None
+    if len(secret) != LEDGER_SECRET_SIZE:
+        raise ServiceError("the sealed ledger secret has the wrong size")
+    return config, ids.NodeIdentity(node_key, node_cert, service_key, service_cert), secret
+
+
+def open_ledger(directory: Path, config: EngineConfig | None = None) -> Ledger:
+    """Open an existing service directory; recovers from a crash with no manual step."""
+    layout = Layout(directory.absolute())
+    service, identity, secret = load_identity(layout)
+    return Ledger(layout, service, identity, secret, config or EngineConfig())
