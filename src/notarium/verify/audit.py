@@ -238,10 +238,10 @@ class LedgerAuditor:
         return is_signature
 
     def _apply_public(self, public: dict[str, dict[bytes, bytes | None]], e: EntryView) -> bool:
-        if tables.NODES_ENDORSED_CERTS in public or tables.NODES_INFO in public:
-            self._apply_nodes(public, e)
         if tables.SERVICE_INFO in public:
             self._apply_service_info(public[tables.SERVICE_INFO], e)
+        if tables.NODES_ENDORSED_CERTS in public or tables.NODES_INFO in public:
+            self._apply_nodes(public, e)
         if not SIGNATURE_TABLES.isdisjoint(public):
             self._check_signature(public, e)
             return True

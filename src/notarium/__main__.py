@@ -1,0 +1,5 @@
+import sys
+
+from notarium.cli import main
+
+sys.exit(main())
