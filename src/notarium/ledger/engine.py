@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _encode_json_string
 from typing import Any
 
 from cryptography import x509
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from notarium.errors import LedgerError, ServiceError, VerificationError
+from notarium.ledger.fastcrypto import HmacKey, RandomPool
 from notarium.ledger.identity import NodeIdentity, cert_pem
 from notarium.ledger.index import KIND_ENTRY, KIND_OTHER, KIND_SIGNATURE, Index, IndexState, Row
 from notarium.ledger.layout import Layout, ServiceConfig
@@ -60,7 +62,7 @@ from notarium.verify.entry import (
     read_positions,
 )
 from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
-from notarium.verify.leaf import ZERO_CLAIMS, ledger_entry_claims_digest
+from notarium.verify.leaf import ZERO_CLAIMS, claim_inner_from_macs, single_claim_digest
 from notarium.verify.merkle import Frontier, serialise_tree
 from notarium.verify.receipt import (
     LeafComponents,
@@ -152,7 +154,7 @@ class Ledger:
         ledger_secret: bytes,
         config: EngineConfig = EngineConfig(),
         *,
-        rng: Callable[[int], bytes] = os.urandom,
+        rng: Callable[[int], bytes] | None = None,
         clock: Callable[[], float] = time.time,
         genesis: Tables | None = None,
     ) -> None:
@@ -160,12 +162,13 @@ class Ledger:
         self.service = service
         self.identity = identity
         self.config = config
-        self._rng = rng
+        self._rng = rng or RandomPool()
         self._clock = clock
         self._private = service.ledger_type == "Private"
         self._entries_table = tables.ENTRIES_PRIVATE if self._private else tables.ENTRIES_PUBLIC
         self._aead = AESGCM(ledger_secret)
         self._commit_secret = commit_secret(ledger_secret)
+        self._ce_mac = HmacKey(self._commit_secret)
         self._node_id = key_id(identity.node_key.public_key())
         self._node_cert_pem = cert_pem(identity.node_cert).decode()
         self._service_key_pub = identity.service_key.public_key()
@@ -401,12 +404,15 @@ class Ledger:
     def append_entry(self, contents: str, collection_id: str = DEFAULT_COLLECTION, tags: str | None = None) -> TxId:
         """Append an application ledger entry. Private ledgers encrypt it; its claims follow ACL."""
         secret = self._rng(32)
-        record: dict[str, str] = {"contents": contents, "secretKey": base64.b64encode(secret).decode()}
-        if tags is not None:
-            record["tags"] = tags
-        value = json.dumps(record, separators=(",", ":")).encode()
-        body = encode_single_write(self._entries_table, collection_id.encode(), value)
-        claims = ledger_entry_claims_digest(collection_id, contents, secret)
+        mac = HmacKey(secret)
+        raw_collection, raw_contents = collection_id.encode(), contents.encode()
+        claims = single_claim_digest(claim_inner_from_macs(mac.digest(raw_collection), mac.digest(raw_contents)))
+        value = b'{"contents":%s,"secretKey":"%s"%s}' % (
+            _json_str(contents),
+            base64.b64encode(secret),
+            b"" if tags is None else b',"tags":' + _json_str(tags),
+        )
+        body = encode_single_write(self._entries_table, raw_collection, value)
         if self._private:
             return self._append(b"", body, claims, KIND_ENTRY, collection_id)
         return self._append(body, b"", claims, KIND_ENTRY, collection_id)
@@ -425,8 +431,8 @@ class Ledger:
 
     def _append_locked(self, public: bytes, private: bytes, claims: bytes, kind: int, collection: str | None) -> TxId:
         seqno, view = self._next, self._view
-        ce = commit_evidence_from_commit_secret(self._commit_secret, TxId(view, seqno))
-        ced = hashlib.sha256(ce.encode()).digest()
+        ce = b"ce:%d.%d:%s" % (view, seqno, self._ce_mac.digest(b"%d.%d" % (view, seqno)).hex().encode())
+        ced = hashlib.sha256(ce).digest()
         public_domain = encode_public_header(seqno, claims, ced) + public
         iv = gcm_iv(seqno, view)
         sealed = self._aead.encrypt(iv, private, public_domain)
@@ -741,6 +747,10 @@ class Ledger:
     @property
     def service_cert(self) -> x509.Certificate:
         return self.identity.service_cert
+
+
+def _json_str(text: str) -> bytes:
+    return _encode_json_string(text).encode()
 
 
 def _leaf_of(raw: bytes | memoryview, e: EntryView) -> bytes:

@@ -26,16 +26,26 @@ def commit_evidence_digest(commit_evidence: str) -> bytes:
 
 def ledger_entry_claim_inner(collection_id: str, contents: str, secret_key: bytes) -> bytes:
     """The inner digest of an ACL ``LedgerEntryV1`` claim (the ``ClaimDigest`` value)."""
-    return hashlib.sha256(
-        hmac.digest(secret_key, collection_id.encode(), "sha256") + hmac.digest(secret_key, contents.encode(), "sha256")
-    ).digest()
+    return claim_inner_from_macs(
+        hmac.digest(secret_key, collection_id.encode(), "sha256"),
+        hmac.digest(secret_key, contents.encode(), "sha256"),
+    )
+
+
+def claim_inner_from_macs(collection_mac: bytes, contents_mac: bytes) -> bytes:
+    """H(HMAC(k, collection id) ‖ HMAC(k, contents)), given the two MACs."""
+    return hashlib.sha256(collection_mac + contents_mac).digest()
+
+
+def single_claim_digest(inner: bytes) -> bytes:
+    """The claims digest of exactly one ``LedgerEntryV1`` claim with this inner digest."""
+    d = hashlib.sha256(LEDGER_ENTRY_V1.encode() + inner).digest()
+    return hashlib.sha256(struct.pack("<I", 1) + d).digest()
 
 
 def ledger_entry_claims_digest(collection_id: str, contents: str, secret_key: bytes) -> bytes:
     """The claims digest of one ``LedgerEntryV1`` claim, as ACL computes it."""
-    inner = ledger_entry_claim_inner(collection_id, contents, secret_key)
-    d = hashlib.sha256(LEDGER_ENTRY_V1.encode() + inner).digest()
-    return hashlib.sha256(struct.pack("<I", 1) + d).digest()
+    return single_claim_digest(ledger_entry_claim_inner(collection_id, contents, secret_key))
 
 
 def _claim_digest(claim: Mapping[str, Any]) -> bytes:
