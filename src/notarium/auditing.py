@@ -6,7 +6,11 @@ and feeds them in order.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +19,7 @@ from cryptography import x509
 from notarium.errors import LedgerAuditError, ServiceError
 from notarium.ledger.layout import Layout
 from notarium.types import TxId
-from notarium.verify.audit import AuditReport, LedgerAuditor
+from notarium.verify.audit import AuditReport, ChunkScan, LedgerAuditor, scan_chunk
 from notarium.verify.entry import ChunkName
 from notarium.verify.keys import load_pem_cert
 
@@ -61,14 +65,46 @@ def find_target(path: Path, service_cert_file: Path | None = None) -> AuditTarge
     return AuditTarget(files, cert, secret, sum(p.stat().st_size for p in files))
 
 
-def audit(target: AuditTarget, *, expect: TxId | None = None, progress: Progress | None = None) -> AuditReport:
-    """Verify every chunk in order; raise :class:`LedgerAuditError` on the first failure."""
+PARALLEL_MIN_BYTES = 16 << 20  # below this, worker start-up costs more than it saves
+
+
+def _scan_file(path: str, service_key_der: bytes | None, want_tail: bool) -> ChunkScan:
+    p = Path(path)
+    return scan_chunk(p.name, p.read_bytes(), service_key_der=service_key_der, want_tail=want_tail)
+
+
+def audit(
+    target: AuditTarget,
+    *,
+    expect: TxId | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> AuditReport:
+    """Verify every chunk in order; raise :class:`LedgerAuditError` on the first failure.
+
+    Chunks are scanned in parallel worker processes (one per core by default) and linked in
+    order in this process; small ledgers are scanned in-process.
+    """
     auditor = LedgerAuditor(target.service_cert, ledger_secret=target.ledger_secret)
-    for path in target.chunk_files:
-        data = path.read_bytes()
-        auditor.add_chunk(path.name, data)
+    files = list(target.chunk_files)
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    # without a pinned identity, the first chunk (which names it) is scanned here first
+    while files and (auditor.service_key_der is None or workers <= 1 or target.total_bytes < PARALLEL_MIN_BYTES):
+        path = files.pop(0)
+        auditor.add_scan(_scan_file(str(path), auditor.service_key_der, auditor.wants_tail))
         if progress is not None:
-            progress(len(data))
+            progress(path.stat().st_size)
+    if files:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            window: deque[tuple[Path, Future[ChunkScan]]] = deque()
+            key, tail = auditor.service_key_der, auditor.wants_tail
+            for path in files:
+                window.append((path, pool.submit(_scan_file, str(path), key, tail)))
+                if len(window) > 2 * workers:
+                    _link_next(auditor, window, progress)
+            while window:
+                _link_next(auditor, window, progress)
     report = auditor.finish()
     if expect is not None and (report.last_signed is None or report.last_signed.seqno < expect.seqno):
         raise LedgerAuditError(
@@ -76,3 +112,17 @@ def audit(target: AuditTarget, *, expect: TxId | None = None, progress: Progress
             check="expected-tip",
         )
     return report
+
+
+def _link_next(
+    auditor: LedgerAuditor, window: deque[tuple[Path, Future[ChunkScan]]], progress: Progress | None
+) -> None:
+    path, future = window.popleft()
+    try:
+        auditor.add_scan(future.result())
+    except BaseException:
+        for _p, f in window:
+            f.cancel()
+        raise
+    if progress is not None:
+        progress(path.stat().st_size)

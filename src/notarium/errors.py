@@ -46,6 +46,10 @@ class LedgerAuditError(VerificationError):
         super().__init__(message, check=check)
         self.txid = txid
 
+    def __reduce__(self) -> tuple[type[LedgerAuditError], tuple[str], dict[str, str | None]]:
+        # keep txid and check when the error crosses a process boundary (parallel audits)
+        return (type(self), (str(self),), {"txid": self.txid, "check": self.check})
+
     def diagnostics(self) -> str:
         where = f" at TxId {self.txid}" if self.txid else ""
         check = f" [{self.check}]" if self.check else ""

@@ -1,61 +1,310 @@
 """The ledger auditor: re-verifies a whole ledger from its chunk files, stricter than CCF's tools.
 
-Pure: it is handed chunk names and bytes in order and keeps O(log n) state plus the entries
-since the last signature. It checks (ccf-ledger-format.md §12.4 lists what ``ccf`` does not):
+Two pure stages, so that chunks can be scanned in parallel:
 
-* chunk files are contiguous from seqno 1, counts and positions tables match, every committed
-  chunk ends on a signature transaction, nothing trails the last entry;
-* every entry parses, is of type 4, and its seqno (public header and IV) equals its position;
-  views never decrease;
-* every signature transaction: its seqno/view fields match its position, the signing node is
-  recorded, Trusted, and its certificate is endorsed by the **pinned** service certificate; the
-  node signature verifies over the rebuilt root; the COSE root signature verifies with the
-  pinned service key, with the right kid, vds and ``ccf.v1.txid``; the serialised tree rebuilds
-  the same root over the same number of leaves;
-* ``service.info`` names the pinned service certificate;
-* at least one signature exists; transactions after the last one are reported as unverified.
+* :func:`scan_chunk` checks one chunk file on its own: file layout and positions table, every
+  entry's format, consecutive seqnos (public header and IV), views that never decrease, and for
+  each signature transaction the cryptography that needs no outside state (the node signature
+  with the certificate it carries, the COSE root signature with the pinned service key, the
+  serialised tree). It hashes every entry and summarises the leaves with :func:`~notarium.verify.merkle.range_nodes`.
+* :class:`LedgerAuditor` links the scans in order: chunks contiguous from seqno 1, the service
+  identity equal to the pinned certificate, signing nodes recorded, Trusted, with certificates
+  endorsed by the service, every signed root (and serialised tree) equal to the root rebuilt
+  from all entries before it, every committed chunk ending on a signature, at least one
+  signature overall. Transactions after the last signature are reported as unverified.
 
 With the ledger secret, it also checks the commit evidence and GCM tag of the entries that no
 later signature covers (the last signature transaction and the unsigned tail).
+
+ccf-ledger-format.md §12.4 lists what the ``ccf`` package leaves unchecked; this auditor checks
+all of it except attestation and governance rules.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from notarium.errors import LedgerAuditError, VerificationError
 from notarium.types import TxId
-from notarium.verify import tables
+from notarium.verify import cose, tables
 from notarium.verify.entry import (
     CHUNK_HEADER_SIZE,
+    ENTRY_VERSION,
     FIXED_SIZE,
     FLAG_FORCE_CHUNK_AFTER,
     FLAG_FORCE_CHUNK_BEFORE,
     TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS,
     ChunkName,
-    EntryView,
     decode_tables,
-    parse_entry,
     read_positions,
 )
 from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
 from notarium.verify.leaf import commit_evidence_digest
-from notarium.verify.merkle import ZERO_HASH, Frontier
+from notarium.verify.merkle import ZERO_HASH, Frontier, deserialise_tree, range_nodes
 from notarium.verify.secrets import commit_evidence
 from notarium.verify.signature import (
     SIGNATURE_TABLES,
     PrimarySignature,
-    verify_signature_transaction,
+    check_cose_root_header,
+    decode_cose_signature_value,
+    verify_root_signature,
 )
 
 _ALLOWED_FLAGS = FLAG_FORCE_CHUNK_AFTER | FLAG_FORCE_CHUNK_BEFORE
+# one unpack for the fixed part of a type-4 entry: header, tag, IV (seqno, view), public size,
+# then the public header: type, seqno, claims digest, commit evidence digest, max_conflict_version
+_TYPE4 = struct.Struct("<Q16sQIQBQ32s32sQ")
+_TYPE4_PUBLIC_HEADER = 81
+_GOVERNANCE = frozenset({tables.SERVICE_INFO, tables.NODES_INFO, tables.NODES_ENDORSED_CERTS})
+
+
+def _fail(message: str, check: str, seqno: int | None = None, view: int | None = None) -> LedgerAuditError:
+    txid = None if seqno is None else (f"{view}.{seqno}" if view is not None else f"?.{seqno}")
+    return LedgerAuditError(message, txid=txid, check=check)
+
+
+# ---------------------------------------------------------------------------- stage 1: scan
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureFacts:
+    """What one signature transaction claims, with the self-contained checks already done."""
+
+    position: int  # index of the entry within its chunk
+    txid: TxId
+    node: str
+    cert_pem: str | None  # the node certificate it carries (already used to verify ``sig``)
+    sig: bytes | None  # set only when no certificate was carried: verify against the node table
+    root: bytes
+    tree_size: int
+    tree_root: bytes
+    cose: bytes | None  # set only when no service key was known: verify when linking
+    leaves_before: list[tuple[int, bytes]]  # the chunk's leaves since its start or its last signature
+
+
+@dataclass(frozen=True, slots=True)
+class GovernanceFacts:
+    position: int
+    txid: TxId
+    tables: dict[str, dict[bytes, bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkScan:
+    name: str
+    start: int
+    end: int | None  # from the name; None for the chunk being written
+    count: int
+    first_view: int
+    last_view: int
+    events: list[SignatureFacts | GovernanceFacts]
+    leaves: list[tuple[int, bytes]]  # the chunk's leaves after its last signature
+    tail: list[tuple[TxId, bytes]]  # raw entries from the chunk's last signature on (if asked)
+    torn_tail_bytes: int
+
+
+def _check_signature_tables(
+    public: dict[str, dict[bytes, bytes | None]], txid: TxId, service_key: ec.EllipticCurvePublicKey | None
+) -> tuple[PrimarySignature, int, bytes, bytes | None]:
+    if set(public) != SIGNATURE_TABLES or any(set(w) != {tables.SINGLETON_KEY} for w in public.values()):
+        raise VerificationError(
+            "a signature transaction must write exactly the signature, COSE signature and tree singletons",
+            check="signature-format",
+        )
+    sig = PrimarySignature.from_json(public[tables.SIGNATURES][tables.SINGLETON_KEY] or b"")
+    if sig.seqno != txid.seqno or sig.view != txid.view:
+        raise VerificationError(f"signature claims to be {sig.view}.{sig.seqno}", check="signature-txid")
+    if sig.cert is not None:
+        cert = load_pem_cert(sig.cert, "signature certificate")
+        key = ec_public_key(cert, "signature certificate")
+        if key_id(key) != sig.node:
+            raise VerificationError("signature certificate is not the signing node's", check="signature-node")
+        try:
+            verify_root_signature(key, sig.root, sig.sig)
+        except VerificationError as exc:
+            raise VerificationError(str(exc), check="signature-node") from exc
+    cose_bytes = decode_cose_signature_value(public[tables.COSE_SIGNATURES][tables.SINGLETON_KEY] or b"")
+    if service_key is not None:
+        _verify_cose(cose_bytes, service_key, txid, sig.root)
+        cose_left: bytes | None = None
+    else:
+        cose_left = cose_bytes
+    try:
+        tree_size, tree_root = deserialise_tree(public[tables.TREE][tables.SINGLETON_KEY] or b"")
+    except ValueError as exc:
+        raise VerificationError(f"serialised tree: {exc}", check="signature-tree") from exc
+    return sig, tree_size, tree_root, cose_left
+
+
+def _verify_cose(data: bytes, service_key: ec.EllipticCurvePublicKey, txid: TxId, root: bytes) -> None:
+    try:
+        sign1 = cose.Sign1.decode(data)
+        check_cose_root_header(sign1, service_key, txid)
+        sign1.verify_detached(service_key, root)
+    except VerificationError as exc:
+        raise VerificationError(f"COSE root signature: {exc}", check="signature-cose") from exc
+
+
+def scan_chunk(name: str, data: bytes, *, service_key_der: bytes | None = None, want_tail: bool = False) -> ChunkScan:
+    """Check one chunk file on its own (see the module docstring). Pure; raises LedgerAuditError."""
+    chunk = ChunkName.parse(name)
+    if chunk is None:
+        raise _fail(f"{name!r} is not a ledger chunk file name", "chunk-name")
+    if chunk.end is not None and chunk.end < chunk.start:
+        raise _fail(f"{name} ends before it starts", "chunk-name")
+    service_key = None
+    if service_key_der is not None:
+        loaded = serialization.load_der_public_key(service_key_der)
+        if not isinstance(loaded, ec.EllipticCurvePublicKey):
+            raise ValueError("the service key must be an elliptic-curve key")
+        service_key = loaded
+    buf = memoryview(data)
+    try:
+        entries_end, positions = read_positions(buf)
+    except VerificationError as exc:
+        raise _fail(f"{name}: {exc}", "chunk-positions", chunk.start) from exc
+    if chunk.end is not None and positions is None:
+        raise _fail(f"{name} is complete by name but has no positions table", "chunk-positions", chunk.start)
+
+    sha = hashlib.sha256
+    unpack = _TYPE4.unpack_from
+    offsets: list[int] = []
+    events: list[SignatureFacts | GovernanceFacts] = []
+    segment: list[bytes] = []  # leaves since the chunk start or the last signature
+    segment_begin = chunk.start
+    seqno = chunk.start
+    first_view = last_view = -1
+    last_sig_pos = -1
+    torn = 0
+    off = CHUNK_HEADER_SIZE
+    while off < entries_end:
+        if entries_end - off < _TYPE4.size:
+            if positions is None and _declares_beyond(buf, off, entries_end):
+                torn = entries_end - off
+                break
+            raise _fail(f"{name}: truncated entry at offset {off}", "entry-format", seqno)
+        header, _tag, iv_seqno, iv_view, pub_size, etype, e_seqno, claims, ced, mcv = unpack(buf, off)
+        end = off + 8 + (header >> 16)
+        if header & 0xFF != ENTRY_VERSION:
+            raise _fail(f"{name}: unknown entry format version at offset {off}", "entry-format", seqno)
+        if end > entries_end:
+            if positions is None:
+                torn = entries_end - off
+                break
+            raise _fail(f"{name}: entry at offset {off} runs past the end of its chunk", "entry-format", seqno)
+        view = iv_view & 0x7FFFFFFF
+        if e_seqno != seqno or iv_seqno != seqno:
+            raise _fail(
+                f"entry at position {seqno} declares seqno {e_seqno} (IV {iv_seqno}): "
+                "deleted, duplicated or reordered entry",
+                "entry-seqno",
+                seqno,
+                view,
+            )
+        if view < last_view:
+            raise _fail(f"view went back from {last_view} to {view}", "entry-view", seqno, view)
+        if etype != TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS:
+            raise _fail(f"entry type {etype} is not the type notarium writes (4)", "entry-type", seqno, view)
+        pub_end = off + FIXED_SIZE + pub_size
+        if iv_view & 0x80000000 or mcv != 0 or (header >> 8) & 0xFF & ~_ALLOWED_FLAGS:
+            raise _fail("entry header has reserved fields set", "entry-format", seqno, view)
+        if pub_size < _TYPE4_PUBLIC_HEADER or pub_end > end:
+            raise _fail("public domain size is out of range", "entry-format", seqno, view)
+        if first_view < 0:
+            first_view = view
+        last_view = view
+        tables_start = off + FIXED_SIZE + _TYPE4_PUBLIC_HEADER
+        if tables_start < pub_end:
+            try:
+                public = decode_tables(buf, tables_start, pub_end)
+            except VerificationError as exc:
+                raise _fail(str(exc), "entry-format", seqno, view) from exc
+            txid = TxId(view, seqno)
+            if not SIGNATURE_TABLES.isdisjoint(public):
+                if end != pub_end or claims != ZERO_HASH:
+                    raise _fail(
+                        "a signature transaction has no private domain and no claims", "signature-format", seqno, view
+                    )
+                try:
+                    sig, tree_size, tree_root, cose_left = _check_signature_tables(public, txid, service_key)
+                except VerificationError as exc:
+                    raise _fail(str(exc), exc.check or "signature", seqno, view) from exc
+                events.append(
+                    SignatureFacts(
+                        position=len(offsets),
+                        txid=txid,
+                        node=sig.node,
+                        cert_pem=sig.cert,
+                        sig=None if sig.cert is not None else sig.sig,
+                        root=sig.root,
+                        tree_size=tree_size,
+                        tree_root=tree_root,
+                        cose=cose_left,
+                        leaves_before=range_nodes(segment_begin, segment),
+                    )
+                )
+                last_sig_pos = len(offsets)
+                segment, segment_begin = [], seqno
+            elif not _GOVERNANCE.isdisjoint(public):
+                events.append(GovernanceFacts(len(offsets), txid, public))
+        offsets.append(off)
+        segment.append(sha(sha(buf[off:end]).digest() + ced + claims).digest())
+        seqno += 1
+        off = end
+    if positions is not None and positions != offsets:
+        raise _fail(f"{name}: positions table does not match the entries", "chunk-positions", chunk.start)
+    count = len(offsets)
+    if chunk.end is not None:
+        if chunk.start + count - 1 != chunk.end:
+            raise _fail(
+                f"{name} holds entries up to {chunk.start + count - 1}, not {chunk.end} (truncated or extended chunk)",
+                "chunk-count",
+                chunk.start + count,
+            )
+        if last_sig_pos != count - 1:
+            raise _fail(f"{name} does not end on a signature transaction", "chunk-signature", chunk.end, last_view)
+    tail: list[tuple[TxId, bytes]] = []
+    if want_tail:
+        for i in range(max(last_sig_pos, 0), count):
+            lo = offsets[i]
+            hi = offsets[i + 1] if i + 1 < count else entries_end - torn
+            raw = bytes(buf[lo:hi])
+            view = struct.unpack_from("<I", raw, 32)[0] & 0x7FFFFFFF
+            tail.append((TxId(view, chunk.start + i), raw))
+    return ChunkScan(
+        name=name,
+        start=chunk.start,
+        end=chunk.end,
+        count=count,
+        first_view=first_view,
+        last_view=last_view,
+        events=events,
+        leaves=range_nodes(segment_begin, segment),
+        tail=tail,
+        torn_tail_bytes=torn,
+    )
+
+
+def _declares_beyond(buf: memoryview, off: int, end: int) -> bool:
+    """An entry whose header declares more bytes than the live chunk holds: a write in progress."""
+    if end - off < 8:
+        return True
+    header = int.from_bytes(buf[off : off + 8], "little")
+    return header & 0xFF == ENTRY_VERSION and off + 8 + (header >> 16) > end
+
+
+# ---------------------------------------------------------------------------- stage 2: link
 
 
 @dataclass
@@ -91,7 +340,7 @@ class _Node:
 
 
 class LedgerAuditor:
-    """Feed chunks in order with :meth:`add_chunk`, then call :meth:`finish`."""
+    """Feed chunks in order with :meth:`add_chunk` (or scans with :meth:`add_scan`), then :meth:`finish`."""
 
     def __init__(self, service_cert: x509.Certificate | None, *, ledger_secret: bytes | None = None) -> None:
         self._pinned = service_cert
@@ -99,156 +348,74 @@ class LedgerAuditor:
         self._secret = ledger_secret
         self._frontier = Frontier()
         self._frontier.append(ZERO_HASH)  # leaf 0
-        self._next = 1
         self._view = 0
         self._nodes: dict[str, _Node] = {}
         self._service_info_seen = False
         self._open_chunk = False
-        self._uncovered: list[tuple[bytes, EntryView]] = []
+        self._uncovered: list[tuple[TxId, bytes]] = []
         self.report = AuditReport(service_cert_pinned=service_cert is not None)
 
-    # --- helpers ---
+    @property
+    def service_key_der(self) -> bytes | None:
+        """The pinned service key, for :func:`scan_chunk` (``None`` until one is known)."""
+        if self._service_key is None:
+            return None
+        return self._service_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
-    def _fail(self, message: str, check: str, seqno: int | None = None, view: int | None = None) -> LedgerAuditError:
-        txid = None
-        if seqno is not None:
-            txid = f"{view}.{seqno}" if view is not None else f"?.{seqno}"
-        return LedgerAuditError(message, txid=txid, check=check)
-
-    # --- chunks ---
+    @property
+    def wants_tail(self) -> bool:
+        return self._secret is not None
 
     def add_chunk(self, name: str, data: bytes) -> None:
-        chunk = ChunkName.parse(name)
-        if chunk is None:
-            raise self._fail(f"{name!r} is not a ledger chunk file name", "chunk-name")
+        self.add_scan(scan_chunk(name, data, service_key_der=self.service_key_der, want_tail=self.wants_tail))
+
+    def add_scan(self, scan: ChunkScan) -> None:
+        expected = self._frontier.size
         if self._open_chunk:
-            raise self._fail(f"{name} follows an unfinished chunk", "chunk-order")
-        if chunk.start != self._next:
-            raise self._fail(
-                f"{name} starts at seqno {chunk.start}, expected {self._next} (missing, duplicated or reordered chunk)",
+            raise _fail(f"{scan.name} follows an unfinished chunk", "chunk-order")
+        if scan.start != expected:
+            raise _fail(
+                f"{scan.name} starts at seqno {scan.start}, expected {expected} "
+                "(missing, duplicated or reordered chunk)",
                 "chunk-order",
-                self._next,
+                expected,
             )
-        if chunk.end is not None and chunk.end < chunk.start:
-            raise self._fail(f"{name} ends before it starts", "chunk-name")
-        buf = memoryview(data)
-        try:
-            entries_end, positions = read_positions(buf)
-        except VerificationError as exc:
-            raise self._fail(f"{name}: {exc}", "chunk-positions", chunk.start) from exc
-        if chunk.end is not None and positions is None:
-            raise self._fail(
-                f"{name} is complete by name but has no positions table",
-                "chunk-positions",
-                chunk.start,
-            )
-        offsets: list[int] = []
-        off = CHUNK_HEADER_SIZE
-        last: EntryView | None = None
-        last_was_signature = False
-        while off < entries_end:
-            try:
-                e = parse_entry(buf, off, entries_end)
-            except VerificationError as exc:
-                if positions is None and self._is_torn_tail(buf, off, entries_end):
-                    self.report.torn_tail_bytes = entries_end - off
-                    self.report.warnings.append(
-                        f"{name}: {entries_end - off} bytes of an incomplete entry at the end of the live chunk "
-                        "(a write in progress, or a crash not yet recovered) were not verified"
-                    )
-                    break
-                raise self._fail(f"{name}: {exc}", "entry-format", self._next) from exc
-            offsets.append(off)
-            last_was_signature = self._add_entry(buf, e)
-            last = e
-            off = e.end
-        if positions is not None and positions != offsets:
-            raise self._fail(
-                f"{name}: positions table does not match the entries",
-                "chunk-positions",
-                chunk.start,
-            )
-        if chunk.end is not None:
-            if last is None or last.seqno != chunk.end:
-                raise self._fail(
-                    f"{name} holds entries up to {self._next - 1}, not {chunk.end} (truncated or extended chunk)",
-                    "chunk-count",
-                    self._next,
-                )
-            if not last_was_signature:
-                raise self._fail(
-                    f"{name} does not end on a signature transaction",
-                    "chunk-signature",
-                    last.seqno,
-                    last.view,
-                )
+        if scan.count and scan.first_view < self._view:
+            raise _fail(f"view went back from {self._view} to {scan.first_view}", "entry-view", scan.start)
+        for event in scan.events:
+            if isinstance(event, GovernanceFacts):
+                self._apply_governance(event)
+            else:
+                self._link_signature(event)
+        self._frontier.extend(scan.leaves)
+        if scan.count:
+            self._view = scan.last_view
+        signed = [e for e in scan.events if isinstance(e, SignatureFacts)]
+        if signed:
+            self.report.unsigned_tail = scan.count - 1 - signed[-1].position
+            self._uncovered = list(scan.tail)
         else:
-            self._open_chunk = True
+            self.report.unsigned_tail += scan.count
+            self._uncovered.extend(scan.tail)
+        self.report.transactions += scan.count
         self.report.chunks += 1
-
-    @staticmethod
-    def _is_torn_tail(buf: memoryview, off: int, end: int) -> bool:
-        """An entry whose declared size runs past the end of a live chunk: a write in progress."""
-        if end - off < 8:
-            return True
-        header = int.from_bytes(buf[off : off + 8], "little")
-        return header & 0xFF == 1 and off + 8 + (header >> 16) > end
-
-    # --- entries ---
-
-    def _add_entry(self, buf: memoryview, e: EntryView) -> bool:
-        seqno = self._next
-        if e.seqno != seqno or e.iv_seqno != seqno:
-            raise self._fail(
-                f"entry at position {seqno} declares seqno {e.seqno} (IV {e.iv_seqno}): "
-                "deleted, duplicated or reordered entry",
-                "entry-seqno",
-                seqno,
-                e.view,
+        if scan.torn_tail_bytes:
+            self.report.torn_tail_bytes = scan.torn_tail_bytes
+            self.report.warnings.append(
+                f"{scan.name}: {scan.torn_tail_bytes} bytes of an incomplete entry at the end of the live chunk "
+                "(a write in progress, or a crash not yet recovered) were not verified"
             )
-        if e.view < self._view:
-            raise self._fail(f"view went back from {self._view} to {e.view}", "entry-view", seqno, e.view)
-        if e.entry_type != TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS or e.commit_evidence_digest is None:
-            raise self._fail(
-                f"entry type {e.entry_type} is not the type notarium writes (4)",
-                "entry-type",
-                seqno,
-                e.view,
-            )
-        if e.snapshot or e.max_conflict_version != 0 or e.flags & ~_ALLOWED_FLAGS:
-            raise self._fail("entry header has reserved fields set", "entry-format", seqno, e.view)
-        raw = buf[e.start : e.end]
-        wsd = hashlib.sha256(raw).digest()
-        is_signature = False
-        if e.tables_start < e.public_end:
-            try:
-                public = decode_tables(buf, e.tables_start, e.public_end)
-            except VerificationError as exc:
-                raise self._fail(str(exc), "entry-format", seqno, e.view) from exc
-            is_signature = self._apply_public(public, e)
-        self._view = e.view
-        if is_signature:
-            self._uncovered = []
-        if self._secret is not None:
-            self._uncovered.append((bytes(raw), e))
-        self._frontier.append(hashlib.sha256(wsd + e.commit_evidence_digest + e.claims_digest).digest())
-        self._next += 1
-        self.report.transactions += 1
-        self.report.unsigned_tail = 0 if is_signature else self.report.unsigned_tail + 1
-        return is_signature
+        if scan.end is None:
+            self._open_chunk = True
 
-    def _apply_public(self, public: dict[str, dict[bytes, bytes | None]], e: EntryView) -> bool:
-        if tables.SERVICE_INFO in public:
-            self._apply_service_info(public[tables.SERVICE_INFO], e)
-        if tables.NODES_ENDORSED_CERTS in public or tables.NODES_INFO in public:
-            self._apply_nodes(public, e)
-        if not SIGNATURE_TABLES.isdisjoint(public):
-            self._check_signature(public, e)
-            return True
-        return False
+    # --- governance ---
 
-    def _apply_nodes(self, public: dict[str, dict[bytes, bytes | None]], e: EntryView) -> None:
-        for key, value in public.get(tables.NODES_INFO, {}).items():
+    def _apply_governance(self, g: GovernanceFacts) -> None:
+        if tables.SERVICE_INFO in g.tables:
+            self._apply_service_info(g.tables[tables.SERVICE_INFO], g.txid)
+        for key, value in g.tables.get(tables.NODES_INFO, {}).items():
             node_id = key.decode(errors="replace")
             if value is None:
                 self._nodes.pop(node_id, None)
@@ -257,49 +424,37 @@ class LedgerAuditor:
                 info = json.loads(value)
                 status = info["status"]
             except (ValueError, KeyError, TypeError) as exc:
-                raise self._fail(f"nodes.info for {node_id[:16]} is malformed", "node-info", e.seqno, e.view) from exc
+                raise _fail(f"nodes.info for {node_id[:16]} is malformed", "node-info", *_sv(g.txid)) from exc
             self._nodes.setdefault(node_id, _Node()).status = status
-        for key, value in public.get(tables.NODES_ENDORSED_CERTS, {}).items():
+        for key, value in g.tables.get(tables.NODES_ENDORSED_CERTS, {}).items():
             node_id = key.decode(errors="replace")
             if value is None:
                 self._nodes.pop(node_id, None)
                 continue
             if self._pinned is None:
-                raise self._fail(
-                    "a node certificate appears before the service certificate",
-                    "node-endorsement",
-                    e.seqno,
-                    e.view,
+                raise _fail(
+                    "a node certificate appears before the service certificate", "node-endorsement", *_sv(g.txid)
                 )
             try:
                 cert = load_pem_cert(value, "node certificate")
                 check_endorsement(cert, self._pinned, "node certificate")
-                key_ = ec_public_key(cert, "node certificate")
+                node_key = ec_public_key(cert, "node certificate")
             except VerificationError as exc:
-                raise self._fail(f"node {node_id[:16]}: {exc}", "node-endorsement", e.seqno, e.view) from exc
-            if key_id(key_) != node_id:
-                raise self._fail(
-                    f"node id {node_id[:16]} is not the hash of its key",
-                    "node-endorsement",
-                    e.seqno,
-                    e.view,
-                )
+                raise _fail(f"node {node_id[:16]}: {exc}", "node-endorsement", *_sv(g.txid)) from exc
+            if key_id(node_key) != node_id:
+                raise _fail(f"node id {node_id[:16]} is not the hash of its key", "node-endorsement", *_sv(g.txid))
             node = self._nodes.setdefault(node_id, _Node())
-            node.cert_pem, node.key = value.decode(), key_
+            node.cert_pem, node.key = value.decode(), node_key
 
-    def _apply_service_info(self, writes: dict[bytes, bytes | None], e: EntryView) -> None:
+    def _apply_service_info(self, writes: Mapping[bytes, bytes | None], txid: TxId) -> None:
         value = writes.get(tables.SINGLETON_KEY)
-        if value is None:
-            raise self._fail(
-                "service.info removed or written under a wrong key",
-                "service-identity",
-                e.seqno,
-                e.view,
-            )
+        if value is None or set(writes) != {tables.SINGLETON_KEY}:
+            raise _fail("service.info removed or written under a wrong key", "service-identity", *_sv(txid))
         try:
-            cert = load_pem_cert(json.loads(value)["cert"], "service certificate")
+            info: Any = json.loads(value)
+            cert = load_pem_cert(info["cert"], "service certificate")
         except (ValueError, KeyError, TypeError, VerificationError) as exc:
-            raise self._fail("service.info is malformed", "service-identity", e.seqno, e.view) from exc
+            raise _fail("service.info is malformed", "service-identity", *_sv(txid)) from exc
         if self._pinned is None:
             self._pinned = cert
             self._service_key = ec_public_key(cert, "service certificate")
@@ -308,77 +463,62 @@ class LedgerAuditor:
                 "(pass --service-cert to verify against the identity you expect)"
             )
         elif cert != self._pinned:
-            raise self._fail(
+            raise _fail(
                 "service.info names a different service certificate than the pinned one "
                 "(ledger signed by another service)",
                 "service-identity",
-                e.seqno,
-                e.view,
+                *_sv(txid),
             )
         self._service_info_seen = True
 
-    def _check_signature(self, public: dict[str, dict[bytes, bytes | None]], e: EntryView) -> None:
-        seqno, view = e.seqno, e.view
-        if e.has_private or e.claims_digest != bytes(32):
-            raise self._fail(
-                "a signature transaction has no private domain and no claims",
-                "signature-format",
-                seqno,
-                view,
+    # --- signatures ---
+
+    def _link_signature(self, s: SignatureFacts) -> None:
+        seqno, view = s.txid.seqno, s.txid.view
+        self._frontier.extend(s.leaves_before)
+        if self._frontier.size != seqno:
+            raise _fail("signature is not at its position", "signature-txid", seqno, view)
+        root = self._frontier.root()
+        if s.root != root:
+            raise _fail("signed root does not match the root rebuilt from the ledger", "signature-root", seqno, view)
+        if s.tree_size != seqno or s.tree_root != root:
+            raise _fail("serialised tree does not rebuild the signed root", "signature-tree", seqno, view)
+        node = self._nodes.get(s.node)
+        if node is None or node.key is None:
+            raise _fail(f"signed by unknown node {s.node[:16]}", "signature-node", seqno, view)
+        if node.status != "Trusted":
+            raise _fail(f"signed by node {s.node[:16]} in state {node.status}", "signature-node", seqno, view)
+        if s.cert_pem is not None and s.cert_pem != node.cert_pem:
+            raise _fail(
+                "signature carries a certificate other than the node's endorsed one", "signature-node", seqno, view
             )
-        if not self._service_info_seen or self._service_key is None:
-            raise self._fail("signature before the service identity was recorded", "signature-cose", seqno, view)
-
-        def node_key(sig: PrimarySignature) -> ec.EllipticCurvePublicKey:
-            node = self._nodes.get(sig.node)
-            if node is None or node.key is None:
-                raise VerificationError(f"signed by unknown node {sig.node[:16]}", check="signature-node")
-            if node.status != "Trusted":
-                raise VerificationError(
-                    f"signed by node {sig.node[:16]} in state {node.status}", check="signature-node"
-                )
-            if sig.cert is not None and sig.cert != node.cert_pem:
-                raise VerificationError(
-                    "signature carries a certificate other than the node's endorsed one",
-                    check="signature-node",
-                )
-            return node.key
-
         try:
-            verify_signature_transaction(
-                public,
-                txid=TxId(view, seqno),
-                root=self._frontier.root(),
-                service_key=self._service_key,
-                node_key=node_key,
-            )
+            if s.sig is not None:
+                verify_root_signature(node.key, root, s.sig)
+            if not self._service_info_seen or self._service_key is None:
+                raise VerificationError("signature before the service identity was recorded", check="signature-cose")
+            if s.cose is not None:
+                _verify_cose(s.cose, self._service_key, s.txid, root)
         except VerificationError as exc:
-            raise self._fail(str(exc), exc.check or "signature", seqno, view) from exc
+            raise _fail(str(exc), exc.check or "signature", seqno, view) from exc
         self.report.signatures += 1
-        self.report.last_signed = TxId(view, seqno)
+        self.report.last_signed = s.txid
 
     # --- end ---
 
     def _check_uncovered(self) -> None:
         if self._secret is None:
             return
-        for raw, e in self._uncovered:
-            ce = commit_evidence(self._secret, TxId(e.view, e.seqno))
-            if commit_evidence_digest(ce) != e.commit_evidence_digest:
-                raise self._fail(
-                    "commit evidence digest does not derive from the ledger secret",
-                    "entry-secret",
-                    e.seqno,
-                    e.view,
-                )
-            rel = e.public_end - e.start
-            public = raw[FIXED_SIZE:rel]
-            ciphertext = raw[rel:]
-            iv = raw[24:36]  # after the 8-byte header and the 16-byte tag
+        aead = AESGCM(self._secret)
+        for txid, raw in self._uncovered:
+            _header, tag, _iv_seqno, _iv_view, pub_size, _t, _s, _claims, ced, _m = _TYPE4.unpack_from(raw, 0)
+            if commit_evidence_digest(commit_evidence(self._secret, txid)) != ced:
+                raise _fail("commit evidence does not derive from the ledger secret", "entry-secret", *_sv(txid))
+            pub_end = FIXED_SIZE + pub_size
             try:
-                AESGCM(self._secret).decrypt(iv, ciphertext + e.tag, public)
+                aead.decrypt(raw[24:36], raw[pub_end:] + tag, raw[FIXED_SIZE:pub_end])
             except InvalidTag as exc:
-                raise self._fail("GCM tag does not authenticate the entry", "entry-secret", e.seqno, e.view) from exc
+                raise _fail("GCM tag does not authenticate the entry", "entry-secret", *_sv(txid)) from exc
         self.report.secrets_checked = True
 
     def finish(self) -> AuditReport:
@@ -387,8 +527,11 @@ class LedgerAuditor:
             raise LedgerAuditError("no ledger chunk files found", check="no-ledger")
         if self.report.signatures == 0:
             raise LedgerAuditError(
-                "the ledger holds no signature transaction: nothing in it is verified",
-                check="no-signature",
+                "the ledger holds no signature transaction: nothing in it is verified", check="no-signature"
             )
         self._check_uncovered()
         return self.report
+
+
+def _sv(txid: TxId) -> tuple[int, int]:
+    return txid.seqno, txid.view

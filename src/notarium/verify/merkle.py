@@ -147,6 +147,25 @@ class Frontier:
             if on_complete is not None:
                 on_complete(h + 1, (self.size >> (h + 1)) - 1, node)
 
+    def append_node(self, height: int, node: bytes) -> None:
+        """Add a perfect subtree of ``2**height`` leaves; ``size`` must be a multiple of its size."""
+        if self.size & ((1 << height) - 1):
+            raise ValueError(f"a subtree of height {height} cannot start at leaf {self.size}")
+        peaks, heights = self.peaks, self._heights
+        peaks.append(node)
+        heights.append(height)
+        self.size += 1 << height
+        while len(heights) > 1 and heights[-1] == heights[-2]:
+            right = peaks.pop()
+            h = heights.pop()
+            peaks[-1] = _sha256(peaks[-1] + right).digest()
+            heights[-1] = h + 1
+
+    def extend(self, nodes: Sequence[tuple[int, bytes]]) -> None:
+        """Add the output of :func:`range_nodes` for a range that starts where this frontier ends."""
+        for height, node in nodes:
+            self.append_node(height, node)
+
     def root(self) -> bytes:
         """The root over all leaves so far."""
         if not self.peaks:
@@ -156,6 +175,30 @@ class Frontier:
         for i in range(len(peaks) - 2, -1, -1):
             acc = _sha256(peaks[i] + acc).digest()
         return acc
+
+
+def range_nodes(begin: int, leaves: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """Leaves ``[begin, begin + len(leaves))`` as aligned perfect subtrees ``(height, root)``, in order.
+
+    A chunk of a ledger can be hashed this way without knowing what came before it;
+    ``Frontier.extend`` then joins the result to the frontier of everything before ``begin``.
+    """
+    left: list[tuple[int, bytes]] = []
+    right: list[tuple[int, bytes]] = []
+    level = list(leaves)
+    pos, height = begin, 0
+    while level:
+        if pos & 1:
+            left.append((height, level[0]))
+            del level[0]
+            pos += 1
+        if len(level) & 1:
+            right.append((height, level.pop()))
+        level = [_sha256(level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+        pos >>= 1
+        height += 1
+    right.reverse()
+    return left + right
 
 
 # --- serialised tree (public:ccf.internal.tree, ccf-ledger-format.md §4.6), big-endian ---
@@ -188,8 +231,7 @@ def deserialise_tree(data: bytes) -> tuple[int, bytes]:
     leaves = [data[off + HASH_SIZE * i : off + HASH_SIZE * (i + 1)] for i in range(n_leaves)]
     off += HASH_SIZE * n_leaves
     roots = [data[off + HASH_SIZE * i : off + HASH_SIZE * (i + 1)] for i in range(n_roots)]
-    # peaks of the flushed part, largest first, then the unflushed leaves appended on top
+    # peaks of the flushed part, largest first, then the unflushed leaves on top
     frontier = Frontier.from_peaks(n_flushed, list(reversed(roots)))
-    for leaf in leaves:
-        frontier.append(leaf)
+    frontier.extend(range_nodes(n_flushed, leaves))
     return total, frontier.root()
