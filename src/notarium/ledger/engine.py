@@ -5,9 +5,10 @@ Life of a transaction (docs/design/durability.md):
 1. ``append`` assigns the next seqno in the current view, serialises the entry in CCF's format
    (private domain encrypted under the ledger secret), adds its leaf to the Merkle tree and
    queues it. The caller gets its TxId at once: status *Pending*.
-2. The flusher thread emits a signature transaction every ``signature_interval`` or
-   ``signature_tx_count`` transactions, whichever comes first, appends the queued entries and the
-   signature to the chunk file, and ``fsync``s (group commit).
+2. A signature transaction follows every ``signature_tx_count`` transactions (emitted by the
+   appender that reaches the count) and, at the latest, ``signature_interval`` after the first
+   unsigned one (emitted by the flusher thread). The flusher appends the queued entries and
+   signatures to the chunk file and ``fsync``s (group commit).
 3. Only then does it index the batch and publish the signature's seqno as committed: every
    transaction up to it is *Committed* and has receipts.
 
@@ -134,10 +135,11 @@ class Receipt:
 class _Pending:
     """Transactions sequenced but not yet written, and the tree state since the last signature."""
 
-    __slots__ = ("entries", "first_seqno", "first_time", "rows")
+    __slots__ = ("entries", "first_seqno", "first_time", "rows", "signed")
 
     def __init__(self, first_seqno: int) -> None:
         self.first_seqno = first_seqno
+        self.signed = False  # holds a signature transaction (ready to flush)
         self.entries: list[bytes] = []
         self.rows: list[tuple[int, int, int, str | None, bytes]] = []  # seqno, view, kind, collection, leaf
         self.first_time = 0.0
@@ -219,7 +221,8 @@ class Ledger:
         _write_view(self.layout, self._view)
         self._committed_view = last_view
         self._pending = _Pending(self._next)
-        self._since_signature: list[bytes] = []
+        self._since_signature: list[bytes] = []  # leaves since the last signature (for the tree table)
+        self._unsigned = 0  # transactions since the last signature
         if genesis is not None:
             self._append_tables(genesis)
             self._signal_flush()
@@ -447,8 +450,13 @@ class Ledger:
             self._work.notify()
         p.entries.append(entry)
         p.rows.append((seqno, view, kind, collection, leaf))
-        if len(self._since_signature) >= self.config.signature_tx_count:
+        if kind == KIND_SIGNATURE:
+            p.signed = True
             self._work.notify()
+        else:
+            self._unsigned += 1
+            if self._unsigned >= self.config.signature_tx_count:
+                self._sign_locked()
         return TxId(view, seqno)
 
     def _signal_flush(self) -> None:
@@ -486,6 +494,7 @@ class Ledger:
         tree_bytes = serialise_tree(self._flushed, self._since_signature)
         self._flushed = self._tree.frontier.copy()
         self._since_signature = []
+        self._unsigned = 0
         public = {
             tables.SIGNATURES: {tables.SINGLETON_KEY: node_sig.to_json()},
             tables.COSE_SIGNATURES: {tables.SINGLETON_KEY: json.dumps(base64.b64encode(cose_sig).decode()).encode()},
@@ -504,13 +513,10 @@ class Ledger:
                 if not self._pending.entries:
                     return
                 deadline = self._pending.first_time + interval
-                while (
-                    not self._closing
-                    and len(self._since_signature) < self.config.signature_tx_count
-                    and (now := time.monotonic()) < deadline
-                ):
+                while not self._closing and not self._pending.signed and (now := time.monotonic()) < deadline:
                     self._work.wait(deadline - now)
-                self._sign_locked()
+                if self._unsigned:
+                    self._sign_locked()
                 batch, self._pending = self._pending, _Pending(self._next)
                 signed_at, signed_view = self._next - 1, self._view
                 flushed = self._flushed

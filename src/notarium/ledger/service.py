@@ -47,7 +47,9 @@ def init_service(
     directory = directory.absolute()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ServiceError(f"{directory} already exists and is not empty; refusing to touch it")
-    ledger_id = ledger_id or re.sub(r"[^A-Za-z0-9-]", "-", directory.name).strip("-") or "notarium"
+    if ledger_id is None:
+        derived = re.sub(r"[^A-Za-z0-9-]", "-", directory.name).strip("-")
+        ledger_id = derived if _LEDGER_ID.match(derived) else "notarium-ledger"
     if not _LEDGER_ID.match(ledger_id):
         raise ValueError("ledger id: 3 to 64 letters, digits or '-', starting and ending with a letter or digit")
     ledger_type = ledger_type.capitalize()

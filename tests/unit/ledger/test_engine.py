@@ -1,0 +1,163 @@
+"""The engine: statuses, views, reads, receipts, chunking, confidentiality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from notarium.auditing import audit, find_target
+from notarium.errors import LedgerError
+from notarium.ledger import EngineConfig, Ledger, open_ledger
+from notarium.types import TxId, TxStatus
+from notarium.verify import verify_cose_receipt, verify_json_receipt
+from notarium.verify.keys import ec_public_key
+
+
+def test_append_is_pending_then_committed(service: Path) -> None:
+    led = open_ledger(service, EngineConfig(signature_interval_ms=300, signature_tx_count=10_000))
+    try:
+        tx = led.append_entry("hello")
+        assert led.status(tx) == TxStatus.PENDING
+        assert led.get_entry(tx) is None
+        assert led.receipt(tx) is None
+        assert led.wait_committed(tx, timeout=10) == TxStatus.COMMITTED
+        assert led.committed.seqno > tx.seqno  # the covering signature comes after it
+        entry = led.get_entry(tx)
+        assert entry is not None
+        assert entry.contents == "hello"
+        assert entry.collection_id == "subledger:0"
+    finally:
+        led.close()
+
+
+def test_statuses(ledger: Ledger) -> None:
+    tx = ledger.append_entry("a")
+    ledger.wait_committed(tx, timeout=10)
+    assert ledger.status(tx) == TxStatus.COMMITTED
+    assert ledger.status(TxId(tx.view + 1, tx.seqno)) == TxStatus.INVALID  # not the view it has
+    assert ledger.status(TxId(tx.view, 10**9)) == TxStatus.UNKNOWN
+    assert ledger.status(TxId(tx.view + 5, 10**9)) == TxStatus.UNKNOWN
+    assert ledger.status(TxId(tx.view, 0)) == TxStatus.UNKNOWN
+    assert ledger.status(TxId(tx.view - 1, 10**9)) == TxStatus.INVALID  # an ended view
+
+
+def test_each_start_is_a_new_view(service: Path) -> None:
+    views = []
+    txs = []
+    for i in range(3):
+        led = open_ledger(service)
+        tx = led.append_entry(f"run {i}")
+        led.wait_committed(tx, timeout=10)
+        views.append(led.view)
+        txs.append(tx)
+        led.close()
+    assert views == sorted(views)
+    assert len(set(views)) == 3
+    led = open_ledger(service)
+    try:
+        for i, tx in enumerate(txs):
+            assert led.status(tx) == TxStatus.COMMITTED
+            entry = led.get_entry(tx)
+            assert entry is not None
+            assert entry.contents == f"run {i}"
+    finally:
+        led.close()
+
+
+def test_collections_and_ranges(ledger: Ledger) -> None:
+    txs = {c: [ledger.append_entry(f"{c}-{i}", c, tags=f"t{i}") for i in range(30)] for c in ("a", "b", "c")}
+    ledger.wait_committed(txs["c"][-1], timeout=10)
+    assert ledger.collections() == ["a", "b", "c"]
+    got = ledger.entries("b", first=txs["b"][5].seqno, last=txs["b"][14].seqno)
+    assert [e.contents for e in got] == [f"b-{i}" for i in range(5, 15)]
+    assert [e.tags for e in got] == [f"t{i}" for i in range(5, 15)]
+    assert len(ledger.entries("a", limit=7)) == 7
+    latest = ledger.latest_entry("a")
+    assert latest is not None
+    assert latest.contents == "a-29"
+    assert ledger.latest_entry("nope") is None
+    sig = ledger.committed
+    assert ledger.get_entry(sig) is None  # a signature transaction is not an entry
+
+
+def test_receipts_verify_with_claims(ledger: Ledger) -> None:
+    txs = [ledger.append_entry(f"entry {i}", "claims") for i in range(50)]
+    ledger.wait_committed(txs[-1], timeout=10)
+    service_cert = ledger.service_cert
+    for tx in txs[::7]:
+        r = ledger.receipt(tx)
+        assert r is not None
+        assert r.application_claims is not None
+        result = verify_json_receipt(r.receipt, service_cert, application_claims=r.application_claims)
+        assert result.leaf.commit_evidence.startswith(f"ce:{tx}:")
+        cose = ledger.cose_receipt(tx)
+        assert cose is not None
+        verify_cose_receipt(cose, ec_public_key(service_cert), claims_digest=result.leaf.claims_digest)
+    # a signature transaction has a receipt too (from the next signature), without claims
+    led_sig = ledger.committed
+    tx = ledger.append_entry("after")
+    ledger.wait_committed(tx, timeout=10)
+    r = ledger.receipt(led_sig)
+    assert r is not None
+    assert r.application_claims is None
+    assert r.receipt["leafComponents"]["claimsDigest"] == "00" * 32
+
+
+def test_private_contents_never_reach_disk_in_clear(tmp_path: Path, ledger: Ledger) -> None:
+    secret = "the-plaintext-must-not-appear-4f1d"
+    tx = ledger.append_entry(secret, "secret-collection")
+    ledger.wait_committed(tx, timeout=10)
+    root = ledger.layout.root
+    ledger.close()
+    for f in (root / "ledger").iterdir():
+        data = f.read_bytes()
+        assert secret.encode() not in data
+        assert b"secret-collection" not in data
+
+
+def test_public_ledger_keeps_contents_in_clear(tmp_path: Path) -> None:
+    from notarium.ledger import init_service
+
+    d = tmp_path / "pub"
+    init_service(d, ledger_type="Public")
+    led = open_ledger(d)
+    tx = led.append_entry("visible-contents-77", "pubcoll")
+    led.wait_committed(tx, timeout=10)
+    r = led.receipt(tx)
+    assert r is not None
+    verify_json_receipt(r.receipt, led.service_cert, application_claims=r.application_claims)
+    led.close()
+    assert any(b"visible-contents-77" in f.read_bytes() for f in (d / "ledger").iterdir())
+    assert audit(find_target(d)).signatures >= 2
+
+
+def test_signature_cadence_by_count_and_chunking(service: Path) -> None:
+    led = open_ledger(service, EngineConfig(signature_interval_ms=10_000, signature_tx_count=10, chunk_size=4000))
+    txs = [led.append_entry(f"{i:04d}" * 20, "c") for i in range(100)]
+    assert led.wait_committed(txs[-1], timeout=10) == TxStatus.COMMITTED
+    led.close()
+    report = audit(find_target(service))
+    assert report.signatures >= 1 + 100 // 10
+    chunks = sorted((service / "ledger").iterdir())
+    assert len(chunks) > 3
+    assert all(c.name.endswith(".committed") for c in chunks)
+
+
+def test_closed_ledger_refuses_writes(ledger: Ledger) -> None:
+    ledger.close()
+    with pytest.raises(LedgerError, match="closed"):
+        ledger.append_entry("late")
+
+
+def test_raw_write_sets_need_table_prefixes(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="public"):
+        ledger.append({"not-public": {b"k": b"v"}})
+    with pytest.raises(ValueError, match="private"):
+        ledger.append({}, {"public:oops": {b"k": b"v"}})
+    tx = ledger.append({"public:app.table": {b"k": b"v", b"gone": None}}, {"app.secret": {b"k2": b"v2"}})
+    assert ledger.wait_committed(tx, timeout=10) == TxStatus.COMMITTED
+    assert ledger.get_entry(tx) is None  # not an application entry, but it has a receipt
+    r = ledger.receipt(tx)
+    assert r is not None
+    verify_json_receipt(r.receipt, ledger.service_cert)
