@@ -533,13 +533,22 @@ class Ledger:
                 self._committed = signed_at
                 self._committed_view = signed_view
                 self._done.notify_all()
-            if self._chunks.current_size >= self.config.chunk_size:
-                self._chunks.complete_current(signed_at)
 
     def _write_batch(
         self, batch: _Pending, new_tiles: list[tuple[int, bytes]], flushed: Frontier, signed_at: int
     ) -> None:
-        locations = self._chunks.append(batch.first_seqno, batch.entries)
+        """Persist one batch (it ends on a signature), completing chunks at signatures past chunk_size."""
+        locations: list[tuple[int, int]] = []
+        start = 0
+        for i, row in enumerate(batch.rows):
+            if row[2] != KIND_SIGNATURE:
+                continue
+            locations += self._chunks.append(batch.first_seqno + start, batch.entries[start : i + 1])
+            start = i + 1
+            if self._chunks.current_size >= self.config.chunk_size:
+                self._chunks.complete_current(row[0])  # fsyncs the chunk
+        if start != len(batch.rows):
+            raise RuntimeError("a batch must end on a signature transaction")
         self._chunks.sync()
         rows: list[Row] = [
             (seqno, view, chunk, off, len(entry), kind, collection, leaf)

@@ -105,7 +105,7 @@ def test_receipts_verify_with_claims(ledger: Ledger) -> None:
 
 
 def test_private_contents_never_reach_disk_in_clear(tmp_path: Path, ledger: Ledger) -> None:
-    secret = "the-plaintext-must-not-appear-4f1d"
+    secret = "the-plaintext-must-not-appear-4f1d"  # noqa: S105  (a marker, not a credential)
     tx = ledger.append_entry(secret, "secret-collection")
     ledger.wait_committed(tx, timeout=10)
     root = ledger.layout.root

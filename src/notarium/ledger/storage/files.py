@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class ChunkFiles:
         self._size = 0
         self._offsets: list[int] = []
         self._readers: OrderedDict[Path, int] = OrderedDict()
+        self._lock = threading.RLock()  # readers (any thread) vs. the writer renaming chunks
         self._scan()
 
     # --- discovery ---
@@ -102,37 +104,39 @@ class ChunkFiles:
 
     def drop_current(self) -> None:
         """Delete an unfinished chunk that holds no valid entry."""
-        cur = self.current
-        if cur is None:
-            return
-        self._close_writer()
-        cur.path.unlink()
-        self.chunks.pop()
-        self._sync_dir()
+        with self._lock:
+            cur = self.current
+            if cur is None:
+                return
+            self._close_writer()
+            cur.path.unlink()
+            self.chunks.pop()
+            self._sync_dir()
 
     def append(self, first_seqno: int, entries: list[bytes]) -> list[tuple[int, int]]:
         """Append entries (seqnos ``first_seqno``…); return ``(chunk_start, offset)`` of each."""
-        if self._fd is None:
-            path = self.directory / f"ledger_{first_seqno}"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd, bytes(CHUNK_HEADER_SIZE))
-            self.chunks.append(Chunk(first_seqno, None, path))
-            self._fd, self._size, self._offsets = fd, CHUNK_HEADER_SIZE, []
-            self._sync_dir()
-        start = self.chunks[-1].start
-        locations = []
-        off = self._size
-        for e in entries:
-            locations.append((start, off))
-            self._offsets.append(off)
-            off += len(e)
-        data = b"".join(entries)
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        self._size = off
-        return locations
+        with self._lock:
+            if self._fd is None:
+                path = self.directory / f"ledger_{first_seqno}"
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                os.write(fd, bytes(CHUNK_HEADER_SIZE))
+                self.chunks.append(Chunk(first_seqno, None, path))
+                self._fd, self._size, self._offsets = fd, CHUNK_HEADER_SIZE, []
+                self._sync_dir()
+            start = self.chunks[-1].start
+            locations = []
+            off = self._size
+            for e in entries:
+                locations.append((start, off))
+                self._offsets.append(off)
+                off += len(e)
+            data = b"".join(entries)
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            self._size = off
+            return locations
 
     @property
     def current_size(self) -> int:
@@ -145,22 +149,23 @@ class ChunkFiles:
 
     def complete_current(self, last_seqno: int) -> None:
         """Finish the chunk being written: positions table, header, fsync, rename to ``.committed``."""
-        cur = self.current
-        if cur is None or self._fd is None:
-            return
-        if len(self._offsets) != last_seqno - cur.start + 1:
-            raise ValueError("chunk entry count does not match its seqno range")
-        table = chunk_positions_table(self._offsets)
-        os.write(self._fd, table)
-        os.pwrite(self._fd, struct.pack("<Q", self._size), 0)
-        if self.fsync:
-            os.fsync(self._fd)
-        self._close_writer()
-        final = self.directory / str(ChunkName(cur.start, last_seqno, committed=True))
-        os.rename(cur.path, final)
-        self._sync_dir()
-        self._forget_reader(cur.path)
-        cur.end, cur.path = last_seqno, final
+        with self._lock:
+            cur = self.current
+            if cur is None or self._fd is None:
+                return
+            if len(self._offsets) != last_seqno - cur.start + 1:
+                raise ValueError("chunk entry count does not match its seqno range")
+            table = chunk_positions_table(self._offsets)
+            os.write(self._fd, table)
+            os.pwrite(self._fd, struct.pack("<Q", self._size), 0)
+            if self.fsync:
+                os.fsync(self._fd)
+            self._close_writer()
+            final = self.directory / str(ChunkName(cur.start, last_seqno, committed=True))
+            os.rename(cur.path, final)
+            self._sync_dir()
+            self._forget_reader(cur.path)
+            cur.end, cur.path = last_seqno, final
 
     def _close_writer(self) -> None:
         if self._fd is not None:
@@ -196,20 +201,21 @@ class ChunkFiles:
         return self.chunk_for(chunk_start).path
 
     def read(self, chunk_start: int, offset: int, size: int) -> bytes:
-        path = self.path_of(chunk_start)
-        fd = self._readers.get(path)
-        if fd is None:
-            fd = os.open(path, os.O_RDONLY)
-            self._readers[path] = fd
-            if len(self._readers) > _MAX_OPEN_READERS:
-                _p, old = self._readers.popitem(last=False)
-                os.close(old)
-        else:
-            self._readers.move_to_end(path)
-        data = os.pread(fd, size, offset)
-        if len(data) != size:
-            raise ServiceError(f"short read from {path.name} at offset {offset}")
-        return data
+        with self._lock:
+            path = self.path_of(chunk_start)
+            fd = self._readers.get(path)
+            if fd is None:
+                fd = os.open(path, os.O_RDONLY)
+                self._readers[path] = fd
+                if len(self._readers) > _MAX_OPEN_READERS:
+                    _p, old = self._readers.popitem(last=False)
+                    os.close(old)
+            else:
+                self._readers.move_to_end(path)
+            data = os.pread(fd, size, offset)
+            if len(data) != size:
+                raise ServiceError(f"short read from {path.name} at offset {offset}")
+            return data
 
     def _forget_reader(self, path: Path) -> None:
         fd = self._readers.pop(path, None)
