@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from notarium.ledger.layout import Layout
+from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.ledger.service import open_ledger
 
 
@@ -18,7 +18,7 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     layout = Layout(args.directory)
-    layout.config.stat()  # a clear FileNotFoundError-free check happens in open_ledger
+    ServiceConfig.load(layout)  # a clear error if DIR is not a service directory
     for suffix in ("", "-wal", "-shm"):
         path = Path(str(layout.index_file) + suffix)
         if path.exists():

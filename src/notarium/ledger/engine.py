@@ -311,9 +311,11 @@ class Ledger:
                         log.warning("%s: dropping a torn tail at offset %d (%s)", chunk.path.name, off, exc)
                         break
                     raise ServiceError(f"{chunk.path.name}: {exc}; run `notarium audit`") from None
-                if e.seqno < start:
+                if e.seqno < start:  # already verified and indexed
                     offsets.append(off)
                     off = e.end
+                    if live and e.seqno == start - 1:
+                        cut = (off, list(offsets))
                     continue
                 if e.seqno != expected or e.iv_seqno != expected:
                     raise ServiceError(f"{chunk.path.name}: seqno {e.seqno} where {expected} was expected")

@@ -29,7 +29,7 @@ def _json(obj: object) -> bytes:
 
 
 def init_service(
-    directory: Path,
+    directory: str | os.PathLike[str],
     *,
     ledger_id: str | None = None,
     ledger_type: str = "Private",
@@ -44,7 +44,7 @@ def init_service(
     Everything is built in a sibling temporary directory and renamed into place at the end, so
     an interrupted ``init`` leaves no half-made service behind.
     """
-    directory = directory.absolute()
+    directory = Path(directory).absolute()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ServiceError(f"{directory} already exists and is not empty; refusing to touch it")
     if ledger_id is None:
@@ -175,8 +175,8 @@ def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, byte
     return config, ids.NodeIdentity(node_key, node_cert, service_key, service_cert), secret
 
 
-def open_ledger(directory: Path, config: EngineConfig | None = None) -> Ledger:
+def open_ledger(directory: str | os.PathLike[str], config: EngineConfig | None = None) -> Ledger:
     """Open an existing service directory; recovers from a crash with no manual step."""
-    layout = Layout(directory.absolute())
+    layout = Layout(Path(directory).absolute())
     service, identity, secret = load_identity(layout)
     return Ledger(layout, service, identity, secret, config or EngineConfig())
