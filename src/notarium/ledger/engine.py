@@ -716,7 +716,13 @@ class Ledger:
         raw, e, _kind = found
         sig_row = self._index.next_signature(txid.seqno)
         if sig_row is None:
-            raise ServiceError(f"no signature after committed transaction {txid}; run `notarium reindex`")
+            # the newest signature transaction: its receipt needs the next signature, so ask for one
+            with self._lock_obj:
+                if txid.seqno != self._committed:
+                    raise ServiceError(f"no signature after committed transaction {txid}; run `notarium reindex`")
+                if not self._closing and not self._pending.signed:
+                    self._sign_locked()
+            return None
         sig_raw = self._chunks.read(sig_row.chunk, sig_row.offset, sig_row.size)
         se = parse_entry(sig_raw, 0)
         sig_tables = decode_tables(sig_raw, se.tables_start, se.public_end)
@@ -732,7 +738,12 @@ class Ledger:
         return leaf, path, sig, cose_sig
 
     def receipt(self, txid: TxId) -> Receipt | None:
-        """The ACL JSON receipt of a committed transaction, verified before it is returned."""
+        """The ACL JSON receipt of a committed transaction, verified before it is returned.
+
+        ``None`` if the transaction is not committed, or if it is the newest signature
+        transaction: that one is proven by the next signature, which this call then requests
+        (it follows within one flush).
+        """
         parts = self._proof_parts(txid)
         if parts is None:
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,17 @@ def test_raw_write_sets_need_table_prefixes(ledger: Ledger) -> None:
     r = ledger.receipt(tx)
     assert r is not None
     verify_json_receipt(r.receipt, ledger.service_cert)
+
+
+def test_receipt_of_the_newest_signature_arrives_after_the_next(ledger: Ledger) -> None:
+    tx = ledger.append_entry("x")
+    ledger.wait_committed(tx, timeout=10)
+    newest = ledger.committed
+    assert ledger.receipt(newest) is None  # requests a signature that will cover it
+    deadline = time.monotonic() + 10
+    while ledger.committed == newest and time.monotonic() < deadline:
+        time.sleep(0.005)
+    r = ledger.receipt(newest)
+    assert r is not None
+    verify_json_receipt(r.receipt, ledger.service_cert)
+    assert ledger.cose_receipt(newest) is not None
