@@ -127,14 +127,13 @@ def bench_memory(quick: bool) -> dict[str, Any]:
     finally:
         ledger.close()
     size = sum(p.stat().st_size for p in (d / "ledger").iterdir()) / 2**20
-    result = {
+    return {
         "rss_mb_at_100k": round(marks[100_000], 1),
         f"rss_mb_at_{total // 1000}k": round(marks[total], 1),
         "growth_mb": round(marks[total] - marks[100_000], 1),
         "ledger_mb": round(size, 1),
         "ledger_dir": str(d),
     }
-    return result
 
 
 CCF_TIMER = r"""
@@ -167,8 +166,12 @@ def bench_audit(ledger_dir: Path) -> dict[str, Any]:
         )
         ccf = json.loads(out.stdout.strip().splitlines()[-1])
         theirs.append(ccf["seconds"])
-        info = {"transactions": report.transactions, "ccf_transactions": ccf["transactions"],
-                "our_last_signed": str(report.last_signed), "ccf_last_verified": ccf["last"]}
+        info = {
+            "transactions": report.transactions,
+            "ccf_transactions": ccf["transactions"],
+            "our_last_signed": str(report.last_signed),
+            "ccf_last_verified": ccf["last"],
+        }
         if ccf["transactions"] != report.transactions or ccf["last"] != str(report.last_signed):
             raise SystemExit(f"audit and ccf disagree: {info}")
     o, t = statistics.median(ours), statistics.median(theirs)
