@@ -108,9 +108,7 @@ def naive_levels(level0: list[bytes]) -> list[list[bytes]]:
     levels = [list(level0)]
     while len(levels[-1]) > 1:
         cur = levels[-1]
-        nxt = [
-            sha256(cur[i] + cur[i + 1]) if i + 1 < len(cur) else cur[i] for i in range(0, len(cur), 2)
-        ]
+        nxt = [sha256(cur[i] + cur[i + 1]) if i + 1 < len(cur) else cur[i] for i in range(0, len(cur), 2)]
         levels.append(nxt)
     return levels
 

@@ -5,6 +5,7 @@ Only what CCF needs: ECDSA (ES256/ES384/ES512) with raw r‖s signatures and det
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,18 @@ def alg_for_key(key: ec.EllipticCurvePublicKey) -> int:
     raise ValueError(f"no COSE algorithm for curve {key.curve.name}")
 
 
+def loads_exact(data: bytes, what: str) -> Any:
+    """Decode exactly one CBOR item; trailing bytes, bad CBOR or excessive nesting fail."""
+    stream = io.BytesIO(data)
+    try:
+        obj = cbor2.CBORDecoder(stream).decode()
+    except Exception as exc:  # cbor2 raises several types (and RecursionError) on bad input
+        raise VerificationError(f"{what} is not valid CBOR") from exc
+    if stream.tell() != len(data):
+        raise VerificationError(f"{what} has trailing bytes after its CBOR item")
+    return obj
+
+
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
     return cbor2.dumps(["Signature1", protected, b"", payload])
 
@@ -78,10 +91,7 @@ class Sign1:
         """Decode untrusted bytes; every failure is a :class:`VerificationError`."""
         if len(data) > MAX_COSE_SIZE:
             raise VerificationError("COSE_Sign1 is too large")
-        try:
-            obj = cbor2.loads(data)
-        except Exception as exc:  # cbor2 raises several types on bad input
-            raise VerificationError("COSE_Sign1 is not valid CBOR") from exc
+        obj = loads_exact(data, "COSE_Sign1")
         if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
             raise VerificationError("not a tagged COSE_Sign1 (CBOR tag 18)")
         items = obj.value
@@ -94,10 +104,7 @@ class Sign1:
             raise VerificationError("COSE_Sign1 unprotected header must be a map")
         if payload is not None:
             raise VerificationError("CCF COSE_Sign1 payloads are detached (nil)")
-        try:
-            protected = cbor2.loads(protected_bytes)
-        except Exception as exc:
-            raise VerificationError("COSE_Sign1 protected header is not valid CBOR") from exc
+        protected = loads_exact(protected_bytes, "COSE_Sign1 protected header")
         if not isinstance(protected, Mapping):
             raise VerificationError("COSE_Sign1 protected header must be a map")
         return cls(protected_bytes, protected, unprotected, signature)
@@ -105,7 +112,7 @@ class Sign1:
     def verify_detached(self, key: ec.EllipticCurvePublicKey, payload: bytes) -> None:
         """Verify the signature over ``payload`` with ``key``; the alg must match the key's curve."""
         alg = self.protected.get(HDR_ALG)
-        if alg not in _ALGS:
+        if type(alg) is not int or alg not in _ALGS:
             raise VerificationError(f"unsupported COSE algorithm {alg!r}")
         curve, hash_cls, size = _ALGS[alg]
         if key.curve.name != curve:

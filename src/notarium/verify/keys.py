@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -33,19 +33,23 @@ def acl_user_id(cert: x509.Certificate) -> str:
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
 
 
+# what cryptography raises on malformed or unsupported certificates
+_CERT_ERRORS = (ValueError, TypeError, UnicodeError, UnsupportedAlgorithm, x509.InvalidVersion)
+
+
 def load_pem_cert(pem: bytes | str, what: str = "certificate") -> x509.Certificate:
     """Load one PEM certificate; any failure is a :class:`VerificationError`."""
-    data = pem.encode() if isinstance(pem, str) else pem
     try:
+        data = pem.encode() if isinstance(pem, str) else pem
         return x509.load_pem_x509_certificate(data)
-    except ValueError as exc:
+    except _CERT_ERRORS as exc:
         raise VerificationError(f"{what} is not a PEM X.509 certificate") from exc
 
 
 def ec_public_key(cert: x509.Certificate, what: str = "certificate") -> PublicKey:
     try:
         key = cert.public_key()
-    except ValueError as exc:  # unsupported key type or curve
+    except _CERT_ERRORS as exc:  # unsupported key type or curve
         raise VerificationError(f"{what} has an unusable public key") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise VerificationError(f"{what} does not hold an elliptic-curve key")
@@ -55,7 +59,10 @@ def ec_public_key(cert: x509.Certificate, what: str = "certificate") -> PublicKe
 def check_endorsement(cert: x509.Certificate, issuer: x509.Certificate, what: str = "certificate") -> None:
     """Require that ``issuer``'s key signed ``cert`` (its TBS bytes, with its own hash)."""
     key = ec_public_key(issuer, "endorsing certificate")
-    algo = cert.signature_hash_algorithm
+    try:
+        algo = cert.signature_hash_algorithm
+    except _CERT_ERRORS as exc:
+        raise VerificationError(f"{what} has an unsupported signature algorithm") from exc
     if algo is None:
         raise VerificationError(f"{what} has no signature hash algorithm")
     try:

@@ -7,6 +7,7 @@ must already trust the service identity; a receipt never establishes it.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,12 +73,34 @@ def _camel(key: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
-def _normalise(obj: Any) -> Any:
+MAX_RECEIPT_DEPTH = 16
+
+
+def _normalise(obj: Any, depth: int = 0) -> Any:
+    """snake_case keys to camelCase, recursively (as the ACL SDK does), with bounded depth."""
+    if depth > MAX_RECEIPT_DEPTH:
+        raise VerificationError("receipt is nested too deeply")
     if isinstance(obj, Mapping):
-        return {_camel(str(k)): _normalise(v) for k, v in obj.items()}
+        out = {}
+        for k, v in obj.items():
+            key = _camel(str(k))
+            if key in out:
+                raise VerificationError(f"receipt has the key {key!r} twice (in snake_case and camelCase)")
+            out[key] = _normalise(v, depth + 1)
+        return out
     if isinstance(obj, list):
-        return [_normalise(v) for v in obj]
+        return [_normalise(v, depth + 1) for v in obj]
     return obj
+
+
+_COMMIT_EVIDENCE = re.compile(r"^ce:(0|[1-9][0-9]{0,9})\.(0|[1-9][0-9]{0,18}):[0-9a-f]{64}$")
+
+
+def _commit_evidence(value: Any) -> str:
+    """CCF commit evidence is ``ce:<view>.<seqno>:<64 lower-case hex>``; anything else fails."""
+    if not isinstance(value, str) or not _COMMIT_EVIDENCE.match(value):
+        raise VerificationError("commit evidence must be ce:<view>.<seqno>:<64 hex digits>")
+    return value
 
 
 def _hex32(value: Any, what: str) -> bytes:
@@ -135,11 +158,9 @@ def verify_json_receipt(
         "writeSetDigest",
     }:
         raise VerificationError("receipt leafComponents must hold exactly claimsDigest, commitEvidence, writeSetDigest")
-    if not isinstance(lc["commitEvidence"], str) or not lc["commitEvidence"].startswith("ce:"):
-        raise VerificationError("receipt commitEvidence is malformed")
     leaf = LeafComponents(
         write_set_digest=_hex32(lc["writeSetDigest"], "writeSetDigest"),
-        commit_evidence=lc["commitEvidence"],
+        commit_evidence=_commit_evidence(lc["commitEvidence"]),
         claims_digest=_hex32(lc["claimsDigest"], "claimsDigest"),
     )
     if application_claims:
@@ -193,10 +214,7 @@ def build_cose_receipt(signature_sign1: bytes, leaf: LeafComponents, path: Seque
 def _decode_inclusion_proof(raw: Any) -> tuple[LeafComponents, list[PathElement]]:
     if not isinstance(raw, bytes):
         raise VerificationError("inclusion proof must be a byte string")
-    try:
-        proof = cbor2.loads(raw)
-    except Exception as exc:
-        raise VerificationError("inclusion proof is not valid CBOR") from exc
+    proof = cose.loads_exact(raw, "inclusion proof")
     if not isinstance(proof, Mapping):
         raise VerificationError("inclusion proof must be a map")
     leaf, path = proof.get(PROOF_LEAF), proof.get(PROOF_PATH)
@@ -205,8 +223,7 @@ def _decode_inclusion_proof(raw: Any) -> tuple[LeafComponents, list[PathElement]
     wsd, ce, claims = leaf
     if not (isinstance(wsd, bytes) and len(wsd) == 32 and isinstance(claims, bytes) and len(claims) == 32):
         raise VerificationError("inclusion proof leaf digests must be 32-byte strings")
-    if not isinstance(ce, str) or not 1 <= len(ce) <= 1024:
-        raise VerificationError("inclusion proof commit evidence must be a short text string")
+    _commit_evidence(ce)
     if not isinstance(path, list | tuple) or len(path) > MAX_PROOF_LENGTH:
         raise VerificationError("inclusion proof path must be a list of at most 64 elements")
     elements: list[PathElement] = []

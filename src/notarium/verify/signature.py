@@ -23,6 +23,7 @@ from notarium.verify.keys import key_id
 from notarium.verify.merkle import deserialise_tree
 
 _PREHASHED = ec.ECDSA(Prehashed(hashes.SHA256()))
+MAX_RECORD_SIZE = 1 << 20  # a signature record holds a certificate and a few fields
 
 
 def sign_root(private_key: ec.EllipticCurvePrivateKey, root: bytes) -> bytes:
@@ -73,9 +74,11 @@ class PrimarySignature:
 
     @classmethod
     def from_json(cls, data: bytes) -> PrimarySignature:
+        if len(data) > MAX_RECORD_SIZE:
+            raise VerificationError("signature record is too large")
         try:
             obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise VerificationError("signature record is not JSON") from exc
         if not isinstance(obj, dict):
             raise VerificationError("signature record is not a JSON object")
@@ -144,9 +147,11 @@ def check_cose_root_header(sign1: cose.Sign1, service_key: ec.EllipticCurvePubli
 
 def decode_cose_signature_value(value: bytes) -> bytes:
     """The ``cose_signatures`` value is a JSON string of base64 COSE_Sign1 bytes."""
+    if len(value) > MAX_RECORD_SIZE:
+        raise VerificationError("COSE signature record is too large")
     try:
         text = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise VerificationError("COSE signature record is not a JSON string") from exc
     if not isinstance(text, str):
         raise VerificationError("COSE signature record is not a JSON string")

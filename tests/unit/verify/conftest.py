@@ -72,9 +72,19 @@ class Pki:
         )
         return builder.sign(issuer_key, algorithm)
 
-    def service(self, curve: ec.EllipticCurve | None = None, cn: str = "CCF Network") -> Identity:
-        key = ec.generate_private_key(curve or ec.SECP384R1())
-        return Identity(key, self._sign(cn, key.public_key(), None, key, ca=True, algorithm=hashes.SHA384()))
+    def service(
+        self,
+        curve: ec.EllipticCurve | None = None,
+        cn: str = "CCF Network",
+        *,
+        key: PrivateKey | None = None,
+        algorithm: hashes.HashAlgorithm | None = None,
+    ) -> Identity:
+        """A self-signed service identity (EC P-384 unless told otherwise)."""
+        key = key or ec.generate_private_key(curve or ec.SECP384R1())
+        if algorithm is None and not isinstance(key, ed25519.Ed25519PrivateKey):
+            algorithm = hashes.SHA384()
+        return Identity(key, self._sign(cn, key.public_key(), None, key, ca=True, algorithm=algorithm))
 
     def node(
         self,
@@ -116,6 +126,11 @@ def service(pki: Pki) -> Identity:
 @pytest.fixture(scope="session")
 def node(pki: Pki, service: Identity) -> Identity:
     return pki.node(service)
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(65537, 2048)
 
 
 @pytest.fixture(scope="session")

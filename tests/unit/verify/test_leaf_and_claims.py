@@ -21,9 +21,9 @@ from notarium.verify.leaf import (
     ZERO_CLAIMS,
     commit_evidence_digest,
     compute_claims_digest,
+    leaf_hash,
     ledger_entry_claim_inner,
     ledger_entry_claims_digest,
-    leaf_hash,
 )
 from notarium.verify.secrets import commit_evidence, commit_evidence_from_commit_secret, commit_secret
 
@@ -34,7 +34,7 @@ CLAIM_DIGEST_CLAIMS: list[dict[str, Any]] = CLAIMS["claim_digest"]["claims"]
 # acl-rest-api.md §8.4
 INNER = "feb516ef1f903c64f1e388d9ee9fde11f64d1e2bc170248828c9eab9894f9ab9"
 CLAIMS_DIGEST = "d08d8764437d09b2d4d07d52293cddaf40f44a3ea2176a0528819a80002df9f6"
-SECRET_KEY_B64 = "Jde/VvaIfyrjQ/B19P+UJCBwmcrgN7sERStoyHnYO0M="
+CLAIM_KEY_B64 = "Jde/VvaIfyrjQ/B19P+UJCBwmcrgN7sERStoyHnYO0M="
 
 
 def sha256(data: bytes) -> bytes:
@@ -63,11 +63,11 @@ def independent_claims_digest(claims: list[dict[str, Any]]) -> bytes:
 
 
 def test_ledger_entry_claim_inner_vector() -> None:
-    assert ledger_entry_claim_inner("subledger:0", "Hello world", base64.b64decode(SECRET_KEY_B64)).hex() == INNER
+    assert ledger_entry_claim_inner("subledger:0", "Hello world", base64.b64decode(CLAIM_KEY_B64)).hex() == INNER
 
 
 def test_ledger_entry_claims_digest_vector() -> None:
-    digest = ledger_entry_claims_digest("subledger:0", "Hello world", base64.b64decode(SECRET_KEY_B64))
+    digest = ledger_entry_claims_digest("subledger:0", "Hello world", base64.b64decode(CLAIM_KEY_B64))
     assert digest.hex() == CLAIMS_DIGEST
 
 
@@ -86,7 +86,7 @@ def test_fixture_matches_the_documented_claim() -> None:
         "collectionId": "subledger:0",
         "contents": "Hello world",
         "protocol": "LedgerEntryV1",
-        "secretKey": SECRET_KEY_B64,
+        "secretKey": CLAIM_KEY_B64,
     }
 
 
