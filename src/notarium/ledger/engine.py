@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from notarium.errors import LedgerError, ServiceError, VerificationError
+from notarium.ledger.durable import replace
 from notarium.ledger.fastcrypto import HmacKey, RandomPool
 from notarium.ledger.identity import NodeIdentity, cert_pem
 from notarium.ledger.index import KIND_ENTRY, KIND_OTHER, KIND_SIGNATURE, Index, IndexState, Row
@@ -796,17 +797,5 @@ def _read_view(layout: Layout) -> int:
 
 
 def _write_view(layout: Layout, view: int) -> None:
-    """Durably record the view in use (temp file, fsync, rename, fsync of the directory)."""
-    tmp = layout.view_file.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, str(view).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, layout.view_file)
-    dfd = os.open(layout.view_file.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Durably record the view in use."""
+    replace(layout.view_file, str(view).encode())

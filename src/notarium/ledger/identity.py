@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from notarium.errors import ServiceError
+from notarium.ledger.durable import write_new
 
 # Default validity, in days (documented in docs/design/identities.md).
 SERVICE_CERT_DAYS = 3650
@@ -40,6 +40,25 @@ def new_rsa_key() -> rsa.RSAPrivateKey:
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _key_usage(**allowed: bool) -> x509.KeyUsage:
+    flags = dict.fromkeys(
+        (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        ),
+        False,
+    )
+    flags.update(allowed)
+    return x509.KeyUsage(**flags)
 
 
 def _window(now: datetime.datetime, days: int) -> tuple[datetime.datetime, datetime.datetime]:
@@ -66,17 +85,7 @@ def service_certificate(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
@@ -112,17 +121,7 @@ def node_certificate(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(digital_signature=True, key_agreement=True),
             critical=True,
         )
         .add_extension(
@@ -177,21 +176,11 @@ def public_pem(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
 
 def write_secret(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0600 (refusing to overwrite) and write ``data`` durably."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_new(path, data, 0o600)
 
 
 def write_public(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_new(path, data, 0o644)
 
 
 def load_private_ec(path: Path) -> ec.EllipticCurvePrivateKey:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from notarium.errors import ServiceError
 from notarium.ledger import identity as ids
+from notarium.ledger.durable import fsync_dir
 from notarium.ledger.engine import EngineConfig, Ledger
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.verify import tables
@@ -66,11 +67,7 @@ def init_service(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    fd = os.open(directory.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory.parent)
     return config
 
 

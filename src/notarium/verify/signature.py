@@ -38,6 +38,16 @@ def verify_root_signature(key: ec.EllipticCurvePublicKey, root: bytes, signature
         raise VerificationError("node signature over the Merkle root does not verify") from exc
 
 
+def load_json_record(data: bytes, what: str) -> Any:
+    """Parse one bounded JSON value from a ledger table; any failure is a VerificationError."""
+    if len(data) > MAX_RECORD_SIZE:
+        raise VerificationError(f"{what} is too large")
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise VerificationError(f"{what} is not JSON") from exc
+
+
 def b64decode_strict(text: str, what: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -74,12 +84,7 @@ class PrimarySignature:
 
     @classmethod
     def from_json(cls, data: bytes) -> PrimarySignature:
-        if len(data) > MAX_RECORD_SIZE:
-            raise VerificationError("signature record is too large")
-        try:
-            obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise VerificationError("signature record is not JSON") from exc
+        obj = load_json_record(data, "signature record")
         if not isinstance(obj, dict):
             raise VerificationError("signature record is not a JSON object")
         try:
@@ -147,12 +152,7 @@ def check_cose_root_header(sign1: cose.Sign1, service_key: ec.EllipticCurvePubli
 
 def decode_cose_signature_value(value: bytes) -> bytes:
     """The ``cose_signatures`` value is a JSON string of base64 COSE_Sign1 bytes."""
-    if len(value) > MAX_RECORD_SIZE:
-        raise VerificationError("COSE signature record is too large")
-    try:
-        text = json.loads(value)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise VerificationError("COSE signature record is not a JSON string") from exc
+    text = load_json_record(value, "COSE signature record")
     if not isinstance(text, str):
         raise VerificationError("COSE signature record is not a JSON string")
     return b64decode_strict(text, "COSE signature")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from notarium.errors import ServiceError
+from notarium.ledger.durable import fsync_dir
 from notarium.verify.entry import CHUNK_HEADER_SIZE, ChunkName, chunk_positions_table
 
 _MAX_OPEN_READERS = 32
@@ -175,13 +176,8 @@ class ChunkFiles:
             self._offsets = []
 
     def _sync_dir(self) -> None:
-        if not self.fsync:
-            return
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.fsync:
+            fsync_dir(self.directory)
 
     # --- reading ---
 
