@@ -42,8 +42,6 @@ from notarium.verify.entry import (
     CHUNK_HEADER_SIZE,
     ENTRY_VERSION,
     FIXED_SIZE,
-    FLAG_FORCE_CHUNK_AFTER,
-    FLAG_FORCE_CHUNK_BEFORE,
     TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS,
     ChunkName,
     decode_tables,
@@ -61,7 +59,6 @@ from notarium.verify.signature import (
     verify_root_signature,
 )
 
-_ALLOWED_FLAGS = FLAG_FORCE_CHUNK_AFTER | FLAG_FORCE_CHUNK_BEFORE
 # one unpack for the fixed part of a type-4 entry: header, tag, IV (seqno, view), public size,
 # then the public header: type, seqno, claims digest, commit evidence digest, max_conflict_version
 _TYPE4 = struct.Struct("<Q16sQIQBQ32s32sQ")
@@ -84,12 +81,12 @@ class SignatureFacts:
     position: int  # index of the entry within its chunk
     txid: TxId
     node: str
-    cert_pem: str | None  # the node certificate it carries (already used to verify ``sig``)
-    sig: bytes | None  # set only when no certificate was carried: verify against the node table
+    cert_pem: str | None  # the node certificate it carries
+    sig: bytes | None  # None once verified with that certificate; else verify against the node table
     root: bytes
     tree_size: int
     tree_root: bytes
-    cose: bytes | None  # set only when no service key was known: verify when linking
+    cose: bytes | None  # None once verified with the pinned service key; else verify when linking
     leaves_before: list[tuple[int, bytes]]  # the chunk's leaves since its start or its last signature
 
 
@@ -116,7 +113,7 @@ class ChunkScan:
 
 def _check_signature_tables(
     public: dict[str, dict[bytes, bytes | None]], txid: TxId, service_key: ec.EllipticCurvePublicKey | None
-) -> tuple[PrimarySignature, int, bytes, bytes | None]:
+) -> tuple[PrimarySignature, bool, int, bytes, bytes | None]:
     if set(public) != SIGNATURE_TABLES or any(set(w) != {tables.SINGLETON_KEY} for w in public.values()):
         raise VerificationError(
             "a signature transaction must write exactly the signature, COSE signature and tree singletons",
@@ -125,26 +122,31 @@ def _check_signature_tables(
     sig = PrimarySignature.from_json(public[tables.SIGNATURES][tables.SINGLETON_KEY] or b"")
     if sig.seqno != txid.seqno or sig.view != txid.view:
         raise VerificationError(f"signature claims to be {sig.view}.{sig.seqno}", check="signature-txid")
+    # Checks that pass here are done; any that cannot be done or fail here are left for the
+    # linking stage, which reports failures in ledger order (e.g. a foreign service identity at
+    # genesis before the signature that it invalidates).
+    node_verified = False
     if sig.cert is not None:
-        cert = load_pem_cert(sig.cert, "signature certificate")
-        key = ec_public_key(cert, "signature certificate")
-        if key_id(key) != sig.node:
-            raise VerificationError("signature certificate is not the signing node's", check="signature-node")
         try:
-            verify_root_signature(key, sig.root, sig.sig)
-        except VerificationError as exc:
-            raise VerificationError(str(exc), check="signature-node") from exc
+            key = ec_public_key(load_pem_cert(sig.cert, "signature certificate"), "signature certificate")
+            if key_id(key) == sig.node:
+                verify_root_signature(key, sig.root, sig.sig)
+                node_verified = True
+        except VerificationError:
+            node_verified = False
     cose_bytes = decode_cose_signature_value(public[tables.COSE_SIGNATURES][tables.SINGLETON_KEY] or b"")
+    cose_left: bytes | None = cose_bytes
     if service_key is not None:
-        _verify_cose(cose_bytes, service_key, txid, sig.root)
-        cose_left: bytes | None = None
-    else:
-        cose_left = cose_bytes
+        try:
+            _verify_cose(cose_bytes, service_key, txid, sig.root)
+            cose_left = None
+        except VerificationError:
+            cose_left = cose_bytes
     try:
         tree_size, tree_root = deserialise_tree(public[tables.TREE][tables.SINGLETON_KEY] or b"")
     except ValueError as exc:
         raise VerificationError(f"serialised tree: {exc}", check="signature-tree") from exc
-    return sig, tree_size, tree_root, cose_left
+    return sig, node_verified, tree_size, tree_root, cose_left
 
 
 def _verify_cose(data: bytes, service_key: ec.EllipticCurvePublicKey, txid: TxId, root: bytes) -> None:
@@ -217,8 +219,9 @@ def scan_chunk(name: str, data: bytes, *, service_key_der: bytes | None = None, 
         if etype != TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS:
             raise _fail(f"entry type {etype} is not the type notarium writes (4)", "entry-type", seqno, view)
         pub_end = off + FIXED_SIZE + pub_size
-        if iv_view & 0x80000000 or mcv != 0 or (header >> 8) & 0xFF & ~_ALLOWED_FLAGS:
-            raise _fail("entry header has reserved fields set", "entry-format", seqno, view)
+        if iv_view & 0x80000000 or mcv != 0 or (header >> 8) & 0xFF:
+            # notarium never sets entry flags (chunks end at signatures by size), nor snapshot bits
+            raise _fail("entry header has flags or reserved fields set", "entry-format", seqno, view)
         if pub_size < _TYPE4_PUBLIC_HEADER or pub_end > end:
             raise _fail("public domain size is out of range", "entry-format", seqno, view)
         if first_view < 0:
@@ -237,7 +240,7 @@ def scan_chunk(name: str, data: bytes, *, service_key_der: bytes | None = None, 
                         "a signature transaction has no private domain and no claims", "signature-format", seqno, view
                     )
                 try:
-                    sig, tree_size, tree_root, cose_left = _check_signature_tables(public, txid, service_key)
+                    sig, node_ok, tree_size, tree_root, cose_left = _check_signature_tables(public, txid, service_key)
                 except VerificationError as exc:
                     raise _fail(str(exc), exc.check or "signature", seqno, view) from exc
                 events.append(
@@ -246,7 +249,7 @@ def scan_chunk(name: str, data: bytes, *, service_key_der: bytes | None = None, 
                         txid=txid,
                         node=sig.node,
                         cert_pem=sig.cert,
-                        sig=None if sig.cert is not None else sig.sig,
+                        sig=None if node_ok else sig.sig,
                         root=sig.root,
                         tree_size=tree_size,
                         tree_root=tree_root,
@@ -443,8 +446,14 @@ class LedgerAuditor:
                 raise _fail(f"node {node_id[:16]}: {exc}", "node-endorsement", *_sv(g.txid)) from exc
             if key_id(node_key) != node_id:
                 raise _fail(f"node id {node_id[:16]} is not the hash of its key", "node-endorsement", *_sv(g.txid))
+            try:
+                pem = value.decode("ascii")
+            except UnicodeDecodeError as exc:
+                raise _fail(
+                    f"node {node_id[:16]}: certificate is not ASCII PEM", "node-endorsement", *_sv(g.txid)
+                ) from exc
             node = self._nodes.setdefault(node_id, _Node())
-            node.cert_pem, node.key = value.decode(), node_key
+            node.cert_pem, node.key = pem, node_key
 
     def _apply_service_info(self, writes: Mapping[bytes, bytes | None], txid: TxId) -> None:
         value = writes.get(tables.SINGLETON_KEY)
@@ -492,9 +501,12 @@ class LedgerAuditor:
             raise _fail(
                 "signature carries a certificate other than the node's endorsed one", "signature-node", seqno, view
             )
-        try:
-            if s.sig is not None:
+        if s.sig is not None:
+            try:
                 verify_root_signature(node.key, root, s.sig)
+            except VerificationError as exc:
+                raise _fail(str(exc), "signature-node", seqno, view) from exc
+        try:
             if not self._service_info_seen or self._service_key is None:
                 raise VerificationError("signature before the service identity was recorded", check="signature-cose")
             if s.cose is not None:
