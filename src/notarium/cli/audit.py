@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
 from notarium.auditing import audit, find_target
@@ -46,6 +47,7 @@ def handle(args: argparse.Namespace) -> int:
                 BarColumn(),
                 DownloadColumn(),
                 TimeRemainingColumn(),
+                console=Console(stderr=True),
                 transient=True,
             ) as bar:
                 task = bar.add_task("auditing", total=target.total_bytes)
