@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _encode_json_string
 from typing import Any
@@ -39,7 +39,7 @@ from notarium.errors import LedgerError, ServiceError, VerificationError
 from notarium.ledger.durable import replace
 from notarium.ledger.fastcrypto import HmacKey, RandomPool
 from notarium.ledger.identity import NodeIdentity, cert_pem
-from notarium.ledger.index import KIND_ENTRY, KIND_OTHER, KIND_SIGNATURE, Index, IndexState, Row
+from notarium.ledger.index import KIND_ENTRY, KIND_OTHER, KIND_SIGNATURE, Index, IndexState, Row, StateWrite, TagRow
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.ledger.storage.files import ChunkFiles
 from notarium.ledger.tree import TILE_HEIGHT, TreeStore
@@ -133,16 +133,58 @@ class Receipt:
     application_claims: list[dict[str, Any]] | None
 
 
-class _Pending:
-    """Transactions sequenced but not yet written, and the tree state since the last signature."""
+class _IndexBatch:
+    """What the index learns from a run of transactions."""
 
-    __slots__ = ("entries", "first_seqno", "first_time", "rows", "signed")
+    __slots__ = ("rows", "tags", "writes")
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.tags: list[TagRow] = []
+        self.writes: list[StateWrite] = []
+
+    def add(self, row: Row, tags: list[str], writes: list[tuple[str, bytes, bytes | None]]) -> None:
+        seqno = row[0]
+        self.rows.append(row)
+        self.tags.extend((t, seqno) for t in tags)
+        self.writes.extend((table, key, value, seqno) for table, key, value in writes)
+
+    def extend(self, other: _IndexBatch) -> None:
+        self.rows += other.rows
+        self.tags += other.tags
+        self.writes += other.writes
+
+
+_Extras = tuple[list[str], list[tuple[str, bytes, bytes | None]]]
+"""What a transaction adds to the index besides its row: tags, state writes."""
+_NO_EXTRAS: _Extras = ([], [])
+
+
+def _split_tags(tags: str | None) -> list[str]:
+    return [t for t in (tags or "").split(",") if t]
+
+
+def _state_writes(public: Mapping[str, Mapping[bytes, bytes | None]]) -> list[tuple[str, bytes, bytes | None]]:
+    """Writes to notarium's public state tables (``public:notarium.*`` but entries)."""
+    return [
+        (name, key, value)
+        for name, writes in public.items()
+        if name.startswith(tables.STATE_PREFIX) and name != tables.ENTRIES_PUBLIC
+        for key, value in writes.items()
+    ]
+
+
+class _Pending:
+    """Transactions sequenced but not yet written."""
+
+    __slots__ = ("entries", "extras", "first_seqno", "first_time", "rows", "signed")
 
     def __init__(self, first_seqno: int) -> None:
         self.first_seqno = first_seqno
         self.signed = False  # holds a signature transaction (ready to flush)
         self.entries: list[bytes] = []
         self.rows: list[tuple[int, int, int, str | None, bytes]] = []  # seqno, view, kind, collection, leaf
+        self.extras: dict[int, tuple[list[str], list[tuple[str, bytes, bytes | None]]]] = {}  # seqno → tags, writes
         self.first_time = 0.0
 
 
@@ -183,6 +225,7 @@ class Ledger:
         self._closing = False
         self._closed = False
         self._failure: BaseException | None = None
+        self._listeners: list[Callable[[int], None]] = []
         try:
             self._chunks = ChunkFiles(layout.ledger_dir, fsync=config.fsync)
             self._index = Index(layout.index_file)
@@ -290,8 +333,8 @@ class Ledger:
             prev = self._index.get(start - 1)
             last_view = prev.view if prev is not None else 0
         pending_leaves: list[bytes] = []
-        pending_rows: list[Row] = []
-        good_rows: list[Row] = []
+        pending = _IndexBatch()
+        good = _IndexBatch()
         current = self._chunks.current
         cut: tuple[int, list[int]] | None = None  # (valid length, offsets) of the unfinished chunk
         expected = start
@@ -323,6 +366,7 @@ class Ledger:
                 raw = buf[off : e.end]
                 leaf = _leaf_of(raw, e)
                 kind, collection = KIND_OTHER, None
+                tags: list[str] = []
                 public = decode_tables(buf, e.tables_start, e.public_end) if e.tables_start < e.public_end else {}
                 if not SIGNATURE_TABLES.isdisjoint(public):
                     frontier = tree.frontier.copy()
@@ -343,57 +387,67 @@ class Ledger:
                         raise ServiceError(f"{chunk.path.name}: signature {e.view}.{e.seqno}: {exc}") from None
                     kind = KIND_SIGNATURE
                 else:
-                    collection = self._collection_of(buf, e, public)
-                    if collection is not None:
-                        kind = KIND_ENTRY
+                    found = self._entry_of(buf, e, public)
+                    if found is not None:
+                        kind, (collection, tags) = KIND_ENTRY, found
                 row: Row = (e.seqno, e.view, chunk.start, off, e.end - off, kind, collection, leaf)
                 offsets.append(off)
                 pending_leaves.append(leaf)
-                pending_rows.append(row)
+                pending.add(row, tags, _state_writes(public))
                 if kind == KIND_SIGNATURE:
                     for pl in pending_leaves[:-1]:
                         tree.append(pl)
                     self._frontier_at_last_signature = tree.frontier.copy()
                     tree.append(leaf)
-                    good_rows.extend(pending_rows)
-                    pending_leaves, pending_rows = [], []
+                    good.extend(pending)
+                    pending_leaves, pending = [], _IndexBatch()
                     last_view, last_good = e.view, e.seqno
                     if live:
                         cut = (e.end, list(offsets))
-                    if len(good_rows) >= 50_000:
-                        self._index_rows(good_rows, tree, last_good)
-                        good_rows = []
+                    if len(good.rows) >= 50_000:
+                        self._index_rows(good, tree, last_good)
+                        good = _IndexBatch()
                 expected += 1
                 off = e.end
-        if good_rows:
-            self._index_rows(good_rows, tree, last_good)
+        if good.rows:
+            self._index_rows(good, tree, last_good)
         if current is not None:
             if cut is None:
                 log.warning("dropping %s: it holds no signed transaction", current.path.name)
                 self._chunks.drop_current()
             else:
                 self._chunks.open_current(*cut)
-        if pending_rows:
+        if pending.rows:
             log.warning(
                 "dropped %d transactions after the last durable signature %d.%d (now Invalid)",
-                len(pending_rows),
+                len(pending.rows),
                 last_view,
                 last_good,
             )
         return last_view, last_good
 
-    def _index_rows(self, rows: list[Row], tree: TreeStore, last_signature: int) -> None:
+    def _index_rows(self, batch: _IndexBatch, tree: TreeStore, last_signature: int) -> None:
         f = self._frontier_at_last_signature
-        self._index.commit_batch(rows, tree.new_tiles, IndexState(last_signature, f.size, f.peaks))
+        self._index.commit_batch(
+            batch.rows, tree.new_tiles, IndexState(last_signature, f.size, f.peaks), batch.tags, batch.writes
+        )
         tree.new_tiles = []
 
-    def _collection_of(self, buf: memoryview, e: EntryView, public: dict[str, dict[bytes, bytes | None]]) -> str | None:
+    def _entry_of(
+        self, buf: memoryview, e: EntryView, public: dict[str, dict[bytes, bytes | None]]
+    ) -> tuple[str, list[str]] | None:
+        """(collection id, tags) if the transaction is an application ledger entry."""
         writes = public.get(tables.ENTRIES_PUBLIC)
         if writes is None and e.has_private:
             writes = self._decrypt(buf[e.start : e.end], e).get(tables.ENTRIES_PRIVATE)
-        if not writes:
+        if not writes or len(writes) != 1:
             return None
-        return next(iter(writes)).decode()
+        ((key, value),) = writes.items()
+        try:
+            tags = json.loads(value or b"{}").get("tags")
+        except (ValueError, AttributeError):
+            tags = None
+        return key.decode(), _split_tags(tags if isinstance(tags, str) else None)
 
     # ------------------------------------------------------------------ writing
 
@@ -405,7 +459,10 @@ class Ledger:
         for name in private or {}:
             if name.startswith("public:"):
                 raise ValueError(f"private table names must not start with 'public:': {name!r}")
-        return self._append(encode_tables(public), encode_tables(private or {}), claims_digest, KIND_OTHER, None)
+        extras: _Extras = ([], _state_writes(public))
+        return self._append(
+            encode_tables(public), encode_tables(private or {}), claims_digest, KIND_OTHER, None, extras
+        )
 
     def append_entry(self, contents: str, collection_id: str = DEFAULT_COLLECTION, tags: str | None = None) -> TxId:
         """Append an application ledger entry. Private ledgers encrypt it; its claims follow ACL."""
@@ -419,23 +476,35 @@ class Ledger:
             b"" if tags is None else b',"tags":' + _json_str(tags),
         )
         body = encode_single_write(self._entries_table, raw_collection, value)
+        extras: _Extras | None = (_split_tags(tags), []) if tags else None
         if self._private:
-            return self._append(b"", body, claims, KIND_ENTRY, collection_id)
-        return self._append(body, b"", claims, KIND_ENTRY, collection_id)
+            return self._append(b"", body, claims, KIND_ENTRY, collection_id, extras)
+        return self._append(body, b"", claims, KIND_ENTRY, collection_id, extras)
 
-    def _append(self, public: bytes, private: bytes, claims: bytes, kind: int, collection: str | None) -> TxId:
+    def _append(
+        self, public: bytes, private: bytes, claims: bytes, kind: int, collection: str | None, extras: _Extras | None
+    ) -> TxId:
         with self._lock_obj:
             self._check_open()
             while self._next - self._committed > self.config.max_unsigned and not self._closing:
                 self._done.wait(1.0)
                 self._check_open()
-            return self._append_locked(public, private, claims, kind, collection)
+            return self._append_locked(public, private, claims, kind, collection, extras)
 
     def _append_tables(self, public: Tables) -> TxId:
         with self._lock_obj:
-            return self._append_locked(encode_tables(public), b"", ZERO_CLAIMS, KIND_OTHER, None)
+            extras: _Extras = ([], _state_writes(public))
+            return self._append_locked(encode_tables(public), b"", ZERO_CLAIMS, KIND_OTHER, None, extras)
 
-    def _append_locked(self, public: bytes, private: bytes, claims: bytes, kind: int, collection: str | None) -> TxId:
+    def _append_locked(
+        self,
+        public: bytes,
+        private: bytes,
+        claims: bytes,
+        kind: int,
+        collection: str | None,
+        extras: _Extras | None = None,
+    ) -> TxId:
         seqno, view = self._next, self._view
         ce = b"ce:%d.%d:%s" % (view, seqno, self._ce_mac.digest(b"%d.%d" % (view, seqno)).hex().encode())
         ced = hashlib.sha256(ce).digest()
@@ -453,6 +522,8 @@ class Ledger:
             self._work.notify()
         p.entries.append(entry)
         p.rows.append((seqno, view, kind, collection, leaf))
+        if extras is not None and (extras[0] or extras[1]):
+            p.extras[seqno] = extras
         if kind == KIND_SIGNATURE:
             p.signed = True
             self._work.notify()
@@ -553,13 +624,17 @@ class Ledger:
         if start != len(batch.rows):
             raise RuntimeError("a batch must end on a signature transaction")
         self._chunks.sync()
-        rows: list[Row] = [
-            (seqno, view, chunk, off, len(entry), kind, collection, leaf)
-            for (seqno, view, kind, collection, leaf), entry, (chunk, off) in zip(
-                batch.rows, batch.entries, locations, strict=True
-            )
-        ]
-        self._index.commit_batch(rows, new_tiles, IndexState(signed_at, flushed.size, flushed.peaks))
+        index = _IndexBatch()
+        for (seqno, view, kind, collection, leaf), entry, (chunk, off) in zip(
+            batch.rows, batch.entries, locations, strict=True
+        ):
+            tags, writes = batch.extras.get(seqno, _NO_EXTRAS)
+            index.add((seqno, view, chunk, off, len(entry), kind, collection, leaf), tags, writes)
+        self._index.commit_batch(
+            index.rows, new_tiles, IndexState(signed_at, flushed.size, flushed.peaks), index.tags, index.writes
+        )
+        for listener in list(self._listeners):
+            listener(signed_at)
 
     def close(self) -> None:
         """Sign and persist everything appended, complete the current chunk, release the directory."""
@@ -597,6 +672,21 @@ class Ledger:
     @property
     def view(self) -> int:
         return self._view
+
+    def add_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(seqno)`` (on the flusher thread) whenever the ledger is about to commit up to
+        ``seqno``: the batch is durable and indexed; ``committed`` is published right after."""
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
+        self._listeners.remove(listener)
+
+    def state(self, table: str) -> dict[bytes, bytes]:
+        """The committed contents of one of notarium's public state tables (``public:notarium.*``)."""
+        return self._index.state_items(table)
+
+    def state_get(self, table: str, key: bytes) -> bytes | None:
+        return self._index.state_get(table, key)
 
     def wait_committed(self, txid: TxId, timeout: float | None = None) -> TxStatus:
         """Block until ``txid`` is no longer Pending (or ``timeout`` seconds); return its status."""
@@ -688,12 +778,17 @@ class Ledger:
         return self.get_entry(TxId(row.view, row.seqno))
 
     def entries(
-        self, collection_id: str = DEFAULT_COLLECTION, first: int = 1, last: int | None = None, limit: int = 1000
+        self,
+        collection_id: str = DEFAULT_COLLECTION,
+        first: int = 1,
+        last: int | None = None,
+        limit: int = 1000,
+        tag: str | None = None,
     ) -> list[LedgerEntry]:
-        """Committed entries of a collection with ``first ≤ seqno ≤ last``, in order."""
+        """Committed entries of a collection (optionally with ``tag``) with ``first ≤ seqno ≤ last``."""
         last = self._committed if last is None else min(last, self._committed)
         out = []
-        for row in self._index.entries(collection_id, first, last, limit):
+        for row in self._index.entries(collection_id, first, last, limit, tag):
             entry = self.get_entry(TxId(row.view, row.seqno))
             if entry is not None:
                 out.append(entry)

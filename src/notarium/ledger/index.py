@@ -10,6 +10,9 @@ Tables:
 * ``tx(seqno, view, chunk, offset, size, kind, collection, leaf)``: one row per transaction;
 * ``tile(idx, hash)``: roots of the complete 256-leaf subtrees (Merkle level 8), so receipts
   never read more than a tile of leaves;
+* ``tag(tag, seqno)``: entries by tag;
+* ``state(tbl, key, value, seqno)``: the latest committed value of notarium's public state tables
+  (``public:notarium.*`` except entries: users, ...);
 * ``meta``: the Merkle frontier at the last indexed signature.
 """
 
@@ -22,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KIND_OTHER, KIND_ENTRY, KIND_SIGNATURE = 0, 1, 2
 
 _SCHEMA = """
@@ -40,10 +43,19 @@ CREATE INDEX IF NOT EXISTS tx_by_collection ON tx(collection, seqno) WHERE colle
 CREATE INDEX IF NOT EXISTS tx_signatures ON tx(seqno) WHERE kind = 2;
 CREATE TABLE IF NOT EXISTS tile (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tag (tag TEXT NOT NULL, seqno INTEGER NOT NULL, PRIMARY KEY (tag, seqno));
+CREATE TABLE IF NOT EXISTS state (tbl TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, seqno INTEGER NOT NULL,
+                                  PRIMARY KEY (tbl, key));
 """
 
 Row = tuple[int, int, int, int, int, int, str | None, bytes]
 """(seqno, view, chunk, offset, size, kind, collection, leaf)"""
+
+TagRow = tuple[str, int]
+"""(tag, seqno) of a ledger entry written with that tag"""
+
+StateWrite = tuple[str, bytes, bytes | None, int]
+"""(table, key, value or None for a removal, seqno): the latest committed value of a state table"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +118,10 @@ class Index:
         rows: Sequence[Row],
         tiles: Iterable[tuple[int, bytes]],
         state: IndexState,
+        tags: Sequence[TagRow] = (),
+        writes: Sequence[StateWrite] = (),
     ) -> None:
-        """Add the rows and tiles of one signed batch and the Merkle state at its signature."""
+        """Add the rows, tags, state writes and tiles of one signed batch, and the Merkle state."""
         meta = {
             "last_seqno": str(state.last_seqno),
             "frontier": json.dumps([state.frontier_size, [p.hex() for p in state.frontier_peaks]]),
@@ -116,6 +130,13 @@ class Index:
             w = self._w
             w.executemany("INSERT OR REPLACE INTO tx VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             w.executemany("INSERT OR REPLACE INTO tile VALUES (?, ?)", tiles)
+            if tags:
+                w.executemany("INSERT OR REPLACE INTO tag VALUES (?, ?)", tags)
+            for table, key, value, seqno in writes:
+                if value is None:
+                    w.execute("DELETE FROM state WHERE tbl = ? AND key = ?", (table, key))
+                else:
+                    w.execute("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", (table, key, value, seqno))
             w.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
             w.commit()
 
@@ -123,6 +144,8 @@ class Index:
         with self._wlock:
             self._w.execute("DELETE FROM tx")
             self._w.execute("DELETE FROM tile")
+            self._w.execute("DELETE FROM tag")
+            self._w.execute("DELETE FROM state")
             self._w.execute("DELETE FROM meta WHERE key != 'format_version'")
             self._w.commit()
 
@@ -165,14 +188,31 @@ class Index:
                 raise ValueError("index tiles are not contiguous")
         return [bytes(h) for _i, h in rows]
 
-    def entries(self, collection: str, lo: int, hi: int, limit: int) -> list[TxLocation]:
-        """Ledger entries of ``collection`` with ``lo ≤ seqno ≤ hi``, ascending, at most ``limit``."""
+    def entries(self, collection: str, lo: int, hi: int, limit: int, tag: str | None = None) -> list[TxLocation]:
+        """Entries of ``collection`` (with ``tag``) with ``lo ≤ seqno ≤ hi``, ascending, at most ``limit``."""
         with self._rlock:
-            rows = self._r.execute(
-                "SELECT * FROM tx WHERE collection = ? AND seqno >= ? AND seqno <= ? ORDER BY seqno LIMIT ?",
-                (collection, lo, hi, limit),
-            ).fetchall()
+            if tag is None:
+                rows = self._r.execute(
+                    "SELECT * FROM tx WHERE collection = ? AND seqno >= ? AND seqno <= ? ORDER BY seqno LIMIT ?",
+                    (collection, lo, hi, limit),
+                ).fetchall()
+            else:
+                rows = self._r.execute(
+                    "SELECT tx.* FROM tag JOIN tx ON tx.seqno = tag.seqno WHERE tag.tag = ? AND tx.collection = ?"
+                    " AND tag.seqno >= ? AND tag.seqno <= ? ORDER BY tag.seqno LIMIT ?",
+                    (tag, collection, lo, hi, limit),
+                ).fetchall()
         return [TxLocation(*r) for r in rows]
+
+    def state_items(self, table: str) -> dict[bytes, bytes]:
+        with self._rlock:
+            rows = self._r.execute("SELECT key, value FROM state WHERE tbl = ? ORDER BY key", (table,)).fetchall()
+        return {bytes(k): bytes(v) for k, v in rows}
+
+    def state_get(self, table: str, key: bytes) -> bytes | None:
+        with self._rlock:
+            row = self._r.execute("SELECT value FROM state WHERE tbl = ? AND key = ?", (table, key)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def latest_entry(self, collection: str) -> TxLocation | None:
         with self._rlock:

@@ -15,5 +15,8 @@ TREE = "public:ccf.internal.tree"
 # notarium's application tables: ledger entries, private by default (docs/design/ledger-format.md)
 ENTRIES_PRIVATE = "notarium.entries"
 ENTRIES_PUBLIC = "public:notarium.entries"
+# notarium's public state tables (indexed as key → latest value): ``public:notarium.<name>``
+STATE_PREFIX = "public:notarium."
+USERS = "public:notarium.users"
 
 SINGLETON_KEY = bytes(8)
