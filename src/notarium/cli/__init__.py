@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from notarium.cli import audit, init, reindex, run
+from notarium.cli import audit, init, reindex, run, serve
 from notarium.errors import NotariumError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notarium", description="A self-hostable confidential ledger.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (init, run, audit, reindex):
+    for module in (init, run, serve, audit, reindex):
         module.register(sub)
     return parser
 

@@ -165,11 +165,11 @@ def _split_tags(tags: str | None) -> list[str]:
 
 
 def _state_writes(public: Mapping[str, Mapping[bytes, bytes | None]]) -> list[tuple[str, bytes, bytes | None]]:
-    """Writes to notarium's public state tables (``public:notarium.*`` but entries)."""
+    """Writes to the public state tables the index keeps (governance, notarium's own; not entries)."""
     return [
         (name, key, value)
         for name, writes in public.items()
-        if name.startswith(tables.STATE_PREFIX) and name != tables.ENTRIES_PUBLIC
+        if name.startswith(tables.STATE_PREFIXES) and name != tables.ENTRIES_PUBLIC
         for key, value in writes.items()
     ]
 
@@ -607,6 +607,8 @@ class Ledger:
                 self._committed = signed_at
                 self._committed_view = signed_view
                 self._done.notify_all()
+            for listener in list(self._listeners):
+                listener(signed_at)
 
     def _write_batch(
         self, batch: _Pending, new_tiles: list[tuple[int, bytes]], flushed: Frontier, signed_at: int
@@ -633,8 +635,6 @@ class Ledger:
         self._index.commit_batch(
             index.rows, new_tiles, IndexState(signed_at, flushed.size, flushed.peaks), index.tags, index.writes
         )
-        for listener in list(self._listeners):
-            listener(signed_at)
 
     def close(self) -> None:
         """Sign and persist everything appended, complete the current chunk, release the directory."""
@@ -673,16 +673,28 @@ class Ledger:
     def view(self) -> int:
         return self._view
 
+    @property
+    def last_sequenced(self) -> int:
+        """The seqno most recently handed out (committed or not)."""
+        with self._lock_obj:
+            return self._next - 1
+
+    @property
+    def healthy(self) -> bool:
+        return self._failure is None and not self._closing and not self._closed
+
+    def ledger_bytes(self) -> int:
+        return self._chunks.total_bytes()
+
     def add_commit_listener(self, listener: Callable[[int], None]) -> None:
-        """Call ``listener(seqno)`` (on the flusher thread) whenever the ledger is about to commit up to
-        ``seqno``: the batch is durable and indexed; ``committed`` is published right after."""
+        """Call ``listener(seqno)`` on the flusher thread each time the ledger has committed up to ``seqno``."""
         self._listeners.append(listener)
 
     def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
         self._listeners.remove(listener)
 
     def state(self, table: str) -> dict[bytes, bytes]:
-        """The committed contents of one of notarium's public state tables (``public:notarium.*``)."""
+        """The committed contents of a public state table (``public:ccf.gov.*``, ``public:notarium.*``)."""
         return self._index.state_items(table)
 
     def state_get(self, table: str, key: bytes) -> bytes | None:

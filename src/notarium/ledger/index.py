@@ -11,8 +11,8 @@ Tables:
 * ``tile(idx, hash)``: roots of the complete 256-leaf subtrees (Merkle level 8), so receipts
   never read more than a tile of leaves;
 * ``tag(tag, seqno)``: entries by tag;
-* ``state(tbl, key, value, seqno)``: the latest committed value of notarium's public state tables
-  (``public:notarium.*`` except entries: users, ...);
+* ``state(tbl, key, value, seqno)``: the latest committed value of each key of the public
+  governance and notarium tables (``public:ccf.gov.*``, ``public:notarium.*``; not entries);
 * ``meta``: the Merkle frontier at the last indexed signature.
 """
 

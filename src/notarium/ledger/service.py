@@ -19,9 +19,20 @@ from notarium.ledger.engine import EngineConfig, Ledger
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.verify import tables
 from notarium.verify.entry import Tables
-from notarium.verify.keys import cert_fingerprint, key_id
+from notarium.verify.keys import acl_user_id, cert_fingerprint, key_id
 
 LEDGER_SECRET_SIZE = 32
+# Declarative, stored in the ledger, read by members and auditors (governance arrives with issue 6).
+DEFAULT_CONSTITUTION = json.dumps(
+    {
+        "format": "notarium-constitution/1",
+        "default": {"approval": "majority-of-active-members"},
+        "actions": {},
+        "veto": False,
+    },
+    indent=2,
+    sort_keys=True,
+)
 _LEDGER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{1,62}[A-Za-z0-9]$")
 
 
@@ -107,6 +118,8 @@ def _populate(
     ids.write_secret(layout.member_file(0, "enc_privk"), ids.private_pem(member_enc))
     ids.write_public(layout.user_file(0, "cert"), ids.cert_pem(user_cert))
     ids.write_secret(layout.user_file(0, "privk"), ids.private_pem(user_key))
+    # what the Azure SDK's ConfidentialLedgerCertificateCredential takes: certificate + key in one file
+    ids.write_secret(layout.user_file(0, "combined"), ids.cert_pem(user_cert) + ids.private_pem(user_key))
 
     node_id = key_id(node_key.public_key())
     config = ServiceConfig(ledger_id, ledger_type, node_id, tuple(hosts))
@@ -145,6 +158,8 @@ def _populate(
         },
         tables.USERS_CERTS: {user_id.encode(): ids.cert_pem(user_cert)},
         tables.USERS_INFO: {user_id.encode(): _json({"user_data": {"assignedRoles": ["Administrator"]}})},
+        tables.USERS: {user_id.encode(): _json({"assignedRoles": ["Administrator"], "userId": acl_user_id(user_cert)})},
+        tables.CONSTITUTION: {tables.SINGLETON_KEY: DEFAULT_CONSTITUTION.encode()},
     }
     identity = ids.NodeIdentity(node_key, node_cert, service_key, service_cert)
     ledger = Ledger(layout, config, identity, secret, genesis=genesis)

@@ -15,8 +15,9 @@ TREE = "public:ccf.internal.tree"
 # notarium's application tables: ledger entries, private by default (docs/design/ledger-format.md)
 ENTRIES_PRIVATE = "notarium.entries"
 ENTRIES_PUBLIC = "public:notarium.entries"
-# notarium's public state tables (indexed as key → latest value): ``public:notarium.<name>``
-STATE_PREFIX = "public:notarium."
+# public tables whose latest values the index keeps (key → value): governance and notarium's own
+STATE_PREFIXES = ("public:ccf.gov.", "public:notarium.")
 USERS = "public:notarium.users"
+CONSTITUTION = "public:ccf.gov.constitution"
 
 SINGLETON_KEY = bytes(8)

@@ -218,6 +218,11 @@ class ChunkFiles:
         if fd is not None:
             os.close(fd)
 
+    def total_bytes(self) -> int:
+        with self._lock:
+            done = sum(c.path.stat().st_size for c in self.chunks if c.end is not None)
+            return done + self.current_size
+
     def iter_files(self, from_seqno: int = 1) -> Iterator[tuple[Chunk, bytes]]:
         """Yield ``(chunk, bytes)`` of every chunk that may hold seqnos ≥ ``from_seqno``."""
         for c in list(self.chunks):

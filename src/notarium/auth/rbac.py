@@ -1,0 +1,33 @@
+"""ACL's built-in roles (acl-rest-api.md §4.4) and the check every endpoint makes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    READER = "Reader"
+    CONTRIBUTOR = "Contributor"
+    ADMINISTRATOR = "Administrator"
+
+
+_RANK = {Role.READER: 1, Role.CONTRIBUTOR: 2, Role.ADMINISTRATOR: 3}
+
+
+def parse_role(value: object) -> Role:
+    """A built-in role name, exactly as ACL spells it; ``ValueError`` otherwise."""
+    if not isinstance(value, str):
+        raise ValueError("a role is a string")
+    try:
+        return Role(value)
+    except ValueError:
+        raise ValueError(f"unknown role {value[:40]!r}: use Administrator, Contributor or Reader") from None
+
+
+def grants(roles: frozenset[Role], required: Role) -> bool:
+    """True if any of ``roles`` includes ``required`` (Administrator ⊇ Contributor ⊇ Reader)."""
+    return any(_RANK[r] >= _RANK[required] for r in roles)
+
+
+def highest(roles: frozenset[Role]) -> Role:
+    return max(roles, key=_RANK.__getitem__)

@@ -1,0 +1,75 @@
+"""``notarium serve DIR``: the HTTPS data plane."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import sys
+from pathlib import Path
+from typing import Any
+
+from notarium.ledger import EngineConfig
+from notarium.ledger.layout import Layout
+from notarium.server.config import ServerConfig
+
+_SERVER_DEFAULTS = ServerConfig()
+_ENGINE_DEFAULTS = EngineConfig()
+
+
+def add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8443, help="TLS port (default 8443; 0 picks a free one)")
+    p.add_argument("--identity-http-port", type=int, help="also serve /ledgerIdentity over plain HTTP on this port")
+    p.add_argument(
+        "--max-entry-bytes",
+        type=int,
+        default=_SERVER_DEFAULTS.max_entry_bytes,
+        help="largest entry contents accepted (default 1 MiB; ACL uses 8192)",
+    )
+    p.add_argument("--page-size", type=int, default=_SERVER_DEFAULTS.page_size, help="entries per listing page")
+    p.add_argument("--signature-interval-ms", type=float, default=_ENGINE_DEFAULTS.signature_interval_ms)
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("serve", help="serve the ledger in DIR over HTTPS")
+    p.add_argument("directory", type=Path, metavar="DIR")
+    add_server_options(p)
+    p.set_defaults(handler=handle)
+
+
+def configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]:
+    server = ServerConfig(
+        host=args.host,
+        port=args.port,
+        identity_http_port=args.identity_http_port,
+        max_entry_bytes=args.max_entry_bytes,
+        max_body_bytes=max(_SERVER_DEFAULTS.max_body_bytes, 8 * args.max_entry_bytes),
+        page_size=args.page_size,
+    )
+    return server, EngineConfig(signature_interval_ms=args.signature_interval_ms)
+
+
+def url(host: str, port: int) -> str:
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    return f"https://{host}:{port}"
+
+
+def handle(args: argparse.Namespace) -> int:
+    from notarium.server.runner import serve  # noqa: PLC0415  (the server's imports are heavier)
+
+    server, engine = configs(args)
+    layout = Layout(args.directory)
+
+    def announce(host: str, port: int) -> None:
+        print(f"notarium: serving {url(host, port)}", flush=True)
+        print(f"  service certificate: {layout.service_cert}", flush=True)
+        print(f"  administrator credentials: {layout.user_file(0, 'combined')}", flush=True)
+        sys.stdout.flush()
+
+    asyncio.run(serve(args.directory, server, engine, announce=announce))
+    return 0

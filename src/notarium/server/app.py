@@ -1,0 +1,158 @@
+"""The aiohttp application: routes, authentication, ACL errors, access log, metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from notarium.auth.identity import Principal, principal_from_certificate
+from notarium.auth.rbac import Role, grants
+from notarium.auth.users import User
+from notarium.server.config import API_VERSIONS
+from notarium.server.context import ServerContext
+from notarium.server.errors import ApiError, error_response
+from notarium.server.tls import PEER_CERT_DER
+
+access_log = logging.getLogger("notarium.access")
+log = logging.getLogger("notarium.server")
+
+CTX: web.AppKey[ServerContext] = web.AppKey("notarium", ServerContext)
+TXID_HEADER = "x-ms-ccf-transaction-id"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def context(request: web.Request) -> ServerContext:
+    return request.app[CTX]
+
+
+# --- authentication and authorization ---------------------------------------------------------
+
+
+def authenticate(request: web.Request) -> Principal:
+    """The caller's identity: today a client certificate (tokens arrive with issue 5)."""
+    der = request.transport.get_extra_info(PEER_CERT_DER) if request.transport is not None else None
+    if der is None:
+        raise ApiError(401, "InvalidAuthenticationInfo", "No client certificate or token was presented.")
+    return principal_from_certificate(der)
+
+
+def requires(role: Role | None) -> Callable[[Handler], Handler]:
+    """Decorate a handler with the least role it needs (``None``: anyone, unauthenticated)."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if role is not None:
+                principal = authenticate(request)
+                request["principal"] = principal
+                user = context(request).users.get(principal.key)
+                if user is None:
+                    raise ApiError(
+                        401,
+                        "InvalidAuthenticationInfo",
+                        f"The caller {principal.display_id} is not a user of this ledger.",
+                    )
+                request["user"] = user
+                if not grants(user.roles, role):
+                    raise ApiError(403, "NotAllowed", f"Not allowed to call {request.method} {request.path}.")
+            return await handler(request)
+
+        guarded.__name__ = handler.__name__
+        guarded.__doc__ = handler.__doc__
+        guarded.required_role = role  # type: ignore[attr-defined]
+        return guarded
+
+    return wrap
+
+
+def current_user(request: web.Request) -> User:
+    user: User = request["user"]
+    return user
+
+
+# --- middlewares ---------------------------------------------------------------------------------
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: ACL-shaped errors for everything, the transaction-id header, access log, metrics."""
+    start = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except web.HTTPException as exc:
+        response = _http_error(exc)
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        response = error_response(500, "InternalServerError", "The server failed to answer this request.")
+    ctx = context(request)
+    if TXID_HEADER not in response.headers:
+        response.headers[TXID_HEADER] = str(ctx.ledger.committed)
+    elapsed = time.perf_counter() - start
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    ctx.metrics.observe(request.method, route, response.status, elapsed)
+    principal: Principal | None = request.get("principal")
+    access_log.info(
+        json.dumps(
+            {
+                "method": request.method,
+                "path": request.path,  # the query string is left out: it never authenticates, but keep logs lean
+                "route": route,
+                "status": response.status,
+                "ms": round(elapsed * 1000, 3),
+                "user": principal.display_id if principal else None,
+                "txid": response.headers.get(TXID_HEADER),
+                "remote": request.remote,
+            },
+            separators=(",", ":"),
+        )
+    )
+    return response
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    codes = {
+        404: ("ResourceNotFound", "No such resource."),
+        405: ("MethodNotAllowed", "This method is not allowed on this resource."),
+        413: ("RequestTooLarge", "The request body is too large."),
+    }
+    code, message = codes.get(exc.status, ("InvalidInput", exc.reason or "The request is invalid."))
+    status = exc.status if exc.status < 500 else 400
+    return error_response(status, code, message)
+
+
+@web.middleware
+async def check_api_version(request: web.Request, handler: Handler) -> web.StreamResponse:
+    version = request.query.get("api-version")
+    if version is not None and version not in API_VERSIONS:
+        raise ApiError(
+            400,
+            "InvalidQueryParameterValue",
+            f"Unsupported api-version {version[:40]!r}; supported: {', '.join(sorted(API_VERSIONS))}.",
+        )
+    return await handler(request)
+
+
+def create_app(ctx: ServerContext) -> web.Application:
+    from notarium.server.routes import governance, ops, transactions, unsupported, users  # noqa: PLC0415
+
+    app = web.Application(middlewares=[observe, check_api_version], client_max_size=ctx.config.max_body_bytes)
+    app[CTX] = ctx
+    for module in (ops, transactions, users, governance, unsupported):
+        module.register(app.router)
+    return app
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(body, separators=(",", ":")),
+        content_type="application/json",
+        headers=headers,
+    )

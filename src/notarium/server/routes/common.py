@@ -1,0 +1,58 @@
+"""Parsing helpers shared by the handlers: every malformed input is a clear 4xx."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from notarium.server.errors import ApiError, bad_input
+from notarium.types import TxId
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (``InvalidInput`` otherwise)."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "RequestTooLarge", "The request body is larger than this server accepts.") from None
+    if not raw:
+        raise bad_input("At #/: Expected object, found an empty body.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise bad_input("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        found = json.dumps(body)[:60]
+        raise bad_input(f"At #/: Expected object, found: {found}")
+    return body
+
+
+def path_txid(request: web.Request) -> TxId:
+    """The ``{transactionId}`` of the path; malformed ids are 404 ``InvalidTransactionId`` as in ACL."""
+    text = request.match_info["transactionId"]
+    try:
+        return TxId.parse(text)
+    except ValueError:
+        raise ApiError(
+            404, "InvalidTransactionId", f"{text[:40]!r} is not a transaction id (<view>.<seqno>)."
+        ) from None
+
+
+def query_txid(request: web.Request, name: str) -> TxId | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        return TxId.parse(text)
+    except ValueError:
+        raise ApiError(
+            400, "InvalidQueryParameterValue", f"{name} {text[:40]!r} is not a transaction id (<view>.<seqno>)."
+        ) from None
+
+
+def next_link(path: str, params: dict[str, str]) -> str:
+    """A relative continuation link; the SDK re-sends these parameters plus its api-version."""
+    return f"{path}?{urlencode(params)}"

@@ -1,0 +1,50 @@
+"""Operations: liveness, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from aiohttp import web
+
+from notarium.auth.rbac import Role
+from notarium.server.app import context, json_response, requires
+from notarium.server.metrics import CONTENT_TYPE
+
+
+def register(router: web.UrlDispatcher) -> None:
+    router.add_get("/healthz", healthz)
+    router.add_get("/readyz", readyz)
+    router.add_get("/metrics", metrics)
+    router.add_get("/openapi.json", openapi)
+    router.add_get("/app/ping", ping)
+
+
+@requires(None)
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return json_response({"status": "alive"})
+
+
+@requires(None)
+async def readyz(request: web.Request) -> web.StreamResponse:
+    ledger = context(request).ledger
+    if not ledger.healthy:
+        return json_response({"status": "unavailable"}, status=503)
+    return json_response({"status": "ready", "committed": str(ledger.committed)})
+
+
+@requires(None)
+async def metrics(request: web.Request) -> web.StreamResponse:
+    body = context(request).metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@requires(Role.READER)
+async def ping(request: web.Request) -> web.StreamResponse:
+    """An authenticated no-op: TLS, authentication and routing, nothing else (a benchmark baseline)."""
+    return json_response({"pong": True})
+
+
+@requires(None)
+async def openapi(request: web.Request) -> web.StreamResponse:
+    text = resources.files("notarium.server").joinpath("openapi.json").read_text()
+    return web.Response(text=text, content_type="application/json")

@@ -1,0 +1,198 @@
+"""Ledger entries: append, read, list, status, receipts (acl-rest-api.md §3.1–3.7)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from notarium.auth.rbac import Role
+from notarium.ledger import DEFAULT_COLLECTION, LedgerEntry
+from notarium.server.app import TXID_HEADER, context, json_response, requires
+from notarium.server.errors import ApiError, bad_input, not_found
+from notarium.server.routes.common import json_object, next_link, path_txid, query_txid
+from notarium.types import TxId, TxStatus
+
+COSE_CONTENT_TYPE = "application/cose"
+
+
+def register(router: web.UrlDispatcher) -> None:
+    router.add_post("/app/transactions", append)
+    router.add_get("/app/transactions", list_entries)
+    router.add_get("/app/transactions/current", current)  # before /{transactionId}
+    router.add_get("/app/transactions/{transactionId}", get_entry)
+    router.add_get("/app/transactions/{transactionId}/status", status)
+    router.add_get("/app/transactions/{transactionId}/receipt", receipt)
+    router.add_get("/app/transactions/{transactionId}/receipt/cose", cose_receipt)
+    router.add_get("/app/collections", collections)
+
+
+def _entry_json(e: LedgerEntry) -> dict[str, object]:
+    body: dict[str, object] = {"collectionId": e.collection_id, "contents": e.contents, "transactionId": str(e.txid)}
+    if e.tags is not None:
+        body["tags"] = e.tags
+    return body
+
+
+def _collection(request: web.Request) -> str:
+    collection = request.query.get("collectionId", DEFAULT_COLLECTION)
+    limit = context(request).config.max_collection_id_bytes
+    if not collection:
+        raise bad_input("collectionId must not be empty.")
+    size = len(collection.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise ApiError(400, "CollectionIdTooLong", f"Collection id of {size} bytes exceeds the limit of {limit} bytes.")
+    return collection
+
+
+def _tags(request: web.Request) -> list[str]:
+    text = request.query.get("tags")
+    if text is None:
+        return []
+    tags = text.split(",")
+    limit = context(request).config.max_tag_bytes
+    for tag in tags:
+        if not tag or len(tag.encode()) > limit:
+            raise bad_input(f"tags must be a comma-separated list of non-empty tags of at most {limit} bytes.")
+    return list(dict.fromkeys(tags))
+
+
+@requires(Role.CONTRIBUTOR)
+async def append(request: web.Request) -> web.StreamResponse:
+    """Append an entry; answers at once with its transaction id (Pending until committed)."""
+    ctx = context(request)
+    collection = _collection(request)
+    tags = _tags(request)
+    body = await json_object(request)
+    contents = body.get("contents")
+    if not isinstance(contents, str):
+        raise bad_input("At #/contents: Expected string." if "contents" in body else "At #/: Missing contents.")
+    if body.get("preHooks") or body.get("postHooks"):
+        raise ApiError(501, "NotImplemented", "Hooks run user-defined functions, which this ledger does not support.")
+    size = len(contents.encode("utf-8", "surrogatepass"))
+    if size > ctx.config.max_entry_bytes:
+        raise ApiError(
+            400,
+            "EntrySizeCapacityExceeded",
+            f"Entry contents of {size} bytes exceed the limit of {ctx.config.max_entry_bytes} bytes.",
+        )
+    try:
+        contents.encode()
+        collection.encode()
+    except UnicodeEncodeError:
+        raise bad_input("Entry contents and collection ids must be valid Unicode text.") from None
+    with ctx.lock:
+        is_new = collection not in ctx.collections and collection != DEFAULT_COLLECTION
+        if is_new and len(ctx.collections - {DEFAULT_COLLECTION}) >= ctx.config.max_collections:
+            raise ApiError(
+                400, "CollectionCapacityExceeded", f"The ledger holds {ctx.config.max_collections} collections."
+            )
+        new_tags = [t for t in tags if t not in ctx.tags]
+        if new_tags and len(ctx.tags) + len(new_tags) > ctx.config.max_tags:
+            raise ApiError(400, "TagCapacityExceeded", f"The ledger holds {ctx.config.max_tags} tags.")
+        txid = ctx.ledger.append_entry(contents, collection, ",".join(tags) if tags else None)
+        ctx.collections.add(collection)
+        ctx.tags.update(new_tags)
+    return json_response({"collectionId": collection}, headers={TXID_HEADER: str(txid)})
+
+
+def _committed_entry(request: web.Request, txid: TxId) -> LedgerEntry | None:
+    status = context(request).ledger.status(txid)
+    if status in (TxStatus.UNKNOWN, TxStatus.INVALID):
+        raise ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({status.value}).")
+    if status == TxStatus.PENDING:
+        return None
+    entry = context(request).ledger.get_entry(txid)
+    if entry is None:
+        raise not_found(f"Transaction {txid} is not a ledger entry.")
+    return entry
+
+
+@requires(Role.READER)
+async def get_entry(request: web.Request) -> web.StreamResponse:
+    txid = path_txid(request)
+    collection = _collection(request) if "collectionId" in request.query else None
+    entry = _committed_entry(request, txid)
+    if entry is None:
+        return json_response({"state": "Loading"})
+    if collection is not None and entry.collection_id != collection:
+        raise not_found(f"Transaction {txid} is not in collection {collection!r}.")
+    return json_response({"state": "Ready", "entry": _entry_json(entry)})
+
+
+@requires(Role.READER)
+async def current(request: web.Request) -> web.StreamResponse:
+    collection = _collection(request)
+    entry = context(request).ledger.latest_entry(collection)
+    if entry is None:
+        raise not_found(f"Collection {collection!r} holds no committed entry.")
+    return json_response(_entry_json(entry))
+
+
+@requires(Role.READER)
+async def status(request: web.Request) -> web.StreamResponse:
+    txid = path_txid(request)
+    state = context(request).ledger.status(txid)
+    if state in (TxStatus.UNKNOWN, TxStatus.INVALID):
+        raise ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({state.value}).")
+    return json_response({"state": state.value, "transactionId": str(txid)})
+
+
+@requires(Role.READER)
+async def receipt(request: web.Request) -> web.StreamResponse:
+    txid = path_txid(request)
+    ledger = context(request).ledger
+    state = ledger.status(txid)
+    if state in (TxStatus.UNKNOWN, TxStatus.INVALID):
+        raise ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({state.value}).")
+    r = ledger.receipt(txid) if state == TxStatus.COMMITTED else None
+    if r is None:
+        return json_response({"receipt": None, "state": "Loading", "transactionId": str(txid)})
+    body: dict[str, object] = {"receipt": r.receipt, "state": "Ready", "transactionId": str(txid)}
+    if r.application_claims is not None:
+        body["applicationClaims"] = r.application_claims
+    return json_response(body)
+
+
+@requires(Role.READER)
+async def cose_receipt(request: web.Request) -> web.StreamResponse:
+    """notarium's own: the RFC 9942 COSE receipt (CCF profile) of a committed transaction."""
+    txid = path_txid(request)
+    ledger = context(request).ledger
+    state = ledger.status(txid)
+    if state in (TxStatus.UNKNOWN, TxStatus.INVALID):
+        raise ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({state.value}).")
+    data = ledger.cose_receipt(txid) if state == TxStatus.COMMITTED else None
+    if data is None:
+        return json_response({"state": "Loading", "transactionId": str(txid)}, status=202, headers={"Retry-After": "1"})
+    return web.Response(body=data, content_type=COSE_CONTENT_TYPE)
+
+
+@requires(Role.READER)
+async def list_entries(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    collection = _collection(request)
+    first = query_txid(request, "fromTransactionId")
+    last = query_txid(request, "toTransactionId")
+    tag = request.query.get("tag")
+    committed = ctx.ledger.committed
+    upper = committed if last is None or last.seqno > committed.seqno else last
+    lower = first.seqno if first is not None else 1
+    page = ctx.config.page_size
+    found = ctx.ledger.entries(collection, lower, upper.seqno, limit=page + 1, tag=tag)
+    body: dict[str, object] = {"state": "Ready", "entries": [_entry_json(e) for e in found[:page]]}
+    if len(found) > page:
+        params = {
+            "fromTransactionId": str(found[page].txid),
+            "toTransactionId": str(upper),
+            "collectionId": collection,
+        }
+        if tag is not None:
+            params["tag"] = tag
+        params["api-version"] = request.query.get("api-version", "2022-05-13")
+        body["nextLink"] = next_link("/app/transactions", params)
+    return json_response(body)
+
+
+@requires(Role.READER)
+async def collections(request: web.Request) -> web.StreamResponse:
+    names = context(request).ledger.collections()
+    return json_response({"collections": [{"collectionId": c} for c in names]})

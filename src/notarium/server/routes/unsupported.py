@@ -1,0 +1,34 @@
+"""ACL features notarium does not run: user-defined roles (issue 5), endpoints and functions."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from notarium.auth.rbac import Role
+from notarium.server.app import requires
+from notarium.server.errors import ApiError
+
+PATHS = [
+    "/app/roles",
+    "/app/userDefinedEndpoints",
+    "/app/userDefinedEndpoints/runtimeOptions",
+    "/app/userDefinedEndpoints/modules",
+    "/app/userDefinedFunctions",
+    "/app/userDefinedFunctions/{functionId}",
+]
+
+
+def register(router: web.UrlDispatcher) -> None:
+    for path in PATHS:
+        router.add_route("*", path, not_implemented)
+
+
+@requires(Role.READER)
+async def not_implemented(request: web.Request) -> web.StreamResponse:
+    """501 NotImplemented (never retried by the SDK): JavaScript and custom roles are not supported."""
+    raise ApiError(
+        501,
+        "NotImplemented",
+        f"{request.method} {request.path} is not supported by this ledger "
+        "(user-defined roles, endpoints and functions are not available).",
+    )

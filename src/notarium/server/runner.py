@@ -1,0 +1,88 @@
+"""Running the server: open the ledger, listen with TLS, stop cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from notarium.auth.users import UserStore
+from notarium.ledger import EngineConfig, Ledger, open_ledger
+from notarium.server.app import create_app
+from notarium.server.config import ServerConfig
+from notarium.server.context import CommitWaiter, ServerContext
+from notarium.server.metrics import Metrics
+from notarium.server.tls import TLSServerProtocol, server_context
+
+log = logging.getLogger("notarium.server")
+
+Announce = Callable[[str, int], None]
+
+
+def build_context(ledger: Ledger, config: ServerConfig, loop: asyncio.AbstractEventLoop) -> ServerContext:
+    metrics = Metrics()
+    metrics.bind(lambda: ledger.committed.seqno, lambda: ledger.last_sequenced, ledger.ledger_bytes)
+    ctx = ServerContext(ledger, UserStore(ledger), config, metrics, CommitWaiter(ledger, loop))
+    ctx.collections.update(ledger.collections())
+    return ctx
+
+
+async def serve(
+    directory: Path,
+    config: ServerConfig,
+    engine: EngineConfig | None = None,
+    *,
+    announce: Announce | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve ``directory`` until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ledger = open_ledger(directory, engine)
+    try:
+        ctx = build_context(ledger, config, loop)
+        runner = web.AppRunner(
+            create_app(ctx),
+            access_log=None,
+            handler_cancellation=False,  # a write in progress always finishes
+            max_line_size=config.max_header_bytes,
+            max_field_size=config.max_header_bytes,
+            shutdown_timeout=config.shutdown_timeout_s,
+        )
+        await runner.setup()
+        tls = server_context([ledger.identity.node_cert], ledger.identity.node_key)
+        server = await loop.create_server(
+            lambda: TLSServerProtocol(tls, runner.server),  # type: ignore[arg-type]
+            config.host,
+            config.port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        plain = None
+        if config.identity_http_port is not None:
+            identity_app = create_app(ctx)
+            plain_runner = web.AppRunner(identity_app, access_log=None)
+            await plain_runner.setup()
+            plain = web.TCPSite(plain_runner, config.host, config.identity_http_port)
+            await plain.start()
+        port = server.sockets[0].getsockname()[1]
+        if announce is not None:
+            announce(config.host, port)
+        await stop.wait()
+        log.info("stopping: no new connections; finishing requests in flight")
+        server.close()
+        if plain is not None:
+            await plain.stop()
+        await runner.shutdown()
+        await runner.cleanup()
+        ctx.commits.close()
+    finally:
+        ledger.close()  # signs what is pending and completes the chunk
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
