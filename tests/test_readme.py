@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
+import requests
+
+from notarium.auditing import audit, find_target
 from notarium.cli import main
+from notarium.ledger import init_service
+from integration.server import running
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -29,24 +34,26 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert (tmp_path / "my-ledger" / "service_cert.pem").exists()
 
 
-def test_run_creates_then_reuses_the_service(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_creates_then_serves_the_service(tmp_path: Path) -> None:
     d = tmp_path / "ledger"
-    assert main(["run", str(d)]) == 0
-    out = capsys.readouterr().out
-    assert "created private ledger" in out
-    assert re.search(r"appended \d+\.\d+: Committed; its receipt verifies", out)
-    assert "verified 4 transactions" in out
-    assert main(["run", str(d)]) == 0
-    out = capsys.readouterr().out
-    assert "created" not in out
-    assert "verified 6 transactions" in out
+    with running(d, command="run") as server:
+        out = "".join(server.output)
+        assert "created private ledger" in out
+        assert "service certificate" in out
+        assert "administrator credentials" in out
+        r = requests.get(f"{server.url}/healthz", verify=str(server.service_cert), timeout=10)
+        assert r.json() == {"status": "alive"}
+        assert server.stop() == 0
     assert os.stat(d / "secrets" / "ledger_secret.sealed").st_mode & 0o077 == 0
+    with running(d, command="run") as server:
+        assert "created" not in "".join(server.output)
+        assert server.stop() == 0
+    assert audit(find_target(d)).transactions == 2  # genesis and its signature: serving wrote nothing
 
 
 def test_audit_json_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tmp_path / "ledger"
-    assert main(["run", str(d)]) == 0
-    capsys.readouterr()
+    init_service(d)
     assert main(["audit", str(d), "--json"]) == 0
     assert '"ok": true' in capsys.readouterr().out
     assert main(["audit", str(d), "--expect", "99.1000"]) == 1

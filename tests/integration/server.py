@@ -1,0 +1,93 @@
+"""Run `notarium serve` (or `run`) as a real process on a free port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_SERVING = re.compile(r"serving (https://[^\s]+)")
+
+
+@dataclass
+class Server:
+    url: str
+    directory: Path
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def service_cert(self) -> Path:
+        return self.directory / "service_cert.pem"
+
+    @property
+    def admin_pem(self) -> Path:
+        return self.directory / "user0_combined.pem"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without the system CA bundle variables (tests pin the service cert)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@contextmanager
+def running(directory: Path, *args: str, command: str = "serve", timeout: float = 30) -> Iterator[Server]:
+    """Start the server on a free port and yield it once it listens; SIGTERM it on exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "notarium", command, str(directory), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_env(),
+    )
+    lines: list[str] = []
+    found: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = _SERVING.search(line)
+            if m and not found:
+                found.append(m.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the server did not start:\n" + "".join(lines))
+    if not found:
+        proc.wait(5)
+        raise RuntimeError("the server exited:\n" + "".join(lines))
+    server = Server(found[0], directory, proc, lines)
+    try:
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
