@@ -7,13 +7,12 @@ import re
 from pathlib import Path
 
 import pytest
-
 import requests
 
+from integration.server import running
 from notarium.auditing import audit, find_target
 from notarium.cli import main
 from notarium.ledger import init_service
-from integration.server import running
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
