@@ -149,6 +149,16 @@ def create_app(ctx: ServerContext) -> web.Application:
     return app
 
 
+def create_identity_app(ctx: ServerContext) -> web.Application:
+    """The plain-HTTP listener: only ``/ledgerIdentity/{ledgerId}`` (public, and needed to bootstrap TLS)."""
+    from notarium.server.routes import governance  # noqa: PLC0415
+
+    app = web.Application(middlewares=[observe, check_api_version], client_max_size=1024)
+    app[CTX] = ctx
+    app.router.add_get("/ledgerIdentity/{ledgerId}", governance.ledger_identity)
+    return app
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from notarium.auth.users import UserStore
 from notarium.ledger import EngineConfig, Ledger, open_ledger
-from notarium.server.app import create_app
+from notarium.server.app import create_app, create_identity_app
 from notarium.server.config import ServerConfig
 from notarium.server.context import CommitWaiter, ServerContext
 from notarium.server.metrics import Metrics
@@ -66,8 +66,7 @@ async def serve(
         )
         plain = None
         if config.identity_http_port is not None:
-            identity_app = create_app(ctx)
-            plain_runner = web.AppRunner(identity_app, access_log=None)
+            plain_runner = web.AppRunner(create_identity_app(ctx), access_log=None)
             await plain_runner.setup()
             plain = web.TCPSite(plain_runner, config.host, config.identity_http_port)
             await plain.start()
