@@ -97,6 +97,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     ctx.metrics.observe(request.method, route, response.status, elapsed)
+    if not access_log.isEnabledFor(logging.INFO):
+        return response
     principal: Principal | None = request.get("principal")
     access_log.info(
         json.dumps(
