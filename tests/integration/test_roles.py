@@ -1,0 +1,380 @@
+"""Role enforcement on every endpoint, over real TLS with real client certificates.
+
+The endpoint table is read from the code itself: every ``register(router)`` in
+``notarium.server.routes`` and the ``required_role`` that ``@requires`` puts on each handler (a
+handler without it fails the test). Five callers (an Administrator, a Contributor, a Reader, an
+unregistered certificate and no certificate at all) call every (method, path) of a running
+``notarium serve``; with Reader < Contributor < Administrator:
+
+- role ≥ required → the endpoint's normal answer;
+- registered but role < required → 403 ``{"error": {"code": "NotAllowed"}}``;
+- unregistered certificate or none → 401 ``{"error": {"code": "InvalidAuthenticationInfo"}}``;
+- endpoints declared unauthenticated (exactly /healthz, /readyz, /metrics, /openapi.json and
+  /ledgerIdentity/{ledgerId}) answer anyone.
+
+Refused writes change nothing: a Reader's POST /app/transactions leaves the committed state as it
+was, a Contributor cannot create, promote or delete users, an unregistered caller cannot write.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import pkgutil
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import requests
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from server import running
+
+from notarium.auth.identity import acl_fingerprint
+from notarium.ledger import init_service
+from notarium.ledger.identity import cert_pem, private_pem, self_signed_identity
+from notarium.server import routes
+from notarium.server.app import create_app
+from notarium.server.config import ServerConfig
+
+CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+RANK = {"Reader": 1, "Contributor": 2, "Administrator": 3}  # independent of notarium.auth.rbac
+CALLERS = ("Administrator", "Contributor", "Reader", "unregistered", "anonymous")
+ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/ledgerIdentity/{ledgerId}"}
+PROBE_COLLECTION = "roles-probe"
+TIMEOUT = 10
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # aiohttp's canonical form, e.g. /app/transactions/{transactionId}
+    handler: str
+    required: str | None  # a role name, or None for unauthenticated endpoints
+
+
+def _routes(router: web.UrlDispatcher) -> list[tuple[str, str, Any]]:
+    return [(r.method, r.resource.canonical, r.handler) for r in router.routes() if r.resource is not None]
+
+
+def endpoint_table() -> list[Endpoint]:
+    """Every (method, path) that the route modules register, with its handler's ``required_role``."""
+    router = web.UrlDispatcher()
+    for info in pkgutil.iter_modules(routes.__path__):
+        module = importlib.import_module(f"{routes.__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(router)
+    table = []
+    for method, path, handler in _routes(router):
+        role = getattr(handler, "required_role", _UNSET)
+        if role is _UNSET:
+            pytest.fail(f"{method} {path} ({handler.__name__}) has no required_role: is it missing @requires?")
+        required = None if role is None else str(role)
+        for m in ANY_METHOD if method == "*" else (method,):
+            table.append(Endpoint(m, path, handler.__name__, required))
+    return table
+
+
+TABLE = endpoint_table()
+
+
+def new_identity(directory: Path, name: str) -> tuple[Path, str]:
+    key = ec.generate_private_key(ec.SECP384R1())
+    cert = self_signed_identity(key, name, now=datetime.datetime.now(datetime.UTC), days=30)
+    path = directory / f"{name}_combined.pem"
+    path.write_bytes(cert_pem(cert) + private_pem(key))
+    return path, acl_fingerprint(cert.public_bytes(Encoding.DER))
+
+
+class Ledger:
+    """A running server, one HTTP session per caller, and the fixtures the calls point at."""
+
+    def __init__(self, url: str, directory: Path, work: Path) -> None:
+        self.url = url
+        self.verify = str(directory / "service_cert.pem")
+        admin_cert = x509.load_pem_x509_certificate((directory / "user0_cert.pem").read_bytes())
+        self.ids: dict[str, str] = {"Administrator": acl_fingerprint(admin_cert.public_bytes(Encoding.DER))}
+        pems: dict[str, Path | None] = {"Administrator": directory / "user0_combined.pem", "anonymous": None}
+        for name in ("Contributor", "Reader", "unregistered", "target", "newcomer"):
+            pems[name], self.ids[name] = new_identity(work, name)
+        self.sessions: dict[str, requests.Session] = {}
+        for name in (*CALLERS, "target"):
+            s = requests.Session()
+            pem = pems[name]
+            if pem is not None:
+                s.cert = str(pem)
+            self.sessions[name] = s
+        self.txid = ""
+
+    def call(self, caller: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request; ``verify=`` is pinned on every call (no CA bundle from the environment)."""
+        return self.sessions[caller].request(method, self.url + path, verify=self.verify, timeout=TIMEOUT, **kwargs)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.call("Administrator", method, path, **kwargs)
+
+    def set_user(self, user_id: str, role: str) -> None:
+        r = self.admin(
+            "PATCH",
+            f"/app/users/{user_id}",
+            data=f'{{"assignedRole": "{role}"}}',
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json() == {"assignedRole": role, "userId": user_id}
+
+    def wait_committed(self, txid: str) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = self.admin("GET", f"/app/transactions/{txid}/status")
+            assert r.status_code == 200, r.text
+            if r.json()["state"] == "Committed":
+                return
+            time.sleep(0.01)
+        pytest.fail(f"{txid} was not committed within 10 s")
+
+    def quiet_committed(self) -> str:
+        """The committed txid once nothing is pending any more (two equal readings 100 ms apart)."""
+        last = None
+        for _ in range(100):
+            now = self.call("anonymous", "GET", "/readyz").json()["committed"]
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.1)
+        pytest.fail("the committed txid never settled")
+
+    def entries(self, collection: str) -> list[dict[str, Any]]:
+        r = self.admin("GET", "/app/transactions", params={"collectionId": collection})
+        assert r.status_code == 200, r.text
+        assert "nextLink" not in r.json(), "more entries than one page in a probe collection"
+        return list(r.json()["entries"])
+
+    def close(self) -> None:
+        for s in self.sessions.values():
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    work = tmp_path_factory.mktemp("roles")
+    directory = work / "ledger"
+    init_service(directory)
+    with pytest.MonkeyPatch.context() as mp:
+        for name in CA_VARIABLES:
+            mp.delenv(name, raising=False)
+        with running(directory) as server:
+            led = Ledger(server.url, directory, work)
+            try:
+                led.set_user(led.ids["Contributor"], "Contributor")
+                led.set_user(led.ids["Reader"], "Reader")
+                led.set_user(led.ids["target"], "Reader")
+                r = led.admin("POST", "/app/transactions", json={"contents": "in the default collection"})
+                assert r.status_code == 200, r.text
+                led.txid = r.headers["x-ms-ccf-transaction-id"]
+                led.wait_committed(led.txid)
+                yield led
+            finally:
+                led.close()
+            assert server.stop() == 0, "".join(server.output[-50:])
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+def test_every_handler_declares_its_role() -> None:
+    assert TABLE
+    assert all(e.required in (None, *RANK) for e in TABLE), [e for e in TABLE if e.required not in (None, *RANK)]
+
+
+def test_table_is_what_the_server_serves() -> None:
+    """create_app registers exactly the routes of the modules the table was built from."""
+    app = create_app(SimpleNamespace(config=ServerConfig()))  # type: ignore[arg-type]  (routing only)
+    served = {(m, p, h.__name__) for m, p, h in _routes(app.router)}
+    router = web.UrlDispatcher()
+    for info in pkgutil.iter_modules(routes.__path__):
+        module = importlib.import_module(f"{routes.__name__}.{info.name}")
+        if hasattr(module, "register"):
+            module.register(router)
+    assert served == {(m, p, h.__name__) for m, p, h in _routes(router)}
+
+
+def test_exactly_the_operational_endpoints_are_unauthenticated() -> None:
+    assert {e.path for e in TABLE if e.required is None} == UNAUTHENTICATED
+
+
+def test_documented_minimum_roles() -> None:
+    """acl-rest-api.md §3.0 / §4.4: writes need Contributor, user management Administrator."""
+    required = {(e.method, e.path): e.required for e in TABLE}
+    expected = {
+        ("POST", "/app/transactions"): "Contributor",
+        ("GET", "/app/transactions"): "Reader",
+        ("GET", "/app/transactions/current"): "Reader",
+        ("GET", "/app/transactions/{transactionId}"): "Reader",
+        ("GET", "/app/transactions/{transactionId}/status"): "Reader",
+        ("GET", "/app/transactions/{transactionId}/receipt"): "Reader",
+        ("GET", "/app/collections"): "Reader",
+        ("GET", "/app/governance/constitution"): "Reader",
+        ("GET", "/app/governance/members"): "Reader",
+        ("GET", "/app/enclaveQuotes"): "Reader",
+        ("GET", "/app/users"): "Administrator",
+        ("GET", "/app/users/{userId}"): "Administrator",
+        ("PATCH", "/app/users/{userId}"): "Administrator",
+        ("DELETE", "/app/users/{userId}"): "Administrator",
+        ("GET", "/app/ledgerUsers"): "Administrator",
+        ("GET", "/app/ledgerUsers/{userId}"): "Administrator",
+        ("PATCH", "/app/ledgerUsers/{userId}"): "Administrator",
+        ("DELETE", "/app/ledgerUsers/{userId}"): "Administrator",
+        ("GET", "/ledgerIdentity/{ledgerId}"): None,
+    }
+    assert {k: required.get(k, "missing") for k in expected} == expected
+
+
+# --- every role × every endpoint ---------------------------------------------------------------
+
+
+def _allowed(caller: str, required: str | None) -> bool:
+    if required is None:
+        return True
+    return caller in RANK and RANK[caller] >= RANK[required]
+
+
+def _expected_success(e: Endpoint) -> int:
+    if e.handler == "not_implemented":
+        return 501  # user-defined roles, endpoints and functions are not supported
+    if e.method == "DELETE":
+        return 204
+    return 200
+
+
+def _request(led: Ledger, caller: str, e: Endpoint) -> requests.Response:
+    values = {"transactionId": led.txid, "userId": led.ids["target"], "ledgerId": "any", "functionId": "f1"}
+    unknown = set(re.findall(r"{(\w+)}", e.path)) - set(values)
+    assert not unknown, f"no test value for {unknown} in {e.path}: extend this test"
+    path = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], e.path)
+    kwargs: dict[str, Any] = {}
+    if e.method in ("POST", "PUT", "PATCH"):
+        body = "{}"
+        if (e.method, e.path) == ("POST", "/app/transactions"):
+            kwargs["params"] = {"collectionId": PROBE_COLLECTION}
+            body = f'{{"contents": "written by {caller}"}}'
+        elif e.path == "/app/users/{userId}":
+            body = '{"assignedRole": "Reader"}'
+        elif e.path == "/app/ledgerUsers/{userId}":
+            body = '{"assignedRoles": ["Reader"]}'
+        content_type = "application/merge-patch+json" if e.method == "PATCH" else "application/json"
+        kwargs.update(data=body, headers={"Content-Type": content_type})
+    return led.call(caller, e.method, path, **kwargs)
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_role_matrix(ledger: Ledger, caller: str) -> None:
+    problems = []
+    for e in TABLE:
+        r = _request(ledger, caller, e)
+        what = f"{caller}: {e.method} {e.path} (requires {e.required})"
+        if _allowed(caller, e.required):
+            want = _expected_success(e)
+            if r.status_code != want:
+                problems.append(f"{what} → {r.status_code} {r.text[:200]}, expected {want}")
+            if e.method == "DELETE" and r.status_code == 204:
+                ledger.set_user(ledger.ids["target"], "Reader")  # put the deleted user back
+            continue
+        registered = caller in RANK
+        want_status, want_code = (403, "NotAllowed") if registered else (401, "InvalidAuthenticationInfo")
+        if r.status_code != want_status:
+            problems.append(f"{what} → {r.status_code} {r.text[:200]}, expected {want_status} {want_code}")
+        elif e.method != "HEAD":
+            try:
+                error = r.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                error = None
+            if not isinstance(error, dict) or error.get("code") != want_code or not error.get("message"):
+                problems.append(f"{what} → body {r.text[:200]}, expected error code {want_code}")
+            if r.headers.get("Content-Type", "").split(";")[0] != "application/json":
+                problems.append(f"{what} → Content-Type {r.headers.get('Content-Type')}")
+    # refused writes wrote nothing; refused deletes deleted nothing
+    target = ledger.admin("GET", f"/app/users/{ledger.ids['target']}")
+    if target.status_code != 200 or target.json().get("assignedRole") != "Reader":
+        problems.append(f"after {caller}'s calls the target user is {target.status_code} {target.text[:200]}")
+    wrote = [x for x in ledger.entries(PROBE_COLLECTION) if x["contents"] == f"written by {caller}"]
+    may_write = _allowed(caller, "Contributor")
+    if len(wrote) != (1 if may_write else 0):
+        problems.append(f"{caller} wrote {len(wrote)} entries with POST /app/transactions")
+    assert not problems, "\n".join(problems)
+
+
+# --- the cases spelled out ---------------------------------------------------------------------
+
+
+def test_reader_cannot_write(ledger: Ledger) -> None:
+    collection = "reader-forbidden"
+    before = ledger.quiet_committed()
+    r = ledger.call("Reader", "POST", "/app/transactions", params={"collectionId": collection}, json={"contents": "no"})
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "NotAllowed"
+    assert "x-ms-ccf-transaction-id" not in r.headers or r.headers["x-ms-ccf-transaction-id"] == before
+    time.sleep(0.2)  # far longer than the signature interval: anything written would be committed by now
+    assert ledger.quiet_committed() == before, "the committed state moved after a refused write"
+    assert ledger.entries(collection) == []
+    listed = ledger.admin("GET", "/app/collections").json()["collections"]
+    assert {"collectionId": collection} not in listed
+    assert ledger.admin("GET", "/app/transactions/current", params={"collectionId": collection}).status_code == 404
+
+
+def test_contributor_cannot_manage_users(ledger: Ledger) -> None:
+    promote = {"data": '{"assignedRole": "Administrator"}', "headers": {"Content-Type": "application/merge-patch+json"}}
+    for user_id in (ledger.ids["newcomer"], ledger.ids["target"], ledger.ids["Contributor"]):  # create, promote, self
+        r = ledger.call("Contributor", "PATCH", f"/app/users/{user_id}", **promote)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["code"] == "NotAllowed"
+        r = ledger.call(
+            "Contributor",
+            "PATCH",
+            f"/app/ledgerUsers/{user_id}",
+            data='{"assignedRoles": ["Administrator"]}',
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert r.status_code == 403, r.text
+    assert ledger.call("Contributor", "DELETE", f"/app/users/{ledger.ids['target']}").status_code == 403
+    assert ledger.admin("GET", f"/app/users/{ledger.ids['newcomer']}").status_code == 404
+    assert ledger.admin("GET", f"/app/users/{ledger.ids['target']}").json()["assignedRole"] == "Reader"
+    assert ledger.admin("GET", f"/app/users/{ledger.ids['Contributor']}").json()["assignedRole"] == "Contributor"
+    # still only a Contributor
+    assert ledger.call("Contributor", "GET", "/app/users").status_code == 403
+
+
+@pytest.mark.parametrize("caller", ["unregistered", "anonymous"])
+def test_unregistered_certificate_is_refused(ledger: Ledger, caller: str) -> None:
+    before = ledger.quiet_committed()
+    calls = [
+        ("POST", "/app/transactions", {"params": {"collectionId": "stranger"}, "json": {"contents": "no"}}),
+        ("GET", "/app/transactions", {}),
+        ("GET", f"/app/transactions/{ledger.txid}", {}),
+        ("GET", "/app/governance/constitution", {}),
+        (
+            "PATCH",
+            f"/app/users/{ledger.ids['unregistered']}",  # registering oneself
+            {"data": '{"assignedRole": "Administrator"}', "headers": {"Content-Type": "application/merge-patch+json"}},
+        ),
+    ]
+    for method, path, kwargs in calls:
+        r = ledger.call(caller, method, path, **kwargs)
+        assert r.status_code == 401, f"{method} {path}: {r.status_code} {r.text}"
+        assert r.json()["error"]["code"] == "InvalidAuthenticationInfo"
+    assert ledger.admin("GET", f"/app/users/{ledger.ids['unregistered']}").status_code == 404
+    assert ledger.entries("stranger") == []
+    assert ledger.quiet_committed() == before
+    # the unauthenticated endpoints answer anyone
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/ledgerIdentity/any"):
+        assert ledger.call(caller, "GET", path).status_code == 200, path
