@@ -236,6 +236,9 @@ def test_documented_minimum_roles() -> None:
         ("PATCH", "/app/ledgerUsers/{userId}"): "Administrator",
         ("DELETE", "/app/ledgerUsers/{userId}"): "Administrator",
         ("GET", "/ledgerIdentity/{ledgerId}"): None,
+        ("GET", "/app/roles"): "Administrator",
+        ("PUT", "/app/userDefinedEndpoints"): "Administrator",
+        ("GET", "/app/userDefinedFunctions/{functionId}"): "Administrator",
     }
     assert {k: required.get(k, "missing") for k in expected} == expected
 

@@ -23,9 +23,12 @@ def register(router: web.UrlDispatcher) -> None:
         router.add_route("*", path, not_implemented)
 
 
-@requires(Role.READER)
+@requires(Role.ADMINISTRATOR)
 async def not_implemented(request: web.Request) -> web.StreamResponse:
-    """501 NotImplemented (never retried by the SDK): JavaScript and custom roles are not supported."""
+    """501 NotImplemented (never retried by the SDK): JavaScript and custom roles are not supported.
+
+    Only Administrators (who could manage these in ACL) are told so; others get 403 as in ACL.
+    """
     raise ApiError(
         501,
         "NotImplemented",
