@@ -7,6 +7,7 @@ Benchmarks (issue #2):
            a signature every <= 10 ms) vs plain batched SQLite inserts with the same fsync cadence
   memory   resident memory of the engine at 100k and at 1M transactions
   audit    `notarium audit` vs the `ccf` package's LedgerValidator on the same chunk files
+  http     the HTTPS server under load from a separate process (bench/http.py, bench/loadgen.py)
 Results are printed and written to bench/out/results.json.
 """
 
@@ -188,9 +189,9 @@ def bench_audit(ledger_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--only", nargs="*", choices=["engine", "memory", "audit"])
+    parser.add_argument("--only", nargs="*", choices=["engine", "memory", "audit", "http"])
     args = parser.parse_args(argv)
-    only = set(args.only or ["engine", "memory", "audit"])
+    only = set(args.only or ["engine", "memory", "audit", "http"])
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -209,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         print("audit:", json.dumps(results["audit"], indent=2), flush=True)
     if ledger_dir is not None:
         shutil.rmtree(ledger_dir.parent, ignore_errors=True)
+    if "http" in only:
+        from bench.http import bench_http
+
+        results["http"] = bench_http(args.quick)
+        print("http:", json.dumps(results["http"], indent=2), flush=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(f"written to {OUT / 'results.json'}")
     return 0
