@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ def acl_fingerprint(der: bytes) -> str:
     return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
 
 
+@functools.lru_cache(maxsize=4096)
 def principal_from_certificate(der: bytes) -> Principal:
+    """The principal of a client certificate (cached: a connection presents the same bytes each time)."""
     digest = hashlib.sha256(der).hexdigest()
     return Principal(key=digest, display_id=acl_fingerprint(der), kind="certificate")

@@ -175,13 +175,14 @@ def _state_writes(public: Mapping[str, Mapping[bytes, bytes | None]]) -> list[tu
 
 
 class _Pending:
-    """Transactions sequenced but not yet written."""
+    """Transactions sequenced but not yet written. A closed batch has a seqno reserved for the
+    signature transaction that will follow its entries."""
 
-    __slots__ = ("entries", "extras", "first_seqno", "first_time", "rows", "signed")
+    __slots__ = ("entries", "extras", "first_seqno", "first_time", "rows", "signature_seqno")
 
     def __init__(self, first_seqno: int) -> None:
         self.first_seqno = first_seqno
-        self.signed = False  # holds a signature transaction (ready to flush)
+        self.signature_seqno = 0  # set when the batch is closed
         self.entries: list[bytes] = []
         self.rows: list[tuple[int, int, int, str | None, bytes]] = []  # seqno, view, kind, collection, leaf
         self.extras: dict[int, tuple[list[str], list[tuple[str, bytes, bytes | None]]]] = {}  # seqno → tags, writes
@@ -265,8 +266,8 @@ class Ledger:
         _write_view(self.layout, self._view)
         self._committed_view = last_view
         self._pending = _Pending(self._next)
-        self._since_signature: list[bytes] = []  # leaves since the last signature (for the tree table)
-        self._unsigned = 0  # transactions since the last signature
+        self._closed_batches: list[_Pending] = []  # awaiting their signature, in seqno order
+        self._since_signature: list[bytes] = []  # leaves since the last signature (flusher only)
         if genesis is not None:
             self._append_tables(genesis)
             self._signal_flush()
@@ -506,15 +507,7 @@ class Ledger:
         extras: _Extras | None = None,
     ) -> TxId:
         seqno, view = self._next, self._view
-        ce = b"ce:%d.%d:%s" % (view, seqno, self._ce_mac.digest(b"%d.%d" % (view, seqno)).hex().encode())
-        ced = hashlib.sha256(ce).digest()
-        public_domain = encode_public_header(seqno, claims, ced) + public
-        iv = gcm_iv(seqno, view)
-        sealed = self._aead.encrypt(iv, private, public_domain)
-        entry = assemble_entry(sealed[-GCM_TAG_SIZE:], iv, public_domain, sealed[:-GCM_TAG_SIZE])
-        leaf = hashlib.sha256(hashlib.sha256(entry).digest() + ced + claims).digest()
-        self._tree.append(leaf)
-        self._since_signature.append(leaf)
+        entry, leaf = self._seal(seqno, view, public, private, claims)
         self._next = seqno + 1
         p = self._pending
         if not p.entries:
@@ -524,14 +517,29 @@ class Ledger:
         p.rows.append((seqno, view, kind, collection, leaf))
         if extras is not None and (extras[0] or extras[1]):
             p.extras[seqno] = extras
-        if kind == KIND_SIGNATURE:
-            p.signed = True
-            self._work.notify()
-        else:
-            self._unsigned += 1
-            if self._unsigned >= self.config.signature_tx_count:
-                self._sign_locked()
+        if len(p.rows) >= self.config.signature_tx_count:
+            self._close_batch_locked()
         return TxId(view, seqno)
+
+    def _seal(self, seqno: int, view: int, public: bytes, private: bytes, claims: bytes) -> tuple[bytes, bytes]:
+        """Serialise one entry in CCF's format (private domain encrypted); return it and its leaf."""
+        ce = b"ce:%d.%d:%s" % (view, seqno, self._ce_mac.digest(b"%d.%d" % (view, seqno)).hex().encode())
+        ced = hashlib.sha256(ce).digest()
+        public_domain = encode_public_header(seqno, claims, ced) + public
+        iv = gcm_iv(seqno, view)
+        sealed = self._aead.encrypt(iv, private, public_domain)
+        entry = assemble_entry(sealed[-GCM_TAG_SIZE:], iv, public_domain, sealed[:-GCM_TAG_SIZE])
+        return entry, hashlib.sha256(hashlib.sha256(entry).digest() + ced + claims).digest()
+
+    def _close_batch_locked(self) -> None:
+        """Reserve the next seqno for a signature over everything sequenced so far; the flusher
+        fills it in (hashing the leaves and signing outside the engine lock)."""
+        batch = self._pending
+        batch.signature_seqno = self._next
+        self._next += 1
+        self._closed_batches.append(batch)
+        self._pending = _Pending(self._next)
+        self._work.notify()
 
     def _signal_flush(self) -> None:
         with self._lock_obj:
@@ -543,11 +551,17 @@ class Ledger:
         if self._closing or self._closed:
             raise LedgerError("the ledger is closed")
 
-    def _sign_locked(self) -> None:
-        """Append a signature transaction over everything sequenced so far."""
-        seqno, view = self._next, self._view
+    def _sign_batch(self, batch: _Pending) -> None:
+        """Flusher only: add the batch's leaves to the tree, then its signature transaction."""
+        seqno, view = batch.signature_seqno, self._view
         txid = TxId(view, seqno)
-        root = self._tree.frontier.root()
+        with self._tree_lock:
+            for row in batch.rows:
+                self._tree.append(row[4])
+            self._since_signature += [row[4] for row in batch.rows]
+            root = self._tree.frontier.root()
+            tree_bytes = serialise_tree(self._flushed, self._since_signature)
+            flushed = self._tree.frontier.copy()
         node_sig = PrimarySignature(
             sig=sign_root(self.identity.node_key, root),
             node=self._node_id,
@@ -565,16 +579,18 @@ class Ledger:
             subject="ledger.signature",
         )
         cose_sig = encode_sign1(protected, {}, sign_detached(self.identity.service_key, protected, root))
-        tree_bytes = serialise_tree(self._flushed, self._since_signature)
-        self._flushed = self._tree.frontier.copy()
-        self._since_signature = []
-        self._unsigned = 0
         public = {
             tables.SIGNATURES: {tables.SINGLETON_KEY: node_sig.to_json()},
             tables.COSE_SIGNATURES: {tables.SINGLETON_KEY: json.dumps(base64.b64encode(cose_sig).decode()).encode()},
             tables.TREE: {tables.SINGLETON_KEY: tree_bytes},
         }
-        self._append_locked(encode_tables(public), b"", ZERO_CLAIMS, KIND_SIGNATURE, None)
+        entry, leaf = self._seal(seqno, view, encode_tables(public), b"", ZERO_CLAIMS)
+        with self._tree_lock:
+            self._flushed = flushed
+            self._tree.append(leaf)
+            self._since_signature = [leaf]
+        batch.entries.append(entry)
+        batch.rows.append((seqno, view, KIND_SIGNATURE, None, leaf))
 
     # ------------------------------------------------------------------ flushing
 
@@ -582,21 +598,26 @@ class Ledger:
         interval = self.config.signature_interval_ms / 1000
         while True:
             with self._lock_obj:
-                while not self._pending.entries and not self._closing:
+                while not self._closed_batches and not self._pending.entries and not self._closing:
                     self._work.wait()
-                if not self._pending.entries:
+                if not self._closed_batches and not self._pending.entries:
                     return
                 deadline = self._pending.first_time + interval
-                while not self._closing and not self._pending.signed and (now := time.monotonic()) < deadline:
+                while not self._closing and not self._closed_batches and (now := time.monotonic()) < deadline:
                     self._work.wait(deadline - now)
-                if self._unsigned:
-                    self._sign_locked()
-                batch, self._pending = self._pending, _Pending(self._next)
-                signed_at, signed_view = self._next - 1, self._view
-                flushed = self._flushed
-                new_tiles, self._tree.new_tiles = self._tree.new_tiles, []
+                if self._pending.entries and (self._closing or time.monotonic() >= deadline):
+                    self._close_batch_locked()
+                batches, self._closed_batches = self._closed_batches, []
+            if not batches:
+                continue
             try:
-                self._write_batch(batch, new_tiles, flushed, signed_at)
+                for batch in batches:
+                    self._sign_batch(batch)
+                with self._tree_lock:
+                    new_tiles, self._tree.new_tiles = self._tree.new_tiles, []
+                    flushed = self._flushed
+                signed_at = batches[-1].signature_seqno
+                self._write_batches(batches, new_tiles, flushed, signed_at)
             except BaseException as exc:
                 log.exception("storage failure; the ledger stops accepting writes")
                 with self._lock_obj:
@@ -605,33 +626,26 @@ class Ledger:
                 return
             with self._lock_obj:
                 self._committed = signed_at
-                self._committed_view = signed_view
+                self._committed_view = self._view
                 self._done.notify_all()
             for listener in list(self._listeners):
                 listener(signed_at)
 
-    def _write_batch(
-        self, batch: _Pending, new_tiles: list[tuple[int, bytes]], flushed: Frontier, signed_at: int
+    def _write_batches(
+        self, batches: list[_Pending], new_tiles: list[tuple[int, bytes]], flushed: Frontier, signed_at: int
     ) -> None:
-        """Persist one batch (it ends on a signature), completing chunks at signatures past chunk_size."""
-        locations: list[tuple[int, int]] = []
-        start = 0
-        for i, row in enumerate(batch.rows):
-            if row[2] != KIND_SIGNATURE:
-                continue
-            locations += self._chunks.append(batch.first_seqno + start, batch.entries[start : i + 1])
-            start = i + 1
-            if self._chunks.current_size >= self.config.chunk_size:
-                self._chunks.complete_current(row[0])  # fsyncs the chunk
-        if start != len(batch.rows):
-            raise RuntimeError("a batch must end on a signature transaction")
-        self._chunks.sync()
+        """Persist signed batches, completing a chunk at each signature past chunk_size; fsync; index."""
         index = _IndexBatch()
-        for (seqno, view, kind, collection, leaf), entry, (chunk, off) in zip(
-            batch.rows, batch.entries, locations, strict=True
-        ):
-            tags, writes = batch.extras.get(seqno, _NO_EXTRAS)
-            index.add((seqno, view, chunk, off, len(entry), kind, collection, leaf), tags, writes)
+        for batch in batches:
+            locations = self._chunks.append(batch.first_seqno, batch.entries)
+            for (seqno, view, kind, collection, leaf), entry, (chunk, off) in zip(
+                batch.rows, batch.entries, locations, strict=True
+            ):
+                tags, writes = batch.extras.get(seqno, _NO_EXTRAS)
+                index.add((seqno, view, chunk, off, len(entry), kind, collection, leaf), tags, writes)
+            if self._chunks.current_size >= self.config.chunk_size:
+                self._chunks.complete_current(batch.signature_seqno)  # fsyncs the chunk
+        self._chunks.sync()
         self._index.commit_batch(
             index.rows, new_tiles, IndexState(signed_at, flushed.size, flushed.peaks), index.tags, index.writes
         )
@@ -828,8 +842,8 @@ class Ledger:
             with self._lock_obj:
                 if txid.seqno != self._committed:
                     raise ServiceError(f"no signature after committed transaction {txid}; run `notarium reindex`")
-                if not self._closing and not self._pending.signed:
-                    self._sign_locked()
+                if not self._closing and not self._closed_batches:
+                    self._close_batch_locked()
             return None
         sig_raw = self._chunks.read(sig_row.chunk, sig_row.offset, sig_row.size)
         se = parse_entry(sig_raw, 0)

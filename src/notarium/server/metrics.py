@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -28,6 +29,7 @@ class Metrics:
         self.committed_seqno = Gauge(
             "notarium_committed_seqno", "Seqno of the last committed transaction", registry=self.registry
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.ledger_bytes = Gauge("notarium_ledger_bytes", "Size of the ledger's chunk files", registry=self.registry)
 
     def bind(self, committed: Callable[[], int], sequenced: Callable[[], int], size: Callable[[], int]) -> None:
@@ -36,8 +38,13 @@ class Metrics:
         self.ledger_bytes.set_function(lambda: float(size()))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

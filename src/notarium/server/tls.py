@@ -130,6 +130,8 @@ class TLSServerProtocol(asyncio.Protocol):
         self._peername: Any = None
         self._handshake_timeout = handshake_timeout
         self._timer: asyncio.TimerHandle | None = None
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
 
     # --- the outer (socket) side ---
 
@@ -226,8 +228,21 @@ class TLSServerProtocol(asyncio.Protocol):
         return self.transport.get_extra_info(name, default)
 
     def write_plain(self, data: bytes) -> None:
+        """Queue plaintext; it is encrypted and sent once per event-loop turn, so the answers to
+        pipelined requests leave in one TLS record and one system call."""
         if self.closing:
             return
+        self._outbox.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_outbox)
+
+    def _send_outbox(self) -> None:
+        self._flush_scheduled = False
+        if not self._outbox or self.transport is None:
+            return
+        data = b"".join(self._outbox)
+        self._outbox.clear()
         view = memoryview(data)
         try:
             while view:
@@ -252,6 +267,7 @@ class TLSServerProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.closing:
             return
+        self._send_outbox()
         self.closing = True
         with contextlib.suppress(SSL.Error):
             self._conn.shutdown()
