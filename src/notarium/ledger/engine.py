@@ -39,7 +39,17 @@ from notarium.errors import LedgerError, ServiceError, VerificationError
 from notarium.ledger.durable import replace
 from notarium.ledger.fastcrypto import HmacKey, RandomPool
 from notarium.ledger.identity import NodeIdentity, cert_pem
-from notarium.ledger.index import KIND_ENTRY, KIND_OTHER, KIND_SIGNATURE, Index, IndexState, Row, StateWrite, TagRow
+from notarium.ledger.index import (
+    KIND_ENTRY,
+    KIND_OTHER,
+    KIND_SIGNATURE,
+    Index,
+    IndexState,
+    Row,
+    StateWrite,
+    TagRow,
+    TxLocation,
+)
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.ledger.storage.files import ChunkFiles
 from notarium.ledger.tree import TILE_HEIGHT, TreeStore
@@ -717,12 +727,12 @@ class Ledger:
     def wait_committed(self, txid: TxId, timeout: float | None = None) -> TxStatus:
         """Block until ``txid`` is no longer Pending (or ``timeout`` seconds); return its status."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock_obj:
-            while True:
-                status = self._status_locked(txid)
-                if status != TxStatus.PENDING:
-                    return status
-                if self._failure is not None or self._closed:
+        while True:
+            status = self.status(txid)
+            with self._lock_obj:
+                if status == TxStatus.PENDING and txid.seqno <= self._committed:
+                    continue  # committed since we looked
+                if status != TxStatus.PENDING or self._failure is not None or self._closed:
                     return status
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -730,23 +740,25 @@ class Ledger:
                 self._done.wait(remaining)
 
     def status(self, txid: TxId) -> TxStatus:
-        with self._lock_obj:
-            return self._status_locked(txid)
+        return self._classify(txid)[0]
 
-    def _status_locked(self, txid: TxId) -> TxStatus:
+    def _classify(self, txid: TxId) -> tuple[TxStatus, TxLocation | None]:
+        """The status of ``txid`` and, if Committed, its index row (one index lookup at most)."""
         v, s = txid.view, txid.seqno
+        with self._lock_obj:
+            committed, view, next_seqno = self._committed, self._view, self._next
         if s == 0:
-            return TxStatus.UNKNOWN
-        if s <= self._committed:
+            return TxStatus.UNKNOWN, None
+        if s <= committed:
             row = self._index.get(s)
             if row is None:
                 raise ServiceError(f"committed seqno {s} is missing from the index; run `notarium reindex`")
-            return TxStatus.COMMITTED if row.view == v else TxStatus.INVALID
-        if v < self._view:
-            return TxStatus.INVALID
-        if v == self._view and s < self._next:
-            return TxStatus.PENDING
-        return TxStatus.UNKNOWN
+            return (TxStatus.COMMITTED, row) if row.view == v else (TxStatus.INVALID, None)
+        if v < view:
+            return TxStatus.INVALID, None
+        if v == view and s < next_seqno:
+            return TxStatus.PENDING, None
+        return TxStatus.UNKNOWN, None
 
     # ------------------------------------------------------------------ reading
 
@@ -762,10 +774,8 @@ class Ledger:
         return decode_tables(plain, 0, len(plain))
 
     def _read_committed(self, txid: TxId) -> tuple[bytes, EntryView, int] | None:
-        if self.status(txid) != TxStatus.COMMITTED:
-            return None
-        row = self._index.get(txid.seqno)
-        if row is None:
+        status, row = self._classify(txid)
+        if status != TxStatus.COMMITTED or row is None:
             return None
         raw = self._chunks.read(row.chunk, row.offset, row.size)
         e = parse_entry(raw, 0)
@@ -773,12 +783,20 @@ class Ledger:
             raise ServiceError(f"index points {txid} at entry {e.view}.{e.seqno}; run `notarium reindex`")
         return raw, e, row.kind
 
+    def lookup_entry(self, txid: TxId) -> tuple[TxStatus, LedgerEntry | None]:
+        """The status of ``txid`` and, if it is a committed application entry, the entry."""
+        status, row = self._classify(txid)
+        if status != TxStatus.COMMITTED or row is None or row.kind != KIND_ENTRY:
+            return status, None
+        raw = self._chunks.read(row.chunk, row.offset, row.size)
+        e = parse_entry(raw, 0)
+        if e.seqno != txid.seqno or e.view != txid.view:
+            raise ServiceError(f"index points {txid} at entry {e.view}.{e.seqno}; run `notarium reindex`")
+        return status, self._entry_from(txid, raw, e)
+
     def get_entry(self, txid: TxId) -> LedgerEntry | None:
         """The committed application entry at ``txid`` (``None`` if not committed or not an entry)."""
-        found = self._read_committed(txid)
-        if found is None or found[2] != KIND_ENTRY:
-            return None
-        return self._entry_from(txid, *found[:2])
+        return self.lookup_entry(txid)[1]
 
     def _entry_from(self, txid: TxId, raw: bytes, e: EntryView) -> LedgerEntry:
         if self._private:

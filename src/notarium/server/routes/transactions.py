@@ -95,12 +95,11 @@ async def append(request: web.Request) -> web.StreamResponse:
 
 
 def _committed_entry(request: web.Request, txid: TxId) -> LedgerEntry | None:
-    status = context(request).ledger.status(txid)
+    status, entry = context(request).ledger.lookup_entry(txid)
     if status in (TxStatus.UNKNOWN, TxStatus.INVALID):
         raise ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({status.value}).")
     if status == TxStatus.PENDING:
         return None
-    entry = context(request).ledger.get_entry(txid)
     if entry is None:
         raise not_found(f"Transaction {txid} is not a ledger entry.")
     return entry
