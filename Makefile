@@ -40,7 +40,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 test: setup oracles lint typecheck
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: setup oracles
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -21,7 +21,6 @@ import json
 import logging
 import re
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -310,17 +308,7 @@ def in_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[Capture, Path,
     root.addHandler(capture)
     root.setLevel(logging.DEBUG)
     try:
-        with warnings.catch_warnings():
-            # pytest turns warnings into errors, and in this process they would stop the server. Two are
-            # known and harmless in `notarium serve` (reported): server/tls.py hands pyOpenSSL X509 and
-            # PKey objects to SSL.Context (deprecated by pyOpenSSL), and server/app.py stores
-            # request["principal"] / request["user"] under str keys, a NotAppKeyWarning that aiohttp
-            # itself ignores by default (web.RequestKey is the recommended key)
-            warnings.filterwarnings(
-                "ignore", r"Passing pyOpenSSL (X509|PKey) objects is deprecated", DeprecationWarning
-            )
-            warnings.filterwarnings("ignore", category=web.NotAppKeyWarning)
-            keys = serve_in_process(directory, lambda client: exercise(client, base))
+        keys = serve_in_process(directory, lambda client: exercise(client, base))
     finally:
         root.removeHandler(capture)
         root.setLevel(old_level)

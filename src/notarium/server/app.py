@@ -22,6 +22,8 @@ access_log = logging.getLogger("notarium.access")
 log = logging.getLogger("notarium.server")
 
 CTX: web.AppKey[ServerContext] = web.AppKey("notarium", ServerContext)
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+USER: web.RequestKey[User] = web.RequestKey("user", User)
 TXID_HEADER = "x-ms-ccf-transaction-id"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,7 +50,7 @@ def requires(role: Role | None) -> Callable[[Handler], Handler]:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if role is not None:
                 principal = authenticate(request)
-                request["principal"] = principal
+                request[PRINCIPAL] = principal
                 user = context(request).users.get(principal.key)
                 if user is None:
                     raise ApiError(
@@ -56,7 +58,7 @@ def requires(role: Role | None) -> Callable[[Handler], Handler]:
                         "InvalidAuthenticationInfo",
                         f"The caller {principal.display_id} is not a user of this ledger.",
                     )
-                request["user"] = user
+                request[USER] = user
                 if not grants(user.roles, role):
                     raise ApiError(403, "NotAllowed", f"Not allowed to call {request.method} {request.path}.")
             return await handler(request)
@@ -70,8 +72,7 @@ def requires(role: Role | None) -> Callable[[Handler], Handler]:
 
 
 def current_user(request: web.Request) -> User:
-    user: User = request["user"]
-    return user
+    return request[USER]
 
 
 # --- middlewares ---------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     ctx.metrics.observe(request.method, route, response.status, elapsed)
     if not access_log.isEnabledFor(logging.INFO):
         return response
-    principal: Principal | None = request.get("principal")
+    principal = request.get(PRINCIPAL)
     access_log.info(
         json.dumps(
             {
@@ -126,7 +127,10 @@ def _http_error(exc: web.HTTPException) -> web.Response:
     }
     code, message = codes.get(exc.status, ("InvalidInput", exc.reason or "The request is invalid."))
     status = exc.status if exc.status < 500 else 400
-    return error_response(status, code, message)
+    response = error_response(status, code, message)
+    if "Allow" in exc.headers:  # 405 names the methods that are allowed (RFC 9110 §15.5.6)
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
 
 
 @web.middleware

@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -21,6 +22,25 @@ from notarium.server.tls import TLSServerProtocol, server_context
 log = logging.getLogger("notarium.server")
 
 Announce = Callable[[str, int], None]
+
+
+class _QuietLogger(logging.Logger):
+    """aiohttp's protocol logger: malformed requests are the client's problem, not an error of
+    ours, and aiohttp would log part of the offending bytes (possibly a credential) with a
+    traceback. They are logged at DEBUG, without the exception."""
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        kwargs.pop("exc_info", None)
+        self.debug("rejected a malformed request: %s", msg)
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        self.debug("rejected a malformed request: %s", msg)
+
+
+def _quiet_http_logger() -> logging.Logger:
+    quiet = _QuietLogger("notarium.server.http")
+    quiet.parent = log
+    return quiet
 
 
 def build_context(ledger: Ledger, config: ServerConfig, loop: asyncio.AbstractEventLoop) -> ServerContext:
@@ -54,6 +74,7 @@ async def serve(
             max_line_size=config.max_header_bytes,
             max_field_size=config.max_header_bytes,
             shutdown_timeout=config.shutdown_timeout_s,
+            logger=_quiet_http_logger(),
         )
         await runner.setup()
         tls = server_context([ledger.identity.node_cert], ledger.identity.node_key)

@@ -22,7 +22,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 
 log = logging.getLogger("notarium.server.tls")
 
@@ -36,10 +36,10 @@ def server_context(cert_chain: list[x509.Certificate], key: ec.EllipticCurvePriv
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     ctx.set_cipher_list(b"ECDHE+AESGCM:ECDHE+CHACHA20")
-    ctx.use_certificate(crypto.X509.from_cryptography(cert_chain[0]))
+    ctx.use_certificate(cert_chain[0])
     for extra in cert_chain[1:]:
-        ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
-    ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))
+        ctx.add_extra_chain_cert(extra)
+    ctx.use_privatekey(key)
     ctx.check_privatekey()
     ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
     ctx.set_alpn_select_callback(_alpn)
@@ -47,7 +47,7 @@ def server_context(cert_chain: list[x509.Certificate], key: ec.EllipticCurvePriv
     return ctx
 
 
-def _accept_any(_conn: SSL.Connection, _cert: crypto.X509, _errno: int, _depth: int, _ok: int) -> bool:
+def _accept_any(_conn: SSL.Connection, _cert: object, _errno: int, _depth: int, _ok: int) -> bool:
     return True  # identity is decided by fingerprint after the handshake, never by chain
 
 
@@ -177,9 +177,9 @@ class TLSServerProtocol(asyncio.Protocol):
         self._handshaken = True
         if self._timer is not None:
             self._timer.cancel()
-        peer = self._conn.get_peer_certificate()
+        peer = self._conn.get_peer_certificate(as_cryptography=True)
         if peer is not None:
-            self._peer_der = peer.to_cryptography().public_bytes(serialization.Encoding.DER)
+            self._peer_der = peer.public_bytes(serialization.Encoding.DER)
         self.app = self._app_factory()
         self.app.connection_made(_PlainTransport(self))
         return True

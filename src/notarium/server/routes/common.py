@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
 
@@ -30,6 +30,15 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def query(request: web.Request) -> dict[str, str]:
+    """The query parameters, decoded strictly: invalid percent-encoded UTF-8 is a 400, not U+FFFD."""
+    try:
+        pairs = parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise ApiError(400, "InvalidQueryParameterValue", "The query string is not valid UTF-8.") from None
+    return dict(pairs)
+
+
 def path_txid(request: web.Request) -> TxId:
     """The ``{transactionId}`` of the path; malformed ids are 404 ``InvalidTransactionId`` as in ACL."""
     text = request.match_info["transactionId"]
@@ -42,7 +51,7 @@ def path_txid(request: web.Request) -> TxId:
 
 
 def query_txid(request: web.Request, name: str) -> TxId | None:
-    text = request.query.get(name)
+    text = query(request).get(name)
     if text is None:
         return None
     try:

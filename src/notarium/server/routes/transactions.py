@@ -8,7 +8,7 @@ from notarium.auth.rbac import Role
 from notarium.ledger import DEFAULT_COLLECTION, LedgerEntry
 from notarium.server.app import TXID_HEADER, context, json_response, requires
 from notarium.server.errors import ApiError, bad_input, not_found
-from notarium.server.routes.common import json_object, next_link, path_txid, query_txid
+from notarium.server.routes.common import json_object, next_link, path_txid, query, query_txid
 from notarium.types import TxId, TxStatus
 
 COSE_CONTENT_TYPE = "application/cose"
@@ -33,7 +33,7 @@ def _entry_json(e: LedgerEntry) -> dict[str, object]:
 
 
 def _collection(request: web.Request) -> str:
-    collection = request.query.get("collectionId", DEFAULT_COLLECTION)
+    collection = query(request).get("collectionId", DEFAULT_COLLECTION)
     limit = context(request).config.max_collection_id_bytes
     if not collection:
         raise bad_input("collectionId must not be empty.")
@@ -44,7 +44,7 @@ def _collection(request: web.Request) -> str:
 
 
 def _tags(request: web.Request) -> list[str]:
-    text = request.query.get("tags")
+    text = query(request).get("tags")
     if text is None:
         return []
     tags = text.split(",")
@@ -65,8 +65,13 @@ async def append(request: web.Request) -> web.StreamResponse:
     contents = body.get("contents")
     if not isinstance(contents, str):
         raise bad_input("At #/contents: Expected string." if "contents" in body else "At #/: Missing contents.")
-    if body.get("preHooks") or body.get("postHooks"):
-        raise ApiError(501, "NotImplemented", "Hooks run user-defined functions, which this ledger does not support.")
+    for hooks in ("preHooks", "postHooks"):
+        if hooks in body and not isinstance(body[hooks], list):
+            raise bad_input(f"At #/{hooks}: Expected array.")
+        if body.get(hooks):
+            raise ApiError(
+                501, "NotImplemented", "Hooks run user-defined functions, which this ledger does not support."
+            )
     size = len(contents.encode("utf-8", "surrogatepass"))
     if size > ctx.config.max_entry_bytes:
         raise ApiError(
@@ -108,7 +113,7 @@ def _committed_entry(request: web.Request, txid: TxId) -> LedgerEntry | None:
 @requires(Role.READER)
 async def get_entry(request: web.Request) -> web.StreamResponse:
     txid = path_txid(request)
-    collection = _collection(request) if "collectionId" in request.query else None
+    collection = _collection(request) if "collectionId" in query(request) else None
     entry = _committed_entry(request, txid)
     if entry is None:
         return json_response({"state": "Loading"})
@@ -171,7 +176,7 @@ async def list_entries(request: web.Request) -> web.StreamResponse:
     collection = _collection(request)
     first = query_txid(request, "fromTransactionId")
     last = query_txid(request, "toTransactionId")
-    tag = request.query.get("tag")
+    tag = query(request).get("tag")
     committed = ctx.ledger.committed
     upper = committed if last is None or last.seqno > committed.seqno else last
     lower = first.seqno if first is not None else 1
