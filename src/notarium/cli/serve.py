@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +65,13 @@ def handle(args: argparse.Namespace) -> int:
     layout = Layout(args.directory)
 
     def announce(host: str, port: int) -> None:
-        print(f"notarium: serving {url(host, port)}", flush=True)
-        print(f"  service certificate: {layout.service_cert}", flush=True)
-        print(f"  administrator credentials: {layout.user_file(0, 'combined')}", flush=True)
-        sys.stdout.flush()
+        # one write, the URL last: whoever waits for the URL has the rest too
+        print(
+            f"  service certificate (pin it; it is also the receipts' trust anchor): {layout.service_cert}\n"
+            f"  administrator credentials (certificate and key): {layout.user_file(0, 'combined')}\n"
+            f"notarium: serving {url(host, port)}",
+            flush=True,
+        )
 
     asyncio.run(serve(args.directory, server, engine, announce=announce))
     return 0
