@@ -167,7 +167,6 @@ class _IndexBatch:
 
 _Extras = tuple[list[str], list[tuple[str, bytes, bytes | None]]]
 """What a transaction adds to the index besides its row: tags, state writes."""
-_NO_EXTRAS: _Extras = ([], [])
 
 
 def _split_tags(tags: str | None) -> list[str]:
@@ -648,11 +647,15 @@ class Ledger:
         index = _IndexBatch()
         for batch in batches:
             locations = self._chunks.append(batch.first_seqno, batch.entries)
-            for (seqno, view, kind, collection, leaf), entry, (chunk, off) in zip(
-                batch.rows, batch.entries, locations, strict=True
-            ):
-                tags, writes = batch.extras.get(seqno, _NO_EXTRAS)
-                index.add((seqno, view, chunk, off, len(entry), kind, collection, leaf), tags, writes)
+            index.rows += [
+                (seqno, view, chunk, off, len(entry), kind, collection, leaf)
+                for (seqno, view, kind, collection, leaf), entry, (chunk, off) in zip(
+                    batch.rows, batch.entries, locations, strict=True
+                )
+            ]
+            for seqno, (tags, writes) in batch.extras.items():
+                index.tags += [(t, seqno) for t in tags]
+                index.writes += [(table, key, value, seqno) for table, key, value in writes]
             if self._chunks.current_size >= self.config.chunk_size:
                 self._chunks.complete_current(batch.signature_seqno)  # fsyncs the chunk
         self._chunks.sync()

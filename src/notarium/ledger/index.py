@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS state (tbl TEXT NOT NULL, key BLOB NOT NULL, value BL
                                   PRIMARY KEY (tbl, key));
 """
 
+_ROWS_PER_STATEMENT = 1000  # 8 values a row: well under SQLite's limit of 32,766 variables
+
 Row = tuple[int, int, int, int, int, int, str | None, bytes]
 """(seqno, view, chunk, offset, size, kind, collection, leaf)"""
 
@@ -128,7 +130,14 @@ class Index:
         }
         with self._wlock:
             w = self._w
-            w.executemany("INSERT OR REPLACE INTO tx VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            # one statement per 1,000 rows: sqlite3 releases the GIL around every step, and a step
+            # per row would hand the GIL back and forth with the request thread thousands of times
+            for i in range(0, len(rows), _ROWS_PER_STATEMENT):
+                part = rows[i : i + _ROWS_PER_STATEMENT]
+                w.execute(
+                    "INSERT OR REPLACE INTO tx VALUES " + ",".join(["(?,?,?,?,?,?,?,?)"] * len(part)),  # noqa: S608
+                    [value for row in part for value in row],
+                )
             w.executemany("INSERT OR REPLACE INTO tile VALUES (?, ?)", tiles)
             if tags:
                 w.executemany("INSERT OR REPLACE INTO tag VALUES (?, ?)", tags)

@@ -30,13 +30,23 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
+_QUERY: web.RequestKey[dict[str, str]] = web.RequestKey("query", dict)
+
+
 def query(request: web.Request) -> dict[str, str]:
     """The query parameters, decoded strictly: invalid percent-encoded UTF-8 is a 400, not U+FFFD."""
-    try:
-        pairs = parse_qsl(request.rel_url.raw_query_string, keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        raise ApiError(400, "InvalidQueryParameterValue", "The query string is not valid UTF-8.") from None
-    return dict(pairs)
+    parsed = request.get(_QUERY)
+    if parsed is None:
+        raw = request.rel_url.raw_query_string
+        if "%" not in raw and "+" not in raw:  # nothing encoded: aiohttp's own (fast) parse is exact
+            parsed = dict(request.query)
+        else:
+            try:
+                parsed = dict(parse_qsl(raw, keep_blank_values=True, errors="strict"))
+            except UnicodeDecodeError:
+                raise ApiError(400, "InvalidQueryParameterValue", "The query string is not valid UTF-8.") from None
+        request[_QUERY] = parsed
+    return parsed
 
 
 def path_txid(request: web.Request) -> TxId:
