@@ -17,7 +17,7 @@ from notarium.server.app import create_app, create_identity_app
 from notarium.server.config import ServerConfig
 from notarium.server.context import CommitWaiter, ServerContext
 from notarium.server.metrics import Metrics
-from notarium.server.tls import TLSServerProtocol, server_context
+from notarium.server.tls import Gate, TLSServerProtocol, server_context
 
 log = logging.getLogger("notarium.server")
 
@@ -78,8 +78,9 @@ async def serve(
         )
         await runner.setup()
         tls = server_context([ledger.identity.node_cert], ledger.identity.node_key)
+        gate = Gate()
         server = await loop.create_server(
-            lambda: TLSServerProtocol(tls, runner.server),  # type: ignore[arg-type]
+            lambda: TLSServerProtocol(tls, runner.server, gate),  # type: ignore[arg-type]
             config.host,
             config.port,
             reuse_address=True,
@@ -96,6 +97,7 @@ async def serve(
             announce(config.host, port)
         await stop.wait()
         log.info("stopping: no new connections; finishing requests in flight")
+        gate.closed = True
         server.close()
         if plain is not None:
             await plain.stop()

@@ -113,10 +113,25 @@ class _PlainTransport(asyncio.Transport):
         return app
 
 
+class Gate:
+    """Closed when the server stops: connections that finish their handshake afterwards are
+    dropped instead of being handed to the application (which is shutting down)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+
 class TLSServerProtocol(asyncio.Protocol):
     """One TLS connection: handshake, then plaintext to and from ``app``."""
 
-    def __init__(self, ctx: SSL.Context, app_factory: Callable[[], asyncio.Protocol], handshake_timeout: float = 10.0):
+    def __init__(
+        self,
+        ctx: SSL.Context,
+        app_factory: Callable[[], asyncio.Protocol],
+        gate: Gate | None = None,
+        handshake_timeout: float = 10.0,
+    ):
+        self._gate = gate or Gate()
         self._ctx = ctx
         self._app_factory = app_factory
         self.app: Any = None
@@ -177,6 +192,9 @@ class TLSServerProtocol(asyncio.Protocol):
         self._handshaken = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._gate.closed:
+            self.abort()
+            return False
         peer = self._conn.get_peer_certificate(as_cryptography=True)
         if peer is not None:
             self._peer_der = peer.public_bytes(serialization.Encoding.DER)
