@@ -99,10 +99,24 @@ async def append(request: web.Request) -> web.StreamResponse:
     return json_response({"collectionId": collection}, headers={TXID_HEADER: str(txid)})
 
 
+def _not_issued(txid: TxId, state: TxStatus) -> ApiError:
+    """CCF's Unknown and Invalid are ACL's 404 InvalidTransactionId (the SDK stops polling on it)."""
+    return ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({state.value}).")
+
+
+def _issued(request: web.Request) -> tuple[TxId, TxStatus]:
+    """The path's transaction id and its status, which is Pending or Committed (404 otherwise)."""
+    txid = path_txid(request)
+    state = context(request).ledger.status(txid)
+    if state in (TxStatus.UNKNOWN, TxStatus.INVALID):
+        raise _not_issued(txid, state)
+    return txid, state
+
+
 def _committed_entry(request: web.Request, txid: TxId) -> LedgerEntry | None:
     status, entry = context(request).ledger.lookup_entry(txid)
     if status in (TxStatus.UNKNOWN, TxStatus.INVALID):
-        raise ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({status.value}).")
+        raise _not_issued(txid, status)
     if status == TxStatus.PENDING:
         return None
     if entry is None:
@@ -133,20 +147,14 @@ async def current(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.READER)
 async def status(request: web.Request) -> web.StreamResponse:
-    txid = path_txid(request)
-    state = context(request).ledger.status(txid)
-    if state in (TxStatus.UNKNOWN, TxStatus.INVALID):
-        raise ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({state.value}).")
+    txid, state = _issued(request)
     return json_response({"state": state.value, "transactionId": str(txid)})
 
 
 @requires(Role.READER)
 async def receipt(request: web.Request) -> web.StreamResponse:
-    txid = path_txid(request)
+    txid, state = _issued(request)
     ledger = context(request).ledger
-    state = ledger.status(txid)
-    if state in (TxStatus.UNKNOWN, TxStatus.INVALID):
-        raise ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({state.value}).")
     r = ledger.receipt(txid) if state == TxStatus.COMMITTED else None
     if r is None:
         return json_response({"receipt": None, "state": "Loading", "transactionId": str(txid)})
@@ -159,11 +167,8 @@ async def receipt(request: web.Request) -> web.StreamResponse:
 @requires(Role.READER)
 async def cose_receipt(request: web.Request) -> web.StreamResponse:
     """notarium's own: the RFC 9942 COSE receipt (CCF profile) of a committed transaction."""
-    txid = path_txid(request)
+    txid, state = _issued(request)
     ledger = context(request).ledger
-    state = ledger.status(txid)
-    if state in (TxStatus.UNKNOWN, TxStatus.INVALID):
-        raise ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({state.value}).")
     data = ledger.cose_receipt(txid) if state == TxStatus.COMMITTED else None
     if data is None:
         return json_response({"state": "Loading", "transactionId": str(txid)}, status=202, headers={"Retry-After": "1"})

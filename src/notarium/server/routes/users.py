@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from notarium.auth.identity import normalise_user_id
@@ -81,45 +83,49 @@ async def get_ledger_user(request: web.Request) -> web.StreamResponse:
     return json_response(_v2(_existing(request)))
 
 
-@requires(Role.ADMINISTRATOR)
-async def patch_user(request: web.Request) -> web.StreamResponse:
-    """Create or update a user with one role (merge-patch: ``{"assignedRole": ...}``)."""
+def _one_role(value: object) -> frozenset[Role]:
+    return frozenset({parse_role(value)})
+
+
+def _several_roles(value: object) -> frozenset[Role]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("Expected a non-empty array of roles.")
+    return frozenset(parse_role(r) for r in value)
+
+
+async def _patch(
+    request: web.Request,
+    field: str,
+    roles_of: Callable[[object], frozenset[Role]],
+    render: Callable[[User], dict[str, object]],
+) -> web.StreamResponse:
+    """Merge-patch a user: create it (``field`` required) or replace its roles (``field`` given)."""
     key, user_id = _key(request)
     body = await json_object(request)
     existing = context(request).users.get(key)
-    if "assignedRole" not in body:
+    if field not in body:
         if existing is None:
-            raise bad_input("At #/: assignedRole is required to create a user.")
-        return json_response(_v1(existing))
+            raise bad_input(f"At #/: {field} is required to create a user.")
+        return json_response(render(existing))
     try:
-        role = parse_role(body["assignedRole"])
+        roles = roles_of(body[field])
     except ValueError as exc:
-        raise bad_input(f"At #/assignedRole: {exc}") from None
-    user = User(key, existing.user_id if existing else user_id, frozenset({role}))
+        raise bad_input(f"At #/{field}: {exc}") from None
+    user = User(key, existing.user_id if existing else user_id, roles)
     await _store(request, user, key)
-    return json_response(_v1(user))
+    return json_response(render(user))
+
+
+@requires(Role.ADMINISTRATOR)
+async def patch_user(request: web.Request) -> web.StreamResponse:
+    """Create or update a user with one role (merge-patch: ``{"assignedRole": ...}``)."""
+    return await _patch(request, "assignedRole", _one_role, _v1)
 
 
 @requires(Role.ADMINISTRATOR)
 async def patch_ledger_user(request: web.Request) -> web.StreamResponse:
     """Create or update a user with several roles (merge-patch: ``{"assignedRoles": [...]}``)."""
-    key, user_id = _key(request)
-    body = await json_object(request)
-    existing = context(request).users.get(key)
-    if "assignedRoles" not in body:
-        if existing is None:
-            raise bad_input("At #/: assignedRoles is required to create a user.")
-        return json_response(_v2(existing))
-    roles = body["assignedRoles"]
-    if not isinstance(roles, list) or not roles:
-        raise bad_input("At #/assignedRoles: Expected a non-empty array of roles.")
-    try:
-        parsed = frozenset(parse_role(r) for r in roles)
-    except ValueError as exc:
-        raise bad_input(f"At #/assignedRoles: {exc}") from None
-    user = User(key, existing.user_id if existing else user_id, parsed)
-    await _store(request, user, key)
-    return json_response(_v2(user))
+    return await _patch(request, "assignedRoles", _several_roles, _v2)
 
 
 @requires(Role.ADMINISTRATOR)
