@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _encode_json_string
 from typing import Any
@@ -843,10 +843,6 @@ class Ledger:
 
     def collections(self) -> list[str]:
         return self._index.collections()
-
-    def iter_chunk_files(self) -> Iterator[str]:
-        for c in self._chunks.chunks:
-            yield c.path.name
 
     # ------------------------------------------------------------------ receipts
 

@@ -71,10 +71,6 @@ def requires(role: Role | None) -> Callable[[Handler], Handler]:
     return wrap
 
 
-def current_user(request: web.Request) -> User:
-    return request[USER]
-
-
 # --- middlewares ---------------------------------------------------------------------------------
 
 
