@@ -8,7 +8,7 @@ Benchmarks (issue #2):
   memory   resident memory of the engine at 100k and at 1M transactions
   audit    `notarium audit` vs the `ccf` package's LedgerValidator on the same chunk files
   http     the HTTPS server under load from a separate process (bench/http.py, bench/loadgen.py)
-Results are printed and written to bench/out/results.json.
+Results are printed and written to bench/out/results.json (a run with --only updates its sections).
 """
 
 from __future__ import annotations
@@ -215,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
 
         results["http"] = bench_http(args.quick)
         print("http:", json.dumps(results["http"], indent=2), flush=True)
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    path = OUT / "results.json"
+    if args.only and path.exists():  # a partial run keeps the other sections of the last full one
+        previous = json.loads(path.read_text())
+        previous.update(results)
+        results = previous
+    path.write_text(json.dumps(results, indent=2))
     print(f"written to {OUT / 'results.json'}")
     return 0
 
