@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -84,3 +85,15 @@ def test_audit_json_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit) as exc:
         main(["audit", str(d), "--expect", "not-a-txid"])
     assert exc.value.code == 2
+
+
+def test_verbose_serve_writes_json_access_logs(tmp_path: Path) -> None:
+    """README: "JSON access logs with -v"."""
+    d = tmp_path / "ledger"
+    init_service(d)
+    with running(d, verbose=True) as server:
+        requests.get(f"{server.url}/healthz", verify=str(server.service_cert), timeout=10)
+        assert server.stop() == 0
+    lines = [line.split("notarium.access: ", 1)[1] for line in server.output if "notarium.access: " in line]
+    records = [json.loads(line) for line in lines]
+    assert any(r["path"] == "/healthz" and r["status"] == 200 for r in records)

@@ -46,10 +46,13 @@ def clean_env() -> dict[str, str]:
 
 
 @contextmanager
-def running(directory: Path, *args: str, command: str = "serve", timeout: float = 30) -> Iterator[Server]:
+def running(
+    directory: Path, *args: str, command: str = "serve", verbose: bool = False, timeout: float = 30
+) -> Iterator[Server]:
     """Start the server on a free port and yield it once it listens; SIGTERM it on exit."""
+    flags = ["-v"] if verbose else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "notarium", command, str(directory), "--port", "0", *args],
+        [sys.executable, "-m", "notarium", *flags, command, str(directory), "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
