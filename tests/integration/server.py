@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import signal
@@ -13,6 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from notarium.auth.identity import acl_fingerprint
+from notarium.ledger.identity import cert_pem, private_pem, self_signed_identity
 
 _SERVING = re.compile(r"serving (https://[^\s]+)")
 
@@ -94,3 +101,13 @@ def running(
                 proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def new_identity(directory: Path, name: str) -> tuple[Path, str]:
+    """A self-signed EC client identity, as ACL users make them: the combined PEM (certificate and
+    unencrypted PKCS#8 key, what the SDK's certificate credential takes) and its ACL user id."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed_identity(key, name, now=datetime.datetime.now(datetime.UTC), days=30)
+    path = directory / f"{name}_combined.pem"
+    path.write_bytes(cert_pem(cert) + private_pem(key))
+    return path, acl_fingerprint(cert.public_bytes(Encoding.DER))

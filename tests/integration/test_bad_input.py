@@ -17,7 +17,6 @@ passes on its directory.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import re
 import socket
@@ -32,14 +31,13 @@ from typing import Any
 
 import pytest
 import requests
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client.parser import text_string_to_metric_families
-from server import Server, clean_env, running
 
+from integration.server import Server, clean_env, new_identity, running
 from notarium.auth.identity import acl_fingerprint
 from notarium.ledger import init_service
-from notarium.ledger.identity import cert_pem, load_cert, private_pem, self_signed_identity
+from notarium.ledger.identity import load_cert
 from notarium.server.config import ServerConfig
 
 # every test of this module shares one server, and the last one stops it: keep them on one worker
@@ -83,14 +81,6 @@ def session(server: Server, cert: Path | None) -> requests.Session:
     s.verify = str(server.service_cert)
     s.cert = str(cert) if cert is not None else None
     return s
-
-
-def new_identity(directory: Path, name: str) -> tuple[Path, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = self_signed_identity(key, name, now=datetime.datetime.now(datetime.UTC), days=2)
-    path = directory / f"{name}_combined.pem"
-    path.write_bytes(cert_pem(cert) + private_pem(key))
-    return path, acl_fingerprint(cert.public_bytes(Encoding.DER))
 
 
 def wait_committed(s: requests.Session, url: str, txid: str) -> None:

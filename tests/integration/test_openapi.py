@@ -33,9 +33,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from server import Server, running
 
 import notarium.server
+from integration.server import Server, running
 from notarium.ledger import init_service, open_ledger
 from notarium.server.app import create_app
 from notarium.server.config import API_VERSIONS, ServerConfig

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
 import json
 import logging
 import re
@@ -29,14 +28,13 @@ from typing import Any, TypeVar
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client.parser import text_string_to_metric_families
-from server import Server, running
 
+from integration.server import Server, running
+from integration.server import new_identity as new_user
 from notarium.auth.identity import acl_fingerprint
 from notarium.ledger import init_service
-from notarium.ledger.identity import cert_pem, private_pem, self_signed_identity
 from notarium.server.config import ServerConfig
 from notarium.server.runner import serve
 
@@ -64,15 +62,6 @@ class Client:
         s = self.session()
         s.cert = None
         return s
-
-
-def new_user(directory: Path, name: str) -> tuple[Path, str]:
-    """A self-signed client identity: combined PEM path and ACL user id."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = self_signed_identity(key, name, now=datetime.datetime.now(datetime.UTC), days=2)
-    path = directory / f"{name}_combined.pem"
-    path.write_bytes(cert_pem(cert) + private_pem(key))
-    return path, acl_fingerprint(cert.public_bytes(Encoding.DER))
 
 
 def wait_committed(s: requests.Session, url: str, txid: str) -> None:

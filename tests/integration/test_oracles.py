@@ -30,7 +30,8 @@ import cbor2
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from oracle import (
+
+from integration.oracle import (
     CoseCase,
     JsonCase,
     Verdict,
@@ -38,7 +39,6 @@ from oracle import (
     ccf_verify_cose_receipts,
     sdk_verify_receipts,
 )
-
 from notarium.errors import VerificationError
 from notarium.ledger import EngineConfig, Receipt, init_service, open_ledger
 from notarium.types import TxId

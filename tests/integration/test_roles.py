@@ -18,7 +18,6 @@ was, a Contributor cannot create, promote or delete users, an unregistered calle
 
 from __future__ import annotations
 
-import datetime
 import importlib
 import pkgutil
 import re
@@ -33,13 +32,11 @@ import pytest
 import requests
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from server import running
 
+from integration.server import new_identity, running
 from notarium.auth.identity import acl_fingerprint
 from notarium.ledger import init_service
-from notarium.ledger.identity import cert_pem, private_pem, self_signed_identity
 from notarium.server import routes
 from notarium.server.app import create_app
 from notarium.server.config import ServerConfig
@@ -86,14 +83,6 @@ def endpoint_table() -> list[Endpoint]:
 
 
 TABLE = endpoint_table()
-
-
-def new_identity(directory: Path, name: str) -> tuple[Path, str]:
-    key = ec.generate_private_key(ec.SECP384R1())
-    cert = self_signed_identity(key, name, now=datetime.datetime.now(datetime.UTC), days=30)
-    path = directory / f"{name}_combined.pem"
-    path.write_bytes(cert_pem(cert) + private_pem(key))
-    return path, acl_fingerprint(cert.public_bytes(Encoding.DER))
 
 
 class Ledger:

@@ -18,7 +18,6 @@ A missing SDK venv fails these tests (``make oracles`` creates them), it never s
 
 from __future__ import annotations
 
-import datetime
 import json
 import subprocess
 from collections.abc import Iterator
@@ -28,14 +27,13 @@ from typing import Any
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from oracle import SDK_VERSIONS, VENVS, interpreter
-from server import Server, clean_env, running
 
+from integration.oracle import SDK_VERSIONS, VENVS, interpreter
+from integration.server import Server, clean_env, running
+from integration.server import new_identity as make_identity
 from notarium.auth.identity import acl_fingerprint
 from notarium.ledger import init_service
-from notarium.ledger.identity import cert_pem, private_pem, self_signed_identity
 from notarium.verify import compute_claims_digest, verify_cose_receipt, verify_json_receipt
 
 SCENARIO = Path(__file__).with_name("sdk_scenario.py")
@@ -84,12 +82,9 @@ def no_system_ca() -> Iterator[None]:
 
 
 def new_identity(directory: Path, name: str) -> dict[str, str]:
-    """A self-signed EC client identity: combined PEM (certificate + PKCS#8 key) and its ACL user id."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = self_signed_identity(key, name, now=datetime.datetime.now(datetime.UTC), days=30)
-    path = directory / f"{name}_combined.pem"
-    path.write_bytes(cert_pem(cert) + private_pem(key))
-    return {"pem": str(path), "id": acl_fingerprint(cert.public_bytes(Encoding.DER))}
+    """A self-signed client identity, as the scenario script takes it."""
+    path, user_id = make_identity(directory, name)
+    return {"pem": str(path), "id": user_id}
 
 
 def identity_of(cert_file: Path, combined: Path) -> dict[str, str]:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import signal
 import threading
@@ -24,14 +23,11 @@ from typing import Any
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from server import Server, running
 
+from integration.server import Server, running
+from integration.server import new_identity as new_user
 from notarium.auditing import audit, find_target
-from notarium.auth.identity import acl_fingerprint
 from notarium.ledger import init_service
-from notarium.ledger.identity import cert_pem, private_pem, self_signed_identity
 from notarium.server.config import ServerConfig
 from notarium.types import TxId
 from notarium.verify import verify_json_receipt
@@ -113,14 +109,6 @@ def audit_clean(directory: Path) -> None:
     assert report.torn_tail_bytes == 0, report.summary()
     assert report.service_cert_pinned, report.summary()
     assert report.last_signed is not None
-
-
-def new_user(directory: Path, name: str) -> tuple[Path, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = self_signed_identity(key, name, now=datetime.datetime.now(datetime.UTC), days=30)
-    path = directory / f"{name}_combined.pem"
-    path.write_bytes(cert_pem(cert) + private_pem(key))
-    return path, acl_fingerprint(cert.public_bytes(Encoding.DER))
 
 
 def test_restart_loses_nothing_committed(tmp_path: Path) -> None:
