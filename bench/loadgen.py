@@ -186,59 +186,75 @@ def machine_busy() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def server_processes(pid: int) -> list[int]:
+    """The server's processes: ``pid`` (the engine) and its children (the HTTP front), from /proc."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                pids += [int(c) for c in f.read().split()]
+    return pids
+
+
+def process_name(pid: int) -> str:
+    """``front`` for the HTTP front process, ``engine`` for the process that owns the ledger."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return str(pid)
+    return "front" if b"notarium.server.front" in cmdline else "engine"
+
+
 class ServerCpu:
-    """CPU seconds of another process (the server), per thread, from /proc (Linux only)."""
+    """CPU seconds of the server's processes (engine and HTTP front), per thread, from /proc (Linux only)."""
 
     def __init__(self, pid: int | None) -> None:
-        self.pid = pid
+        self.pids = server_processes(pid) if pid is not None else []
         self.tick = os.sysconf("SC_CLK_TCK")
-        self.start: dict[int, float] = self.sample()
-        self.start_split = self.split()
+        self.start = self.sample()
         self.start_machine = machine_busy()
 
-    def sample(self) -> dict[int, float]:
-        out: dict[int, float] = {}
-        if self.pid is None:
-            return out
-        with contextlib.suppress(OSError):
-            for tid in os.listdir(f"/proc/{self.pid}/task"):
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    with open(f"/proc/{self.pid}/task/{tid}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    out[int(tid)] = (int(fields[11]) + int(fields[12])) / self.tick  # utime + stime
+    def sample(self) -> dict[tuple[int, int], tuple[float, float]]:
+        """(pid, tid) -> (user, system) CPU seconds."""
+        out: dict[tuple[int, int], tuple[float, float]] = {}
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(OSError, ValueError, IndexError):
+                        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                            fields = f.read().rsplit(")", 1)[1].split()
+                        out[(pid, int(tid))] = (int(fields[11]) / self.tick, int(fields[12]) / self.tick)
         return out
 
-    def split(self) -> tuple[float, float]:
-        """(user, system) CPU seconds of the whole process."""
-        if self.pid is None:
-            return (0.0, 0.0)
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return (0.0, 0.0)
-        return int(fields[11]) / self.tick, int(fields[12]) / self.tick
-
     def report(self, wall: float, client_cpu: float = 0.0) -> dict[str, Any]:
-        if self.pid is None:
+        if not self.pids or wall <= 0:
             return {}
         busy = machine_busy() - self.start_machine
         end = self.sample()
-        user, system = self.split()
-        user -= self.start_split[0]
-        system -= self.start_split[1]
-        per = {tid: end[tid] - self.start.get(tid, 0.0) for tid in end}
-        main = per.get(self.pid, 0.0)
-        others = sorted((v for t, v in per.items() if t != self.pid), reverse=True)
-        total = sum(per.values())
+        used = {
+            k: (u - self.start.get(k, (0.0, 0.0))[0], st - self.start.get(k, (0.0, 0.0))[1])
+            for k, (u, st) in end.items()
+        }
+        user = sum(u for u, _ in used.values())
+        system = sum(st for _, st in used.values())
+        total = user + system
+        processes: dict[str, dict[str, Any]] = {}
+        for pid in self.pids:
+            threads = sorted((u + st for (p, _t), (u, st) in used.items() if p == pid), reverse=True)
+            main = sum(u + st for (p, t), (u, st) in used.items() if p == pid and t == pid)
+            processes[process_name(pid)] = {
+                "util": round(sum(threads) / wall, 3),
+                "main_thread_util": round(main / wall, 3),
+                "busiest_threads_util": [round(v / wall, 3) for v in threads[:4] if v > 0],
+            }
         return {
             "server_cpu_s": round(total, 2),
-            "server_cpu_util": round(total / wall, 3) if wall > 0 else None,  # 1.0 = one core busy
-            "server_main_thread_util": round(main / wall, 3) if wall > 0 else None,
-            "server_other_threads_util": [round(v / wall, 3) for v in others[:4] if v > 0] if wall > 0 else [],
-            "server_kernel_share": round(system / (user + system), 3) if user + system > 0 else None,
+            "server_cpu_util": round(total / wall, 3),  # 1.0 = one core busy
+            "server_processes": processes,
+            "server_kernel_share": round(system / total, 3) if total > 0 else None,
             # what the rest of this shared machine took meanwhile, in cores (neither server nor load generator)
-            "others_cpu_util": round(max(0.0, busy - total - client_cpu) / wall, 3) if wall > 0 else None,
+            "others_cpu_util": round(max(0.0, busy - total - client_cpu) / wall, 3),
         }
 
 

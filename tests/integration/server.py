@@ -54,10 +54,11 @@ def clean_env() -> dict[str, str]:
 
 @contextmanager
 def running(
-    directory: Path, *args: str, command: str = "serve", verbose: bool = False, timeout: float = 30
+    directory: Path, *args: str, command: str = "serve", verbose: int = 0, timeout: float = 30
 ) -> Iterator[Server]:
-    """Start the server on a free port and yield it once it listens; SIGTERM it on exit."""
-    flags = ["-v"] if verbose else []
+    """Start the server on a free port and yield it once it listens; SIGTERM it on exit.
+    ``verbose``: 1 logs requests (INFO), 2 everything (DEBUG); the output holds both server processes'."""
+    flags = ["-" + "v" * verbose] if verbose else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "notarium", *flags, command, str(directory), "--port", "0", *args],
         stdout=subprocess.PIPE,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,10 +37,11 @@ from schemathesis.specs.openapi.checks import (
 
 import notarium.server
 from integration.server import Server, running
-from notarium.ledger import init_service, open_ledger
+from notarium.ledger import EngineConfig, init_service, open_ledger
+from notarium.ledger.remote import EngineService, RemoteLedger
 from notarium.server.app import create_app
 from notarium.server.config import API_VERSIONS, ServerConfig
-from notarium.server.runner import build_context
+from notarium.server.context import ServerContext
 
 DOCUMENT = Path(notarium.server.__file__).with_name("openapi.json")
 SPEC: dict[str, Any] = json.loads(DOCUMENT.read_text())
@@ -81,13 +83,19 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[web.Applicat
     """The real application (real ledger, users, routes) built without listening anywhere."""
     directory = tmp_path_factory.mktemp("router") / "ledger"
     init_service(directory)
-    ledger = open_ledger(directory)
+    ledger = open_ledger(directory, EngineConfig(auto_sign=False))
+    ours, theirs = socket.socketpair()
+    engine = EngineService(ledger, ours)
+    engine.start()
     loop = asyncio.new_event_loop()
     try:
-        ctx = build_context(ledger, ServerConfig(), loop)
+        remote = loop.run_until_complete(RemoteLedger.connect(theirs))
+        ctx = loop.run_until_complete(ServerContext.create(remote, ServerConfig()))
         yield create_app(ctx), loop
         ctx.commits.close()
+        loop.run_until_complete(remote.aclose())
     finally:
+        engine.stop()
         ledger.close()
         loop.close()
 

@@ -1,26 +1,21 @@
 """Operations: health, readiness, Prometheus metrics, structured access logs, and no secrets in logs.
 
-Two servers:
+Two real ``notarium serve`` processes (tests/integration/server.py):
 
-- a real ``notarium serve`` process (tests/integration/server.py): /healthz, /readyz, /metrics
-  parsed with prometheus_client's own parser, and its whole output scanned for secrets. It logs at
-  WARNING (``-v`` belongs before the subcommand, which ``running()`` cannot pass), so access
-  logs never reach that output;
-- the same ``serve()`` coroutine run in this process, with real TLS on a real socket, with every
-  logger captured at DEBUG: each request's access-log line is one JSON object with method, path,
-  route, status, ms and user, and nothing logged at any level contains a private key or the
-  ledger secret.
+- one at the default log level: /healthz, /readyz, /metrics parsed with prometheus_client's own
+  parser, and its whole output scanned for secrets;
+- one at DEBUG (``-vv``), whose output holds both of its processes' logs (engine and HTTP front):
+  each request's access-log line is one JSON object with method, path, route, status, ms and
+  user, and nothing logged at any level contains a private key or the ledger secret.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import logging
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,8 +30,6 @@ from integration.server import Server, running
 from integration.server import new_identity as new_user
 from notarium.auth.identity import acl_fingerprint
 from notarium.ledger import init_service
-from notarium.server.config import ServerConfig
-from notarium.server.runner import serve
 
 T = TypeVar("T")
 TXID = re.compile(r"^\d+\.\d+$")
@@ -243,75 +236,40 @@ def test_no_secrets_in_process_output(served: tuple[Server, Client, Path]) -> No
     assert any("serving https://" in line for line in server.output)
 
 
-# --------------------------------------------------------------------------- in process, at DEBUG
+# --------------------------------------------------------------------------- at DEBUG
 
 
-class Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-        self.text: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-        self.text.append(self.format(record))
+_LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>[A-Z]+) (?P<name>[\w.]+): (?P<message>.*)$")
 
 
-def serve_in_process(directory: Path, client_code: Callable[[Client], T]) -> T:
-    """Run ``serve()`` (real TLS on a real port) in this thread's loop; ``client_code`` in a worker thread."""
-
-    async def main() -> T:
-        loop = asyncio.get_running_loop()
-        announced: asyncio.Future[str] = loop.create_future()
-        stop = asyncio.Event()
-        task = asyncio.create_task(
-            serve(
-                directory,
-                ServerConfig(port=0),
-                announce=lambda host, port: announced.set_result(f"https://{host}:{port}"),
-                stop=stop,
-            )
-        )
-        done, _ = await asyncio.wait({task, announced}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        assert announced in done, f"the server did not start: {task.exception() if task.done() else 'timeout'}"
-        client = Client(announced.result(), directory / "service_cert.pem", directory / "user0_combined.pem")
-        try:
-            return await asyncio.to_thread(client_code, client)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 30)
-
-    return asyncio.run(main())
+@dataclass
+class Logged:
+    level: str
+    name: str
+    message: str
 
 
 @pytest.fixture(scope="module")
-def in_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[Capture, Path, list[Path], str]:
-    """Serve in-process with every logger at DEBUG; yield the captured log, the directory and the user keys."""
-    base = tmp_path_factory.mktemp("ops-in-process")
+def debug_served(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Logged], str, Path, list[Path], str]:
+    """A server at DEBUG, exercised and stopped: its log records, whole output, directory, the user keys."""
+    base = tmp_path_factory.mktemp("ops-debug")
     directory = base / "ledger"
     init_service(directory)
-    capture = Capture()
-    capture.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(capture)
-    root.setLevel(logging.DEBUG)
-    try:
-        keys = serve_in_process(directory, lambda client: exercise(client, base))
-    finally:
-        root.removeHandler(capture)
-        root.setLevel(old_level)
+    with running(directory, verbose=2) as srv:
+        keys = exercise(Client(srv.url, srv.service_cert, srv.admin_pem), base)
+        assert srv.stop() == 0, "".join(srv.output[-50:])
+    records = [Logged(**m.groupdict()) for line in srv.output if (m := _LOG_LINE.match(line.rstrip("\n")))]
     admin = x509.load_pem_x509_certificate((directory / "user0_cert.pem").read_bytes())
-    return capture, directory, keys, acl_fingerprint(admin.public_bytes(Encoding.DER))
+    return records, "".join(srv.output), directory, keys, acl_fingerprint(admin.public_bytes(Encoding.DER))
 
 
-def access_lines(capture: Capture) -> list[dict[str, Any]]:
-    return [json.loads(r.getMessage()) for r in capture.records if r.name == "notarium.access"]
+def access_lines(records: list[Logged]) -> list[dict[str, Any]]:
+    return [json.loads(r.message) for r in records if r.name == "notarium.access"]
 
 
-def test_access_log_is_json_lines(in_process: tuple[Capture, Path, list[Path], str]) -> None:
-    capture, _, _, admin_id = in_process
-    lines = access_lines(capture)
+def test_access_log_is_json_lines(debug_served: tuple[list[Logged], str, Path, list[Path], str]) -> None:
+    records, _, _, _, admin_id = debug_served
+    lines = access_lines(records)
     assert len(lines) >= 12
     for line in lines:
         assert {"method", "path", "route", "status", "ms", "user"} <= set(line)
@@ -338,7 +296,10 @@ def test_access_log_is_json_lines(in_process: tuple[Capture, Path, list[Path], s
     assert {x["user"] is None for x in unauthenticated} == {True, False}  # anonymous, and an unknown certificate
 
 
-def test_nothing_logged_at_any_level_contains_secrets(in_process: tuple[Capture, Path, list[Path], str]) -> None:
-    capture, directory, keys, _ = in_process
-    assert any(r.levelno == logging.DEBUG for r in capture.records)  # DEBUG really was captured
-    assert_no_secrets("\n".join(capture.text), secrets_of(directory, keys))
+def test_nothing_logged_at_any_level_contains_secrets(
+    debug_served: tuple[list[Logged], str, Path, list[Path], str],
+) -> None:
+    records, output, directory, keys, _ = debug_served
+    assert any(r.level == "DEBUG" for r in records)  # DEBUG really was logged
+    assert any(r.level == "DEBUG" and r.name.startswith("notarium.server") for r in records)  # by the front too
+    assert_no_secrets(output, secrets_of(directory, keys))

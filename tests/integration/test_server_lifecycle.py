@@ -13,18 +13,23 @@
 from __future__ import annotations
 
 import itertools
+import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import requests
 from cryptography import x509
 
-from integration.server import Server, running
+from integration.server import Server, clean_env, running
 from integration.server import new_identity as new_user
 from notarium.auditing import audit, find_target
 from notarium.ledger import init_service
@@ -275,3 +280,97 @@ def test_sigterm_during_writes(tmp_path: Path) -> None:
         stop_in_time(server)
     audit_clean(directory)
     assert elapsed < SHUTDOWN_TIMEOUT
+
+
+# --------------------------------------------------------------------------- the two processes
+
+
+def children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def gone(pid: int) -> bool:
+    """Exited (possibly a zombie nobody reaps yet: its sockets are closed all the same)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def refuses_connections(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_killed_engine_takes_the_front_down(tmp_path: Path) -> None:
+    """SIGKILL of `notarium serve` (the engine's process): the HTTP front sees its link close and
+    exits, freeing the port; what was committed is there after a restart."""
+    directory = new_ledger(tmp_path)
+    with running(directory) as server:
+        (front,) = children_of(server.process.pid)
+        with Client(server) as admin:
+            txid = admin.write("before the kill")
+            admin.wait_committed(txid)
+        server.process.kill()
+        server.process.wait(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while not gone(front):
+            assert time.monotonic() < deadline, "the front outlived the engine"
+            time.sleep(0.02)
+        assert refuses_connections(server.url)
+    with running(directory) as server, Client(server) as admin:
+        assert admin.status(txid) == "Committed"
+        assert admin.get(f"/app/transactions/{txid}")["entry"]["contents"] == "before the kill"
+        stop_in_time(server)
+    audit_clean(directory)
+
+
+def test_a_killed_front_stops_the_engine_cleanly(tmp_path: Path) -> None:
+    """SIGKILL of the HTTP front: `notarium serve` says so and exits 1, after signing and writing
+    everything the front had sequenced (the ledger audits with no unsigned tail)."""
+    directory = new_ledger(tmp_path)
+    with running(directory) as server:
+        (front,) = children_of(server.process.pid)
+        with Client(server) as admin:
+            committed = admin.write("committed")
+            admin.wait_committed(committed)
+            last = admin.write("maybe pending")
+        os.kill(front, signal.SIGKILL)
+        assert server.process.wait(TIMEOUT) == 1
+        output = "".join(server.output)
+        assert "the HTTP front process stopped unexpectedly" in output, output
+        assert "Traceback" not in output
+    audit_clean(directory)
+    with running(directory) as server, Client(server) as admin:
+        assert admin.status(committed) == "Committed"
+        assert admin.status(last) == "Committed"  # answered before the kill, signed by the engine at exit
+        stop_in_time(server)
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    directory = new_ledger(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "notarium", "serve", str(directory), "--port", str(port)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert f"cannot listen on 127.0.0.1 port {port}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "serving" not in proc.stdout
+    audit_clean(directory)  # and the ledger was closed properly

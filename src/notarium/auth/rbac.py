@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 
 
@@ -24,9 +25,15 @@ def parse_role(value: object) -> Role:
         raise ValueError(f"unknown role {value[:40]!r}: use Administrator, Contributor or Reader") from None
 
 
-def grants(roles: frozenset[Role], required: Role) -> bool:
-    """True if any of ``roles`` includes ``required`` (Administrator ⊇ Contributor ⊇ Reader)."""
-    return any(_RANK[r] >= _RANK[required] for r in roles)
+@functools.cache
+def rank(roles: frozenset[Role]) -> int:
+    """The rank of the highest of ``roles`` (0 for none); cached, as every request asks it.
+    ``roles`` grant a role of a lower or equal rank (Administrator ⊇ Contributor ⊇ Reader)."""
+    return max((_RANK[r] for r in roles), default=0)
+
+
+def rank_of(role: Role) -> int:
+    return _RANK[role]
 
 
 def highest(roles: frozenset[Role]) -> Role:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 
 from notarium.auth.rbac import Role, parse_role
-from notarium.ledger import Ledger
+from notarium.ledger.remote import RemoteLedger
 from notarium.types import TxId
 from notarium.verify import tables
 
@@ -30,30 +29,31 @@ class User:
 
 
 class UserStore:
-    """Reads from a cache of the committed table; writes go through the ledger."""
+    """Reads from a copy of the committed table; writes go through the ledger. Event-loop only."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: RemoteLedger) -> None:
         self._ledger = ledger
-        self._lock = threading.Lock()
         self._cache: dict[str, User] = {}
-        self.reload()
 
-    def reload(self) -> None:
-        users = {k.decode(): User.from_json(k.decode(), v) for k, v in self._ledger.state(tables.USERS).items()}
-        with self._lock:
-            self._cache = users
+    @classmethod
+    async def load(cls, ledger: RemoteLedger) -> UserStore:
+        store = cls(ledger)
+        await store.reload()
+        return store
+
+    async def reload(self) -> None:
+        table = await self._ledger.state(tables.USERS)
+        self._cache = {k.decode(): User.from_json(k.decode(), v) for k, v in table.items()}
 
     def get(self, key: str) -> User | None:
-        with self._lock:
-            return self._cache.get(key)
+        return self._cache.get(key)
 
     def all(self) -> list[User]:
-        with self._lock:
-            return sorted(self._cache.values(), key=lambda u: u.key)
+        return sorted(self._cache.values(), key=lambda u: u.key)
 
-    def put(self, user: User) -> TxId:
-        """Record the user; the cache follows once the write commits (call :meth:`reload`)."""
-        return self._ledger.append({tables.USERS: {user.key.encode(): user.to_json()}})
+    async def put(self, user: User) -> TxId:
+        """Record the user; the copy follows once the write commits (call :meth:`reload`)."""
+        return await self._ledger.append({tables.USERS: {user.key.encode(): user.to_json()}})
 
-    def delete(self, key: str) -> TxId:
-        return self._ledger.append({tables.USERS: {key.encode(): None}})
+    async def delete(self, key: str) -> TxId:
+        return await self._ledger.append({tables.USERS: {key.encode(): None}})

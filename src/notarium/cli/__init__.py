@@ -8,6 +8,7 @@ import sys
 
 from notarium.cli import audit, init, reindex, run, serve
 from notarium.errors import NotariumError
+from notarium.server.config import LOG_FORMAT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     try:
         return int(args.handler(args))
     except NotariumError as exc:

@@ -107,6 +107,10 @@ class EngineConfig:
     chunk_size: int = 5_000_000
     fsync: bool = True
     max_unsigned: int = 100_000  # appends wait while this many transactions await a signature
+    # False: signature transactions only when sign() is called, so that a sequencer outside the
+    # engine (the HTTP front process) knows every seqno in advance; it must then keep to the two
+    # limits above itself
+    auto_sign: bool = True
 
     def __post_init__(self) -> None:
         if self.signature_interval_ms <= 0 or self.signature_tx_count < 1 or self.chunk_size < 1:
@@ -167,6 +171,16 @@ class _IndexBatch:
 
 _Extras = tuple[list[str], list[tuple[str, bytes, bytes | None]]]
 """What a transaction adds to the index besides its row: tags, state writes."""
+
+
+def check_write_set(public: Tables, private: Tables | None) -> None:
+    """``ValueError`` unless public tables are named ``public:…`` and private ones are not."""
+    for name in public:
+        if not name.startswith("public:"):
+            raise ValueError(f"public table names start with 'public:': {name!r}")
+    for name in private or {}:
+        if name.startswith("public:"):
+            raise ValueError(f"private table names must not start with 'public:': {name!r}")
 
 
 def _split_tags(tags: str | None) -> list[str]:
@@ -461,20 +475,32 @@ class Ledger:
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, public: Tables, private: Tables | None = None, *, claims_digest: bytes = ZERO_CLAIMS) -> TxId:
-        """Append a raw write set (public tables named ``public:…``). Returns the TxId at once."""
-        for name in public:
-            if not name.startswith("public:"):
-                raise ValueError(f"public table names start with 'public:': {name!r}")
-        for name in private or {}:
-            if name.startswith("public:"):
-                raise ValueError(f"private table names must not start with 'public:': {name!r}")
+    def append(
+        self,
+        public: Tables,
+        private: Tables | None = None,
+        *,
+        claims_digest: bytes = ZERO_CLAIMS,
+        seqno: int | None = None,
+    ) -> TxId:
+        """Append a raw write set (public tables named ``public:…``). Returns the TxId at once.
+
+        ``seqno``, when given, is the seqno the caller expects this transaction to get (an external
+        sequencer's check); a different one raises ``LedgerError`` and appends nothing."""
+        check_write_set(public, private)
         extras: _Extras = ([], _state_writes(public))
         return self._append(
-            encode_tables(public), encode_tables(private or {}), claims_digest, KIND_OTHER, None, extras
+            encode_tables(public), encode_tables(private or {}), claims_digest, KIND_OTHER, None, extras, seqno
         )
 
-    def append_entry(self, contents: str, collection_id: str = DEFAULT_COLLECTION, tags: str | None = None) -> TxId:
+    def append_entry(
+        self,
+        contents: str,
+        collection_id: str = DEFAULT_COLLECTION,
+        tags: str | None = None,
+        *,
+        seqno: int | None = None,
+    ) -> TxId:
         """Append an application ledger entry. Private ledgers encrypt it; its claims follow ACL."""
         secret = self._rng(32)
         mac = HmacKey(secret)
@@ -488,18 +514,40 @@ class Ledger:
         body = encode_single_write(self._entries_table, raw_collection, value)
         extras: _Extras | None = (_split_tags(tags), []) if tags else None
         if self._private:
-            return self._append(b"", body, claims, KIND_ENTRY, collection_id, extras)
-        return self._append(body, b"", claims, KIND_ENTRY, collection_id, extras)
+            return self._append(b"", body, claims, KIND_ENTRY, collection_id, extras, seqno)
+        return self._append(body, b"", claims, KIND_ENTRY, collection_id, extras, seqno)
 
     def _append(
-        self, public: bytes, private: bytes, claims: bytes, kind: int, collection: str | None, extras: _Extras | None
+        self,
+        public: bytes,
+        private: bytes,
+        claims: bytes,
+        kind: int,
+        collection: str | None,
+        extras: _Extras | None,
+        seqno: int | None,
     ) -> TxId:
         with self._lock_obj:
             self._check_open()
             while self._next - self._committed > self.config.max_unsigned and not self._closing:
                 self._done.wait(1.0)
                 self._check_open()
+            self._check_seqno(seqno)
             return self._append_locked(public, private, claims, kind, collection, extras)
+
+    def _check_seqno(self, expected: int | None) -> None:
+        if expected is not None and expected != self._next:
+            raise LedgerError(f"the sequencer expected seqno {expected}, the ledger is at {self._next}")
+
+    def sign(self, *, seqno: int | None = None) -> TxId:
+        """Close the current batch now: its signature transaction takes the next seqno (``seqno``,
+        when given, is checked as in :meth:`append`). A batch may be empty: the receipt of the
+        newest signature needs a later one."""
+        with self._lock_obj:
+            self._check_open()
+            self._check_seqno(seqno)
+            self._close_batch_locked()
+            return TxId(self._view, self._next - 1)
 
     def _append_tables(self, public: Tables) -> TxId:
         with self._lock_obj:
@@ -526,7 +574,7 @@ class Ledger:
         p.rows.append((seqno, view, kind, collection, leaf))
         if extras is not None and (extras[0] or extras[1]):
             p.extras[seqno] = extras
-        if len(p.rows) >= self.config.signature_tx_count:
+        if len(p.rows) >= self.config.signature_tx_count and self.config.auto_sign:
             self._close_batch_locked()
         return TxId(view, seqno)
 
@@ -605,16 +653,17 @@ class Ledger:
 
     def _flush_loop(self) -> None:
         interval = self.config.signature_interval_ms / 1000
+        auto = self.config.auto_sign
         while True:
             with self._lock_obj:
-                while not self._closed_batches and not self._pending.entries and not self._closing:
+                while not self._closed_batches and not self._closing and (not auto or not self._pending.entries):
                     self._work.wait()
                 if not self._closed_batches and not self._pending.entries:
                     return
                 deadline = self._pending.first_time + interval
-                while not self._closing and not self._closed_batches and (now := time.monotonic()) < deadline:
+                while auto and not self._closing and not self._closed_batches and (now := time.monotonic()) < deadline:
                     self._work.wait(deadline - now)
-                if self._pending.entries and (self._closing or time.monotonic() >= deadline):
+                if self._pending.entries and (self._closing or (auto and time.monotonic() >= deadline)):
                     self._close_batch_locked()
                 batches, self._closed_batches = self._closed_batches, []
             if not batches:
@@ -856,10 +905,11 @@ class Ledger:
         sig_row = self._index.next_signature(txid.seqno)
         if sig_row is None:
             # the newest signature transaction: its receipt needs the next signature, so ask for one
+            # (an external sequencer places that one itself: see EngineConfig.auto_sign)
             with self._lock_obj:
                 if txid.seqno != self._committed:
                     raise ServiceError(f"no signature after committed transaction {txid}; run `notarium reindex`")
-                if not self._closing and not self._closed_batches:
+                if self.config.auto_sign and not self._closing and not self._closed_batches:
                     self._close_batch_locked()
             return None
         sig_raw = self._chunks.read(sig_row.chunk, sig_row.offset, sig_row.size)

@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from notarium.auth.identity import Principal, principal_from_certificate
-from notarium.auth.rbac import Role, grants
+from notarium.auth.rbac import Role, rank, rank_of
 from notarium.auth.users import User
+from notarium.errors import NotariumError
 from notarium.server.config import API_VERSIONS
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError, error_response
@@ -46,6 +47,8 @@ def authenticate(request: web.Request) -> Principal:
 def requires(role: Role | None) -> Callable[[Handler], Handler]:
     """Decorate a handler with the least role it needs (``None``: anyone, unauthenticated)."""
 
+    need = rank_of(role) if role is not None else 0
+
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
             if role is not None:
@@ -59,7 +62,7 @@ def requires(role: Role | None) -> Callable[[Handler], Handler]:
                         f"The caller {principal.display_id} is not a user of this ledger.",
                     )
                 request[USER] = user
-                if not grants(user.roles, role):
+                if rank(user.roles) < need:
                     raise ApiError(403, "NotAllowed", f"Not allowed to call {request.method} {request.path}.")
             return await handler(request)
 
@@ -84,6 +87,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = exc.response()
     except web.HTTPException as exc:
         response = _http_error(exc)
+    except NotariumError as exc:  # the engine refused or is gone (closing, failed): the caller may retry
+        log.warning("%s %s: the ledger engine could not answer: %s", request.method, request.path, exc)
+        response = error_response(503, "ServiceUnavailable", "The ledger is not available; retry later.")
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         response = error_response(500, "InternalServerError", "The server failed to answer this request.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # both server processes and the CLI
+
 # every api-version the SDKs send (acl-rest-api.md §1); all features are served under each
 API_VERSIONS = frozenset(
     {

@@ -1,30 +1,25 @@
-"""What request handlers share: the ledger, users, settings, metrics, commit notifications."""
+"""What request handlers share: the engine link, users, settings, metrics, commit notifications."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from dataclasses import dataclass, field
 
 from notarium.auth.users import UserStore
-from notarium.ledger import Ledger
+from notarium.ledger.remote import RemoteLedger
 from notarium.server.config import ServerConfig
 from notarium.server.metrics import Metrics
 from notarium.types import TxId, TxStatus
 
 
 class CommitWaiter:
-    """Async waits for commits, fed by the engine's commit listener (a thread)."""
+    """Async waits for commits, fed by the engine's commit notices (on the event loop)."""
 
-    def __init__(self, ledger: Ledger, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, ledger: RemoteLedger) -> None:
         self._ledger = ledger
-        self._loop = loop
         self._waiting: dict[int, list[asyncio.Future[None]]] = {}
-        ledger.add_commit_listener(self._on_commit)
-
-    def _on_commit(self, seqno: int) -> None:
-        self._loop.call_soon_threadsafe(self._resolve, seqno)
+        ledger.add_commit_listener(self._resolve)
 
     def _resolve(self, seqno: int) -> None:
         for s in [s for s in self._waiting if s <= seqno]:
@@ -33,28 +28,33 @@ class CommitWaiter:
                     fut.set_result(None)
 
     async def wait(self, txid: TxId, timeout: float = 30.0) -> TxStatus:
-        status = self._ledger.status(txid)
-        if status != TxStatus.PENDING:
-            return status
-        fut: asyncio.Future[None] = self._loop.create_future()
+        """The status of ``txid`` once it is no longer Pending (or after ``timeout`` seconds)."""
+        status = await self._ledger.status(txid)
+        # notices and answers arrive in order: a commit reported before this answer is in `committed`
+        if status != TxStatus.PENDING or txid.seqno <= self._ledger.committed.seqno:
+            return await self._ledger.status(txid) if status == TxStatus.PENDING else status
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(txid.seqno, []).append(fut)
-        if self._ledger.status(txid) != TxStatus.PENDING:  # committed meanwhile
-            self._resolve(txid.seqno)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fut, timeout)
-        return self._ledger.status(txid)
+        return await self._ledger.status(txid)
 
     def close(self) -> None:
-        self._ledger.remove_commit_listener(self._on_commit)
+        self._ledger.remove_commit_listener(self._resolve)
 
 
 @dataclass
 class ServerContext:
-    ledger: Ledger
+    ledger: RemoteLedger
     users: UserStore
     config: ServerConfig
     metrics: Metrics
     commits: CommitWaiter
     collections: set[str] = field(default_factory=set)
     tags: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    async def create(cls, ledger: RemoteLedger, config: ServerConfig) -> ServerContext:
+        ctx = cls(ledger, await UserStore.load(ledger), config, Metrics(), CommitWaiter(ledger))
+        ctx.collections.update(await ledger.collections())
+        return ctx

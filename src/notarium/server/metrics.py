@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from notarium.ledger.remote import EngineMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,10 +33,11 @@ class Metrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.ledger_bytes = Gauge("notarium_ledger_bytes", "Size of the ledger's chunk files", registry=self.registry)
 
-    def bind(self, committed: Callable[[], int], sequenced: Callable[[], int], size: Callable[[], int]) -> None:
-        self.committed_seqno.set_function(lambda: float(committed()))
-        self.commit_lag.set_function(lambda: float(sequenced() - committed()))
-        self.ledger_bytes.set_function(lambda: float(size()))
+    def update(self, engine: EngineMetrics) -> None:
+        """The engine's figures, fetched when the metrics are scraped."""
+        self.committed_seqno.set(engine.committed)
+        self.commit_lag.set(engine.last_sequenced - engine.committed)
+        self.ledger_bytes.set(engine.ledger_bytes)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)

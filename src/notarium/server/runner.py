@@ -1,54 +1,34 @@
-"""Running the server: open the ledger, listen with TLS, stop cleanly on SIGTERM/SIGINT."""
+"""Running the server: the engine in this process, the HTTP front in a child process.
+
+This process opens the ledger and serves it to the front over a socketpair
+(:mod:`notarium.ledger.remote`); the front (:mod:`notarium.server.front`) does TLS, HTTP and
+authentication. SIGTERM/SIGINT stop the front first (it finishes requests in flight), then the
+ledger is closed, which signs what is pending. If the front dies, the engine closes too; if this
+process dies, the front sees the socket close and stops.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import socket
+import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from notarium.auth.users import UserStore
-from notarium.ledger import EngineConfig, Ledger, open_ledger
-from notarium.server.app import create_app, create_identity_app
+from notarium.errors import ServiceError
+from notarium.ledger import EngineConfig, open_ledger
+from notarium.ledger.remote import EngineService
 from notarium.server.config import ServerConfig
-from notarium.server.context import CommitWaiter, ServerContext
-from notarium.server.metrics import Metrics
-from notarium.server.tls import Gate, TLSServerProtocol, server_context
 
 log = logging.getLogger("notarium.server")
 
 Announce = Callable[[str, int], None]
-
-
-class _QuietLogger(logging.Logger):
-    """aiohttp's protocol logger: malformed requests are the client's problem, not an error of
-    ours, and aiohttp would log part of the offending bytes (possibly a credential) with a
-    traceback. They are logged at DEBUG, without the exception."""
-
-    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
-        kwargs.pop("exc_info", None)
-        self.debug("rejected a malformed request: %s", msg)
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        self.debug("rejected a malformed request: %s", msg)
-
-
-def _quiet_http_logger() -> logging.Logger:
-    quiet = _QuietLogger("notarium.server.http")
-    quiet.parent = log
-    return quiet
-
-
-def build_context(ledger: Ledger, config: ServerConfig, loop: asyncio.AbstractEventLoop) -> ServerContext:
-    metrics = Metrics()
-    metrics.bind(lambda: ledger.committed.seqno, lambda: ledger.last_sequenced, ledger.ledger_bytes)
-    ctx = ServerContext(ledger, UserStore(ledger), config, metrics, CommitWaiter(ledger, loop))
-    ctx.collections.update(ledger.collections())
-    return ctx
+_KILL_GRACE_S = 5.0
 
 
 async def serve(
@@ -64,47 +44,50 @@ async def serve(
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ledger = open_ledger(directory, engine)
+    listening: asyncio.Future[int] = loop.create_future()
+
+    def listening_on(port: int) -> None:
+        if not listening.done():
+            listening.set_result(port)
+
+    def notice(what: str, args: tuple[Any, ...]) -> None:
+        if what == "listening":
+            loop.call_soon_threadsafe(listening_on, int(args[0]))
+
+    # the front sequences (see notarium.ledger.remote): the engine signs only when told
+    ledger = open_ledger(directory, replace(engine or EngineConfig(), auto_sign=False))
+    ours, theirs = socket.socketpair()
+    service = EngineService(ledger, ours, config, notice)
+    front: asyncio.subprocess.Process | None = None
     try:
-        ctx = build_context(ledger, config, loop)
-        runner = web.AppRunner(
-            create_app(ctx),
-            access_log=None,
-            handler_cancellation=False,  # a write in progress always finishes
-            max_line_size=config.max_header_bytes,
-            max_field_size=config.max_header_bytes,
-            shutdown_timeout=config.shutdown_timeout_s,
-            logger=_quiet_http_logger(),
+        service.start()
+        level = logging.getLogger().getEffectiveLevel()
+        front = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "notarium.server.front", str(theirs.fileno()), str(level), pass_fds=[theirs.fileno()]
         )
-        await runner.setup()
-        tls = server_context([ledger.identity.node_cert], ledger.identity.node_key)
-        gate = Gate()
-        server = await loop.create_server(
-            lambda: TLSServerProtocol(tls, runner.server, gate),  # type: ignore[arg-type]
-            config.host,
-            config.port,
-            reuse_address=True,
-            backlog=1024,
-        )
-        plain = None
-        if config.identity_http_port is not None:
-            plain_runner = web.AppRunner(create_identity_app(ctx), access_log=None)
-            await plain_runner.setup()
-            plain = web.TCPSite(plain_runner, config.host, config.identity_http_port)
-            await plain.start()
-        port = server.sockets[0].getsockname()[1]
-        if announce is not None:
-            announce(config.host, port)
-        await stop.wait()
-        log.info("stopping: no new connections; finishing requests in flight")
-        gate.closed = True
-        server.close()
-        if plain is not None:
-            await plain.stop()
-        await runner.shutdown()
-        await runner.cleanup()
-        ctx.commits.close()
+        theirs.close()
+        exited = asyncio.ensure_future(front.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        started: set[asyncio.Future[Any]] = {listening, exited, stopping}
+        await asyncio.wait(started, return_when=asyncio.FIRST_COMPLETED)
+        if listening.done() and announce is not None:
+            announce(config.host, listening.result())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not exited.done():
+            log.info("stopping: no new connections; finishing requests in flight")
+            front.send_signal(signal.SIGTERM)
+            await asyncio.wait({exited}, timeout=config.shutdown_timeout_s + _KILL_GRACE_S)
+        elif not stop.is_set():
+            what = "could not start" if not listening.done() else "stopped unexpectedly"
+            raise ServiceError(f"the HTTP front process {what} (exit status {front.returncode})")
     finally:
+        theirs.close()
+        if front is not None and front.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                front.kill()
+            await front.wait()
+        service.stop()
         ledger.close()  # signs what is pending and completes the chunk
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

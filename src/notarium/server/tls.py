@@ -166,21 +166,27 @@ class TLSServerProtocol(asyncio.Protocol):
             self._conn.bio_write(data)
             if not self._handshaken and not self._handshake():
                 return
+            plain: list[bytes] = []
             while not self.closing:
                 try:
-                    chunk = self._conn.recv(_READ_SIZE)
+                    plain.append(self._conn.recv(_READ_SIZE))
                 except SSL.WantReadError:
                     break
                 except SSL.ZeroReturnError:  # close_notify from the peer
+                    self._deliver(plain)
                     self._flush()
                     self.close()
                     return
-                if self.app is not None:
-                    self.app.data_received(chunk)
+            self._deliver(plain)
             self._flush()
         except SSL.Error as exc:
             log.debug("TLS error from %s: %s", self._peername, exc)
             self.abort()
+
+    def _deliver(self, plain: list[bytes]) -> None:
+        """Hand what one socket read decrypted to the application at once (one parse, not one per record)."""
+        if plain and self.app is not None:
+            self.app.data_received(plain[0] if len(plain) == 1 else b"".join(plain))
 
     def _handshake(self) -> bool:
         try:

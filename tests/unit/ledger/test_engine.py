@@ -176,3 +176,65 @@ def test_receipt_of_the_newest_signature_arrives_after_the_next(ledger: Ledger) 
     assert r is not None
     verify_json_receipt(r.receipt, ledger.service_cert)
     assert ledger.cose_receipt(newest) is not None
+
+
+# --------------------------------------------------------------------------- an external sequencer
+
+
+def test_without_auto_sign_only_sign_makes_signatures(service: Path) -> None:
+    led = open_ledger(service, EngineConfig(auto_sign=False, signature_interval_ms=1, signature_tx_count=2))
+    try:
+        first = led.append_entry("a", seqno=led.last_sequenced + 1)
+        second = led.append_entry("b")
+        third = led.append_entry("c")  # past signature_tx_count: still no signature of its own
+        time.sleep(0.05)  # many signature intervals
+        assert led.status(first) == TxStatus.PENDING
+        assert led.last_sequenced == third.seqno
+        signature = led.sign(seqno=third.seqno + 1)
+        assert signature == TxId(led.view, third.seqno + 1)
+        assert led.wait_committed(third, timeout=10) == TxStatus.COMMITTED
+        assert led.committed == signature
+        assert led.status(second) == TxStatus.COMMITTED
+        assert led.receipt(signature) is None  # the newest signature: proven by the next one, which
+        time.sleep(0.05)  # the engine does not place on its own here
+        assert led.committed == signature
+        empty = led.sign()  # an empty batch: a signature over nothing new
+        assert empty == TxId(led.view, signature.seqno + 1)
+        assert led.wait_committed(empty, timeout=10) == TxStatus.COMMITTED
+        assert led.receipt(signature) is not None
+    finally:
+        led.close()
+    report = audit(find_target(service))
+    assert report.unsigned_tail == 0
+    assert report.last_signed == empty
+
+
+def test_a_wrong_seqno_is_refused_and_appends_nothing(service: Path) -> None:
+    led = open_ledger(service, EngineConfig(auto_sign=False))
+    try:
+        expected = led.last_sequenced + 1
+        with pytest.raises(LedgerError, match=f"ledger is at {expected}"):
+            led.append_entry("skips one", seqno=expected + 1)
+        with pytest.raises(LedgerError, match=f"ledger is at {expected}"):
+            led.append({"public:t": {b"k": b"v"}}, seqno=expected - 1)
+        with pytest.raises(LedgerError, match=f"ledger is at {expected}"):
+            led.sign(seqno=expected + 1)
+        assert led.last_sequenced + 1 == expected
+        tx = led.append_entry("fits", seqno=expected)
+        with pytest.raises(LedgerError, match=f"ledger is at {expected + 1}"):
+            led.sign(seqno=expected + 5)
+        assert tx.seqno == expected
+    finally:
+        led.close()
+
+
+def test_close_signs_what_an_external_sequencer_left_pending(service: Path) -> None:
+    led = open_ledger(service, EngineConfig(auto_sign=False))
+    tx = led.append_entry("left pending")
+    assert led.status(tx) == TxStatus.PENDING
+    led.close()
+    led = open_ledger(service)
+    try:
+        assert led.status(tx) == TxStatus.COMMITTED
+    finally:
+        led.close()

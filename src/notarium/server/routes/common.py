@@ -14,10 +14,14 @@ from notarium.types import TxId
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object (``InvalidInput`` otherwise)."""
+    payload = request.content
     try:
-        raw = await request.read()
+        # a small body has usually arrived whole with its headers: take it without a read loop
+        raw = payload.read_nowait() if payload.is_eof() else await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise ApiError(413, "RequestTooLarge", "The request body is larger than this server accepts.") from None
+        raw = None
+    if raw is None or len(raw) > request.client_max_size:
+        raise ApiError(413, "RequestTooLarge", "The request body is larger than this server accepts.")
     if not raw:
         raise bad_input("At #/: Expected object, found an empty body.")
     try:

@@ -22,13 +22,13 @@ def register(router: web.UrlDispatcher) -> None:
 
 @requires(Role.READER)
 async def constitution(request: web.Request) -> web.StreamResponse:
-    script = (context(request).ledger.state_get(tables.CONSTITUTION, tables.SINGLETON_KEY) or b"").decode()
+    script = (await context(request).ledger.state_get(tables.CONSTITUTION, tables.SINGLETON_KEY) or b"").decode()
     return json_response({"digest": hashlib.sha256(script.encode()).hexdigest(), "script": script})
 
 
 @requires(Role.READER)
 async def members(request: web.Request) -> web.StreamResponse:
-    certs = context(request).ledger.state(tables.MEMBERS_CERTS)
+    certs = await context(request).ledger.state(tables.MEMBERS_CERTS)
     return json_response(
         {"members": [{"certificate": pem.decode(), "id": mid.decode()} for mid, pem in sorted(certs.items())]}
     )
@@ -38,8 +38,8 @@ async def members(request: web.Request) -> web.StreamResponse:
 async def enclave_quotes(request: web.Request) -> web.StreamResponse:
     """There is no TEE: every quote is of CCF's *virtual* platform, empty, and says so."""
     ledger = context(request).ledger
-    node_id = ledger.service.node_id
-    nodes = sorted(k.decode() for k in ledger.state(tables.NODES_INFO)) or [node_id]
+    node_id = ledger.facts.service.node_id
+    nodes = sorted(k.decode() for k in await ledger.state(tables.NODES_INFO)) or [node_id]
     quotes = {
         n: {"nodeId": n, "quoteVersion": QUOTE_FORMAT, "raw": "", "platform": "Virtual", "virtual": True} for n in nodes
     }
@@ -49,6 +49,5 @@ async def enclave_quotes(request: web.Request) -> web.StreamResponse:
 @requires(None)
 async def ledger_identity(request: web.Request) -> web.StreamResponse:
     """The service certificate: TLS trust anchor and receipt root of trust. No authentication."""
-    ledger = context(request).ledger
-    pem = (ledger.layout.service_cert).read_text()
-    return json_response({"ledgerId": ledger.service.ledger_id, "ledgerTlsCertificate": pem})
+    facts = context(request).ledger.facts
+    return json_response({"ledgerId": facts.service.ledger_id, "ledgerTlsCertificate": facts.service_cert_pem.decode()})

@@ -34,7 +34,9 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 @requires(None)
 async def metrics(request: web.Request) -> web.StreamResponse:
-    body = context(request).metrics.render()
+    ctx = context(request)
+    ctx.metrics.update(await ctx.ledger.metrics())
+    body = ctx.metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -84,18 +84,16 @@ async def append(request: web.Request) -> web.StreamResponse:
         collection.encode()
     except UnicodeEncodeError:
         raise bad_input("Entry contents and collection ids must be valid Unicode text.") from None
-    with ctx.lock:
-        is_new = collection not in ctx.collections and collection != DEFAULT_COLLECTION
-        if is_new and len(ctx.collections - {DEFAULT_COLLECTION}) >= ctx.config.max_collections:
-            raise ApiError(
-                400, "CollectionCapacityExceeded", f"The ledger holds {ctx.config.max_collections} collections."
-            )
-        new_tags = [t for t in tags if t not in ctx.tags]
-        if new_tags and len(ctx.tags) + len(new_tags) > ctx.config.max_tags:
-            raise ApiError(400, "TagCapacityExceeded", f"The ledger holds {ctx.config.max_tags} tags.")
-        txid = ctx.ledger.append_entry(contents, collection, ",".join(tags) if tags else None)
-        ctx.collections.add(collection)
-        ctx.tags.update(new_tags)
+    is_new = collection not in ctx.collections and collection != DEFAULT_COLLECTION
+    if is_new and len(ctx.collections - {DEFAULT_COLLECTION}) >= ctx.config.max_collections:
+        raise ApiError(400, "CollectionCapacityExceeded", f"The ledger holds {ctx.config.max_collections} collections.")
+    new_tags = [t for t in tags if t not in ctx.tags]
+    if new_tags and len(ctx.tags) + len(new_tags) > ctx.config.max_tags:
+        raise ApiError(400, "TagCapacityExceeded", f"The ledger holds {ctx.config.max_tags} tags.")
+    # counted before the append is awaited, so that concurrent appends cannot overshoot the limits
+    ctx.collections.add(collection)
+    ctx.tags.update(new_tags)
+    txid = await ctx.ledger.append_entry(contents, collection, ",".join(tags) if tags else None)
     return json_response({"collectionId": collection}, headers={TXID_HEADER: str(txid)})
 
 
@@ -104,17 +102,17 @@ def _not_issued(txid: TxId, state: TxStatus) -> ApiError:
     return ApiError(404, "InvalidTransactionId", f"Transaction {txid} does not exist ({state.value}).")
 
 
-def _issued(request: web.Request) -> tuple[TxId, TxStatus]:
+async def _issued(request: web.Request) -> tuple[TxId, TxStatus]:
     """The path's transaction id and its status, which is Pending or Committed (404 otherwise)."""
     txid = path_txid(request)
-    state = context(request).ledger.status(txid)
+    state = await context(request).ledger.status(txid)
     if state in (TxStatus.UNKNOWN, TxStatus.INVALID):
         raise _not_issued(txid, state)
     return txid, state
 
 
-def _committed_entry(request: web.Request, txid: TxId) -> LedgerEntry | None:
-    status, entry = context(request).ledger.lookup_entry(txid)
+async def _committed_entry(request: web.Request, txid: TxId) -> LedgerEntry | None:
+    status, entry = await context(request).ledger.lookup_entry(txid)
     if status in (TxStatus.UNKNOWN, TxStatus.INVALID):
         raise _not_issued(txid, status)
     if status == TxStatus.PENDING:
@@ -128,7 +126,7 @@ def _committed_entry(request: web.Request, txid: TxId) -> LedgerEntry | None:
 async def get_entry(request: web.Request) -> web.StreamResponse:
     txid = path_txid(request)
     collection = _collection(request) if "collectionId" in query(request) else None
-    entry = _committed_entry(request, txid)
+    entry = await _committed_entry(request, txid)
     if entry is None:
         return json_response({"state": "Loading"})
     if collection is not None and entry.collection_id != collection:
@@ -139,7 +137,7 @@ async def get_entry(request: web.Request) -> web.StreamResponse:
 @requires(Role.READER)
 async def current(request: web.Request) -> web.StreamResponse:
     collection = _collection(request)
-    entry = context(request).ledger.latest_entry(collection)
+    entry = await context(request).ledger.latest_entry(collection)
     if entry is None:
         raise not_found(f"Collection {collection!r} holds no committed entry.")
     return json_response(_entry_json(entry))
@@ -147,15 +145,15 @@ async def current(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.READER)
 async def status(request: web.Request) -> web.StreamResponse:
-    txid, state = _issued(request)
+    txid, state = await _issued(request)
     return json_response({"state": state.value, "transactionId": str(txid)})
 
 
 @requires(Role.READER)
 async def receipt(request: web.Request) -> web.StreamResponse:
-    txid, state = _issued(request)
+    txid, state = await _issued(request)
     ledger = context(request).ledger
-    r = ledger.receipt(txid) if state == TxStatus.COMMITTED else None
+    r = await ledger.receipt(txid) if state == TxStatus.COMMITTED else None
     if r is None:
         return json_response({"receipt": None, "state": "Loading", "transactionId": str(txid)})
     body: dict[str, object] = {"receipt": r.receipt, "state": "Ready", "transactionId": str(txid)}
@@ -167,9 +165,9 @@ async def receipt(request: web.Request) -> web.StreamResponse:
 @requires(Role.READER)
 async def cose_receipt(request: web.Request) -> web.StreamResponse:
     """notarium's own: the RFC 9942 COSE receipt (CCF profile) of a committed transaction."""
-    txid, state = _issued(request)
+    txid, state = await _issued(request)
     ledger = context(request).ledger
-    data = ledger.cose_receipt(txid) if state == TxStatus.COMMITTED else None
+    data = await ledger.cose_receipt(txid) if state == TxStatus.COMMITTED else None
     if data is None:
         return json_response({"state": "Loading", "transactionId": str(txid)}, status=202, headers={"Retry-After": "1"})
     return web.Response(body=data, content_type=COSE_CONTENT_TYPE)
@@ -186,7 +184,7 @@ async def list_entries(request: web.Request) -> web.StreamResponse:
     upper = committed if last is None or last.seqno > committed.seqno else last
     lower = first.seqno if first is not None else 1
     page = ctx.config.page_size
-    found = ctx.ledger.entries(collection, lower, upper.seqno, limit=page + 1, tag=tag)
+    found = await ctx.ledger.entries(collection, lower, upper.seqno, limit=page + 1, tag=tag)
     body: dict[str, object] = {"state": "Ready", "entries": [_entry_json(e) for e in found[:page]]}
     if len(found) > page:
         params = {
@@ -203,5 +201,5 @@ async def list_entries(request: web.Request) -> web.StreamResponse:
 
 @requires(Role.READER)
 async def collections(request: web.Request) -> web.StreamResponse:
-    names = context(request).ledger.collections()
+    names = await context(request).ledger.collections()
     return json_response({"collections": [{"collectionId": c} for c in names]})

@@ -57,10 +57,10 @@ async def _store(request: web.Request, user: User | None, key: str) -> None:
         admins = [u for u in ctx.users.all() if Role.ADMINISTRATOR in u.roles and u.key != key]
         if not admins:
             raise bad_input("This would leave the ledger without an Administrator; add another one first.")
-    txid = ctx.users.put(user) if user is not None else ctx.users.delete(key)
+    txid = await (ctx.users.put(user) if user is not None else ctx.users.delete(key))
     if await ctx.commits.wait(txid) != TxStatus.COMMITTED:
         raise ApiError(503, "ServiceUnavailable", "The change could not be committed; retry.")
-    ctx.users.reload()
+    await ctx.users.reload()
 
 
 @requires(Role.ADMINISTRATOR)

@@ -1,0 +1,481 @@
+"""The ledger engine behind a local socket.
+
+``notarium serve`` runs in two processes: the engine process owns the :class:`Ledger` (sequencing,
+sealing, signing, writing) and this module's :class:`EngineService`; the HTTP front process (TLS,
+HTTP, authentication) calls it through :class:`RemoteLedger`. Python runs one thread at a time per
+process, so the split lets the two halves of an append use both cores (docs/design/server.md).
+
+Wire format, both ways: frames of a 4-byte big-endian length and a pickle. The socket is an unnamed
+socketpair inherited by the front only, so both ends are this program; pickle is safe there and
+nowhere else (never point this at a socket anyone else can reach).
+
+- front → engine: a batch ``[(call_id, method, args, kwargs), ...]`` of the calls the front made
+  in one event-loop iteration (at most BATCH_MAX). Call id 0 wants no answer (appends).
+- engine → front: ``("r", [(call_id, ok, value_or_error), ...])`` answering a batch's calls in
+  order, ``("s", EngineStatus)`` after each commit, or ``("x", message)`` when an append failed.
+
+**The front sequences.** The engine runs with ``auto_sign=False``: it writes a signature
+transaction only when told. So the front knows every seqno in advance: it hands out TxIds itself,
+answers a POST without waiting for the engine, and sends each append (and each "sign here") with
+the seqno it promised, which the engine checks. Appends keep the pipelining of HTTP/1.1 (a round
+trip per append would serialise each connection's requests). The front applies the engine's
+signature interval and count, and its limit on unsigned transactions. If the engine ever refuses
+a sequenced call, the front stops taking writes: promised TxIds that were never written can only
+end Invalid (a restart starts a new view), as for any crash before a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+import queue
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from notarium.errors import LedgerError, NotariumError, ServiceError
+from notarium.ledger.engine import EngineConfig, Ledger, LedgerEntry, Receipt, check_write_set
+from notarium.ledger.identity import cert_pem, private_pem
+from notarium.ledger.layout import ServiceConfig
+from notarium.types import TxId, TxStatus
+from notarium.verify.entry import Tables
+
+log = logging.getLogger("notarium.ledger.remote")
+
+_LEN = struct.Struct(">I")
+MAX_FRAME = 1 << 30
+BATCH_MAX = 16  # calls per frame: the engine starts on a batch while the front is still reading
+
+# the ledger's methods the front may call: reads and the two kinds of append
+CALLS = frozenset(
+    {
+        "append",
+        "append_entry",
+        "sign",
+        "status",
+        "lookup_entry",
+        "latest_entry",
+        "entries",
+        "collections",
+        "receipt",
+        "cose_receipt",
+        "state",
+        "state_get",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    committed: TxId
+    healthy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFacts:
+    """What the front needs once, at start: who the node is and its TLS credentials."""
+
+    service: ServiceConfig
+    node_cert_pem: bytes
+    node_key_pem: bytes
+    service_cert_pem: bytes
+    status: EngineStatus
+    view: int
+    next_seqno: int
+    engine: EngineConfig
+    settings: Any  # the front's own settings (a ServerConfig), handed over by the engine process
+
+
+@dataclass(frozen=True, slots=True)
+class EngineMetrics:
+    committed: int
+    last_sequenced: int
+    ledger_bytes: int
+
+
+def _load(data: bytes | memoryview) -> Any:
+    # both ends of the socketpair are this program (see the module docstring): never untrusted bytes
+    return pickle.loads(data)  # noqa: S301
+
+
+def frame(obj: object) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LEN.pack(len(data)) + data
+
+
+def _portable(exc: BaseException) -> NotariumError:
+    """An error that survives pickling: notarium's own as they are, anything else as a ServiceError."""
+    if isinstance(exc, NotariumError):
+        try:
+            _load(pickle.dumps(exc))
+        except Exception:  # an unpicklable error still needs an answer
+            return LedgerError(str(exc))
+        return exc
+    return ServiceError("the ledger engine failed to answer; see its log")
+
+
+class EngineService:
+    """Serves one front over ``sock``: a reader thread runs the calls in arrival order, a writer thread
+    sends answers and commit notices (so the engine's flusher never waits on the front)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        sock: socket.socket,
+        settings: Any = None,
+        control: Callable[[str, tuple[Any, ...]], Any] | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._sock = sock
+        self._settings = settings
+        self._control = control  # front → engine process notices ("listening", port)
+        self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._read_loop, name="engine-rpc", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name="engine-rpc-send", daemon=True)
+        self.disconnected = threading.Event()
+
+    def start(self) -> None:
+        self._ledger.add_commit_listener(self._on_commit)
+        self._writer.start()
+        self._reader.start()
+
+    def stop(self) -> None:
+        """Stop answering (the front is gone or the engine is closing)."""
+        with contextlib.suppress(ValueError):
+            self._ledger.remove_commit_listener(self._on_commit)
+        self._out.put(None)
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._reader.join(5)
+        self._writer.join(5)
+        self._sock.close()
+
+    def _status(self) -> EngineStatus:
+        return EngineStatus(self._ledger.committed, self._ledger.healthy)
+
+    def _on_commit(self, _seqno: int) -> None:
+        self._out.put(frame(("s", self._status())))
+
+    def _facts(self) -> EngineFacts:
+        ident = self._ledger.identity
+        return EngineFacts(
+            self._ledger.service,
+            cert_pem(ident.node_cert),
+            private_pem(ident.node_key),
+            cert_pem(ident.service_cert),
+            self._status(),
+            self._ledger.view,
+            self._ledger.last_sequenced + 1,
+            self._ledger.config,
+            self._settings,
+        )
+
+    def _metrics(self) -> EngineMetrics:
+        ledger = self._ledger
+        return EngineMetrics(ledger.committed.seqno, ledger.last_sequenced, ledger.ledger_bytes())
+
+    def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if method in CALLS:
+            return getattr(self._ledger, method)(*args, **kwargs)
+        if method == "facts":
+            return self._facts()
+        if method == "metrics":
+            return self._metrics()
+        if method == "notice" and self._control is not None:
+            return self._control(args[0], tuple(args[1:]))
+        raise LedgerError(f"unknown engine call {method!r}")
+
+    def _read_loop(self) -> None:
+        stream = self._sock.makefile("rb")
+        try:
+            while True:
+                header = stream.read(_LEN.size)
+                if len(header) < _LEN.size:
+                    break
+                (size,) = _LEN.unpack(header)
+                if size > MAX_FRAME:
+                    raise ServiceError("oversized frame from the front")
+                data = stream.read(size)
+                if len(data) < size:
+                    break
+                answers = []
+                for call_id, method, args, kwargs in _load(data):
+                    try:
+                        value = self._call(method, args, kwargs)
+                    except Exception as exc:  # each call gets its own answer
+                        if not isinstance(exc, NotariumError):
+                            log.exception("engine call %s failed", method)
+                        if call_id:
+                            answers.append((call_id, False, _portable(exc)))
+                        else:
+                            log.error("a sequenced %s failed: %s", method, exc)
+                            self._out.put(frame(("x", f"{method} failed in the engine: {exc}")))
+                    else:
+                        if call_id:
+                            answers.append((call_id, True, value))
+                if answers:
+                    self._out.put(frame(("r", answers)))
+        except (OSError, ServiceError):
+            pass
+        finally:
+            stream.close()
+            self.disconnected.set()
+
+    def _write_loop(self) -> None:
+        while True:
+            data = self._out.get()
+            if data is None:
+                return
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                self.disconnected.set()
+                return
+
+
+class _Link(asyncio.Protocol):
+    def __init__(self, owner: RemoteLedger) -> None:
+        self._owner = owner
+        self._buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        start = 0
+        while len(buf) - start >= _LEN.size:
+            (size,) = _LEN.unpack_from(buf, start)
+            end = start + _LEN.size + size
+            if len(buf) < end:
+                break
+            self._owner._received(_load(memoryview(buf)[start + _LEN.size : end]))
+            start = end
+        if start:
+            del buf[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._lost()
+
+
+class RemoteLedger:
+    """The front's handle on the engine: it sequences appends and awaits reads.
+
+    ``committed`` and ``healthy`` are kept current by the engine's commit notices, without a call.
+    Calls made in one event-loop iteration travel together; answers come back in order.
+    """
+
+    facts: EngineFacts  # set by connect()
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.Transport | None = None
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._batch: list[tuple[int, str, tuple[Any, ...], dict[str, Any]]] = []
+        self._next_id = 0
+        self._listeners: list[Callable[[int], None]] = []
+        self.closed = asyncio.Event()
+        self._engine = EngineStatus(TxId(0, 0), False)
+        # the sequencer
+        self._view = 0
+        self._next = 0
+        self._unsigned = 0
+        self._sign_timer: asyncio.TimerHandle | None = None
+        self._room: list[asyncio.Future[None]] = []
+        self._last_signature = 0
+        self.broken: str | None = None
+
+    @classmethod
+    async def connect(cls, sock: socket.socket) -> RemoteLedger:
+        self = cls()
+        self._loop = asyncio.get_running_loop()
+        transport, _ = await self._loop.connect_accepted_socket(lambda: _Link(self), sock)
+        self._transport = transport
+        facts = cast(EngineFacts, await self._call("facts"))
+        if facts.engine.auto_sign:
+            raise ServiceError("the engine signs on its own; the front cannot sequence for it")
+        self.facts = facts
+        self._engine = facts.status
+        self._view, self._next = facts.view, facts.next_seqno
+        return self
+
+    # --- wire ----------------------------------------------------------------------------------
+
+    def _enqueue(self, call_id: int, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._loop is None or self._transport is None or self.closed.is_set():
+            raise ServiceError("the ledger engine is not running")
+        if not self._batch:
+            self._loop.call_soon(self._send)
+        self._batch.append((call_id, method, args, kwargs))
+        if len(self._batch) >= BATCH_MAX:
+            self._send()
+
+    def _call(self, method: str, *args: Any) -> asyncio.Future[Any]:
+        """A call whose answer is awaited."""
+        if self._loop is None:
+            raise ServiceError("the ledger engine is not running")
+        fut = self._loop.create_future()
+        self._next_id += 1
+        self._enqueue(self._next_id, method, args, {})
+        self._waiting[self._next_id] = fut
+        return fut
+
+    def _send(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame(batch))
+
+    def _received(self, message: tuple[str, Any]) -> None:
+        kind, payload = message
+        if kind == "s":
+            self._engine = payload
+            for listener in list(self._listeners):
+                listener(payload.committed.seqno)
+            room, self._room = self._room, []
+            for waiter in room:
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
+        if kind == "x":
+            if self.broken is None:
+                log.error("the engine refused a sequenced write; this front takes no more writes: %s", payload)
+            self.broken = str(payload)
+            return
+        for call_id, ok, value in payload:
+            fut = self._waiting.pop(call_id, None)
+            if fut is None or fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def _lost(self) -> None:
+        self.closed.set()
+        self._engine = EngineStatus(self._engine.committed, False)
+        if self._sign_timer is not None:
+            self._sign_timer.cancel()
+        waiting, self._waiting = self._waiting, {}
+        for fut in [*waiting.values(), *self._room]:
+            if not fut.done():
+                fut.set_exception(ServiceError("the ledger engine stopped"))
+        self._room = []
+
+    async def aclose(self) -> None:
+        """Close the link and wait until it is closed."""
+        if self._transport is not None:
+            self._transport.close()
+            await self.closed.wait()
+
+    # --- state kept by notices -----------------------------------------------------------------
+
+    @property
+    def committed(self) -> TxId:
+        return self._engine.committed
+
+    @property
+    def healthy(self) -> bool:
+        return self._engine.healthy and not self.closed.is_set() and self.broken is None
+
+    def add_commit_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(seqno)`` on the event loop each time the engine reports a commit."""
+        self._listeners.append(listener)
+
+    def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
+        self._listeners.remove(listener)
+
+    # --- sequencing ----------------------------------------------------------------------------
+
+    async def _sequenced(self, method: str, *args: Any) -> TxId:
+        """Hand out the next TxId for ``method(*args)`` and send it; the engine checks the seqno."""
+        limits = self.facts.engine
+        while self._next - self._engine.committed.seqno > limits.max_unsigned and not self.closed.is_set():
+            room = cast(asyncio.Future[None], cast(asyncio.AbstractEventLoop, self._loop).create_future())
+            self._room.append(room)
+            await room
+        if self.broken is not None:
+            raise LedgerError(f"this server takes no more writes: {self.broken}")
+        txid = TxId(self._view, self._next)
+        self._enqueue(0, method, args, {"seqno": txid.seqno})
+        self._next += 1
+        self._unsigned += 1
+        if self._unsigned >= limits.signature_tx_count:
+            self._sign()
+        elif self._sign_timer is None:
+            loop = cast(asyncio.AbstractEventLoop, self._loop)
+            self._sign_timer = loop.call_later(limits.signature_interval_ms / 1000, self._sign)
+        return txid
+
+    def _sign(self, *, empty: bool = False) -> None:
+        """Place a signature transaction after everything sequenced so far (``empty``: even if that
+        is nothing new)."""
+        if self._sign_timer is not None:
+            self._sign_timer.cancel()
+            self._sign_timer = None
+        if (not self._unsigned and not empty) or self.closed.is_set() or self.broken is not None:
+            return
+        self._enqueue(0, "sign", (), {"seqno": self._next})
+        self._last_signature = self._next
+        self._next += 1
+        self._unsigned = 0
+
+    def _prove_newest(self, txid: TxId) -> None:
+        """The engine has no receipt for the newest signature until a later signature exists:
+        place one, unless one is already on its way."""
+        newest = self._engine.committed.seqno
+        if txid.seqno == newest and not self._unsigned and self._last_signature <= newest:
+            self._sign(empty=True)
+
+    async def append(self, public: Tables, private: Tables | None = None) -> TxId:
+        check_write_set(public, private)  # before a seqno is promised: the engine must not refuse it
+        return await self._sequenced("append", public, private)
+
+    async def append_entry(self, contents: str, collection_id: str, tags: str | None) -> TxId:
+        return await self._sequenced("append_entry", contents, collection_id, tags)
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    async def status(self, txid: TxId) -> TxStatus:
+        return cast(TxStatus, await self._call("status", txid))
+
+    async def lookup_entry(self, txid: TxId) -> tuple[TxStatus, LedgerEntry | None]:
+        return cast(tuple[TxStatus, LedgerEntry | None], await self._call("lookup_entry", txid))
+
+    async def latest_entry(self, collection_id: str) -> LedgerEntry | None:
+        return cast(LedgerEntry | None, await self._call("latest_entry", collection_id))
+
+    async def entries(
+        self, collection_id: str, lower: int, upper: int, *, limit: int, tag: str | None
+    ) -> list[LedgerEntry]:
+        return cast(list[LedgerEntry], await self._call("entries", collection_id, lower, upper, limit, tag))
+
+    async def collections(self) -> list[str]:
+        return cast(list[str], await self._call("collections"))
+
+    async def receipt(self, txid: TxId) -> Receipt | None:
+        receipt = cast(Receipt | None, await self._call("receipt", txid))
+        if receipt is None:
+            self._prove_newest(txid)
+        return receipt
+
+    async def cose_receipt(self, txid: TxId) -> bytes | None:
+        receipt = cast(bytes | None, await self._call("cose_receipt", txid))
+        if receipt is None:
+            self._prove_newest(txid)
+        return receipt
+
+    async def state(self, table: str) -> dict[bytes, bytes]:
+        return cast(dict[bytes, bytes], await self._call("state", table))
+
+    async def state_get(self, table: str, key: bytes) -> bytes | None:
+        return cast(bytes | None, await self._call("state_get", table, key))
+
+    async def metrics(self) -> EngineMetrics:
+        return cast(EngineMetrics, await self._call("metrics"))
+
+    async def notice(self, what: str, *args: Any) -> Any:
+        """Tell the engine process something about the front (e.g. ``"listening", port``)."""
+        return await self._call("notice", what, *args)

@@ -1,0 +1,125 @@
+"""The HTTP front process: TLS, HTTP, authentication; the ledger is reached through the engine link.
+
+Started by :func:`notarium.server.runner.serve` as ``python -m notarium.server.front FD LOGLEVEL``
+with one end of a socketpair; everything else (settings, TLS credentials) arrives over it. It stops
+on SIGTERM/SIGINT (finishing requests in flight) or when the engine process goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from notarium.ledger.remote import RemoteLedger
+from notarium.server.app import create_app, create_identity_app
+from notarium.server.config import LOG_FORMAT, ServerConfig
+from notarium.server.context import ServerContext
+from notarium.server.tls import Gate, TLSServerProtocol, server_context
+
+log = logging.getLogger("notarium.server")
+
+EXIT_LISTEN_FAILED = 3
+
+
+class _QuietLogger(logging.Logger):
+    """aiohttp's protocol logger: malformed requests are the client's problem, not an error of
+    ours, and aiohttp would log part of the offending bytes (possibly a credential) with a
+    traceback. They are logged at DEBUG, without the exception."""
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        kwargs.pop("exc_info", None)
+        self.debug("rejected a malformed request: %s", msg)
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        self.debug("rejected a malformed request: %s", msg)
+
+
+def _quiet_http_logger() -> logging.Logger:
+    quiet = _QuietLogger("notarium.server.http")
+    quiet.parent = log
+    return quiet
+
+
+def _tls(ledger: RemoteLedger) -> Any:
+    cert = x509.load_pem_x509_certificate(ledger.facts.node_cert_pem)
+    key = load_pem_private_key(ledger.facts.node_key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the node key is not an EC key")
+    return server_context([cert], key)
+
+
+async def run_front(sock: socket.socket) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ledger = await RemoteLedger.connect(sock)
+    config: ServerConfig = ledger.facts.settings
+    ctx = await ServerContext.create(ledger, config)
+    runner = web.AppRunner(
+        create_app(ctx),
+        access_log=None,
+        handler_cancellation=False,  # a write in progress always finishes
+        max_line_size=config.max_header_bytes,
+        max_field_size=config.max_header_bytes,
+        shutdown_timeout=config.shutdown_timeout_s,
+        logger=_quiet_http_logger(),
+    )
+    await runner.setup()
+    gate = Gate()
+    plain = None
+    try:
+        tls = _tls(ledger)
+        server = await loop.create_server(
+            lambda: TLSServerProtocol(tls, runner.server, gate),  # type: ignore[arg-type]
+            config.host,
+            config.port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        if config.identity_http_port is not None:
+            plain_runner = web.AppRunner(create_identity_app(ctx), access_log=None)
+            await plain_runner.setup()
+            plain = web.TCPSite(plain_runner, config.host, config.identity_http_port)
+            await plain.start()
+    except OSError as exc:
+        where = f"{config.host} port {config.port}"
+        print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr, flush=True)
+        return EXIT_LISTEN_FAILED
+    await ledger.notice("listening", server.sockets[0].getsockname()[1])
+    engine_gone = asyncio.ensure_future(ledger.closed.wait())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({engine_gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if engine_gone.done() and not stopping.done():
+        log.error("the ledger engine process stopped; closing the front")
+    log.info("stopping: no new connections; finishing requests in flight")
+    gate.closed = True
+    server.close()
+    if plain is not None:
+        await plain.stop()
+    await runner.shutdown()
+    await runner.cleanup()
+    ctx.commits.close()
+    await ledger.aclose()
+    for task in (engine_gone, stopping):
+        task.cancel()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    fd, level = int(argv[0]), int(argv[1])
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    return asyncio.run(run_front(socket.socket(fileno=fd)))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
