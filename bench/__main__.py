@@ -189,9 +189,9 @@ def bench_audit(ledger_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--only", nargs="*", choices=["engine", "memory", "audit", "http"])
+    parser.add_argument("--only", nargs="*", choices=["engine", "memory", "audit", "http", "client", "export"])
     args = parser.parse_args(argv)
-    only = set(args.only or ["engine", "memory", "audit", "http"])
+    only = set(args.only or ["engine", "memory", "audit", "http", "client", "export"])
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -215,6 +215,16 @@ def main(argv: list[str] | None = None) -> int:
 
         results["http"] = bench_http(args.quick)
         print("http:", json.dumps(results["http"], indent=2), flush=True)
+    if "client" in only:
+        from bench.client import bench_client
+
+        results["client"] = bench_client(args.quick)
+        print("client:", json.dumps(results["client"], indent=2), flush=True)
+    if "export" in only:
+        from bench.export import bench_export
+
+        results["export"] = bench_export(args.quick)
+        print("export:", json.dumps(results["export"], indent=2), flush=True)
     path = OUT / "results.json"
     if args.only and path.exists():  # a partial run keeps the other sections of the last full one
         previous = json.loads(path.read_text())

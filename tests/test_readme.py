@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,25 @@ def test_verbose_serve_writes_json_access_logs(tmp_path: Path) -> None:
     lines = [line.split("notarium.access: ", 1)[1] for line in server.output if "notarium.access: " in line]
     records = [json.loads(line) for line in lines]
     assert any(r["path"] == "/healthz" and r["status"] == 200 for r in records)
+
+
+def test_readme_client_example_and_profile(tmp_path: Path) -> None:
+    """`make run` prints the profile line; the README's client example runs as written with it."""
+    (code,) = [b for b in _python_blocks() if "notarium.client" in b]
+    with running(tmp_path / "run" / "ledger", command="run") as server:
+        out = "".join(server.output)
+        m = re.search(r"export NOTARIUM_PROFILE=(\S+)", out)
+        assert m, out
+        env = {**clean_env(), "NOTARIUM_PROFILE": m.group(1), "HOME": str(tmp_path)}
+        ran = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert ran.returncode == 0, ran.stderr
+    assert "committed; receipt verified; trusted tree size" in ran.stdout
+    assert json.loads((tmp_path / "run" / "ledger" / "user0_trusted_root.json").read_text())["trusted"]["treeSize"] > 2

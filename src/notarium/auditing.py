@@ -35,7 +35,8 @@ class AuditTarget:
 
 
 def find_target(path: Path, service_cert_file: Path | None = None) -> AuditTarget:
-    """A service directory (its ``ledger/`` folder, certificate and secret) or a folder of chunks."""
+    """A service directory (its ``ledger/`` folder, certificate and secret), an export (its ``ledger/``
+    folder and the ``service_cert.pem`` pinned when it was exported) or a folder of chunks."""
     if not path.is_dir():
         raise ServiceError(f"{path} is not a directory")
     layout = Layout(path)
@@ -49,6 +50,10 @@ def find_target(path: Path, service_cert_file: Path | None = None) -> AuditTarge
             secret = layout.sealed_ledger_secret.read_bytes()
         except OSError:
             secret = None
+    elif layout.ledger_dir.is_dir() and layout.service_cert.is_file():  # an export (notarium export)
+        folder = layout.ledger_dir
+        if service_cert_file is None:
+            service_cert_file = layout.service_cert
     cert = None
     if service_cert_file is not None:
         try:

@@ -228,6 +228,10 @@ AUTHENTICATED = [
     ("GET", "/app/governance/members", None),
     ("GET", "/app/enclaveQuotes", None),
     ("GET", "/app/ping", None),
+    ("GET", "/app/signedRoot", None),
+    ("GET", "/app/consistency?fromTransactionId=2.1", None),
+    ("GET", "/app/ledger/chunks", None),
+    ("GET", "/app/ledger/chunks/ledger_1-2.committed", None),
     *UNSUPPORTED,
 ]
 PUBLIC = [
@@ -465,6 +469,38 @@ BAD_TXIDS = [
 ]
 
 
+BAD_CHUNK_NAMES = [
+    "ledger_1",  # a chunk still being written is never served
+    "ledger_1-2",
+    "ledger_01-2.committed",
+    "ledger_2-1.committed",
+    "ledger_999999-1000000.committed",  # well-formed, no such chunk
+    ".ledger_1-2.committed.partial",
+    "notarium.json",
+    "..%2Fnotarium.json",
+    "%2e%2e%2fservice_cert.pem",
+    "ledger_1-2.committed%00",
+    "x" * 300,
+]
+
+
+@pytest.mark.parametrize("name", BAD_CHUNK_NAMES)
+def test_bad_chunk_name(ledger: Ledger, name: str) -> None:
+    for method in ("GET", "HEAD"):
+        r = ledger.admin.request(method, f"{ledger.url}/app/ledger/chunks/{name}")
+        assert r.status_code == 404, (method, name, r.status_code)
+        if method == "GET":
+            assert_error(r, 404, "ResourceNotFound")
+
+
+def test_unsatisfiable_chunk_range(ledger: Ledger) -> None:
+    chunk = ledger.admin.get(f"{ledger.url}/app/ledger/chunks").json()["chunks"][0]
+    for bad in (f"bytes={chunk['size']}-", "bytes=-0", f"bytes={10**18}-{10**18 + 1}"):
+        r = ledger.admin.get(f"{ledger.url}/app/ledger/chunks/{chunk['name']}", headers={"Range": bad})
+        assert_error(r, 416, "InvalidRange")
+        assert r.headers["Content-Range"] == f"bytes */{chunk['size']}"
+
+
 @pytest.mark.parametrize("suffix", ["", "/status", "/receipt", "/receipt/cose"])
 @pytest.mark.parametrize("txid", BAD_TXIDS)
 def test_bad_transaction_id_in_path(ledger: Ledger, txid: str, suffix: str) -> None:
@@ -478,6 +514,31 @@ def test_bad_transaction_id_in_query(ledger: Ledger, name: str, txid: str) -> No
     for collection in ("subledger:0", OTHER):
         r = ledger.reader.get(f"{ledger.url}/app/transactions", params={name: txid, "collectionId": collection})
         assert_error(r, 400, "InvalidQueryParameterValue")
+
+
+@pytest.mark.parametrize("txid", ["abc", "1", "1.2.3", "-1.5", "", "1.5.", "x.1", "1.99999999999999999999"])
+@pytest.mark.parametrize("name", ["fromTransactionId", "toTransactionId"])
+def test_bad_transaction_id_for_consistency(ledger: Ledger, name: str, txid: str) -> None:
+    signature = ledger.reader.get(f"{ledger.url}/app/signedRoot").json()["transactionId"]
+    r = ledger.reader.get(f"{ledger.url}/app/consistency", params={"fromTransactionId": signature, name: txid})
+    assert_error(r, 400, "InvalidQueryParameterValue")
+
+
+def test_consistency_needs_committed_signature_transactions(ledger: Ledger) -> None:
+    url, s = ledger.url, ledger.reader
+    signature = s.get(f"{url}/app/signedRoot").json()["transactionId"]
+    view, seqno = (int(x) for x in signature.split("."))
+    assert_error(s.get(f"{url}/app/consistency"), 400, "InvalidQueryParameterValue")
+    r = s.get(f"{url}/app/consistency", params={"toTransactionId": signature})  # no fromTransactionId
+    assert_error(r, 400, "InvalidQueryParameterValue")
+    entry = ledger.entries[0]  # committed, but not a signature transaction
+    for params in ({"fromTransactionId": entry}, {"fromTransactionId": signature, "toTransactionId": entry}):
+        r = s.get(f"{url}/app/consistency", params=params)
+        assert_error(r, 400, "InvalidQueryParameterValue")
+        assert "not a signature transaction" in r.json()["error"]["message"]
+    for never in (f"{view}.{seqno + 10**6}", f"{view + 1}.{seqno}", f"{view}.0"):
+        for params in ({"fromTransactionId": never}, {"fromTransactionId": signature, "toTransactionId": never}):
+            assert_error(s.get(f"{url}/app/consistency", params=params), 404, "InvalidTransactionId")
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=ident)
@@ -591,6 +652,11 @@ WRONG_METHODS = [
     ("POST", "/metrics"),
     ("PUT", "/openapi.json"),
     ("POST", "/app/ping"),
+    ("POST", "/app/signedRoot"),
+    ("DELETE", "/app/consistency"),
+    ("POST", "/app/ledger/chunks"),
+    ("DELETE", "/app/ledger/chunks/ledger_1-2.committed"),
+    ("PUT", "/app/ledger/chunks/ledger_1-2.committed"),
 ]
 
 
@@ -652,6 +718,8 @@ def test_unauthenticated(ledger: Ledger, endpoint: tuple[str, str, Any]) -> None
         ("contributor", "PATCH", "/app/ledgerUsers/{contributor}", {"assignedRoles": ["Administrator"]}),
         ("contributor", "DELETE", "/app/users/{admin}", None),
         ("contributor", "DELETE", "/app/ledgerUsers/{reader}", None),
+        ("reader", "GET", "/app/ledger/chunks", None),  # the export needs --export-role (Administrator)
+        ("contributor", "GET", "/app/ledger/chunks/ledger_1-2.committed", None),
     ],
 )
 def test_not_allowed(ledger: Ledger, who: str, method: str, path: str, body: Any) -> None:

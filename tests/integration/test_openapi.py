@@ -116,6 +116,7 @@ def registered_routes(application: web.Application) -> dict[tuple[str, str], Any
 def sample_path(path: str) -> str:
     """The path template with each ``{parameter}`` filled in with a value of the right shape."""
     values = {"transactionId": "2.15", "userId": "AB" * 32, "ledgerId": "ledger", "functionId": "f1"}
+    values["name"] = "ledger_1-2.committed"
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
     assert "{" not in path, path

@@ -9,6 +9,8 @@ unregistered certificate and no certificate at all) call every (method, path) of
 - role ≥ required → the endpoint's normal answer;
 - registered but role < required → 403 ``{"error": {"code": "NotAllowed"}}``;
 - unregistered certificate or none → 401 ``{"error": {"code": "InvalidAuthenticationInfo"}}``;
+- a role an operator can configure (``requires(role, setting=...)``, e.g. ``--export-role``) is
+  checked with its default here, and lowered in ``test_a_configured_role_replaces_the_default``;
 - endpoints declared unauthenticated (exactly /healthz, /readyz, /metrics, /openapi.json and
   /ledgerIdentity/{ledgerId}) answer anyone.
 
@@ -57,6 +59,7 @@ class Endpoint:
     path: str  # aiohttp's canonical form, e.g. /app/transactions/{transactionId}
     handler: str
     required: str | None  # a role name, or None for unauthenticated endpoints
+    setting: str | None = None  # the ServerConfig field that can change the required role, if any
 
 
 def _routes(router: web.UrlDispatcher) -> list[tuple[str, str, Any]]:
@@ -77,8 +80,9 @@ def endpoint_table() -> list[Endpoint]:
         if role is _UNSET:
             pytest.fail(f"{method} {path} ({handler.__name__}) has no required_role: is it missing @requires?")
         required = None if role is None else str(role)
+        setting = getattr(handler, "role_setting", None)
         for m in ANY_METHOD if method == "*" else (method,):
-            table.append(Endpoint(m, path, handler.__name__, required))
+            table.append(Endpoint(m, path, handler.__name__, required, setting))
     return table
 
 
@@ -104,6 +108,8 @@ class Ledger:
                 s.cert = str(pem)
             self.sessions[name] = s
         self.txid = ""
+        self.chunk = ""  # a completed ledger chunk file (the {name} of /app/ledger/chunks/{name})
+        self.signature = ""  # a committed signature transaction (the query of /app/consistency)
 
     def call(self, caller: str, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One request; ``verify=`` is pinned on every call (no CA bundle from the environment)."""
@@ -172,6 +178,12 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
                 assert r.status_code == 200, r.text
                 led.txid = r.headers["x-ms-ccf-transaction-id"]
                 led.wait_committed(led.txid)
+                r = led.admin("GET", "/app/signedRoot")
+                assert r.status_code == 200, r.text
+                led.signature = r.json()["transactionId"]
+                r = led.admin("GET", "/app/ledger/chunks")
+                assert r.status_code == 200, r.text
+                led.chunk = r.json()["chunks"][0]["name"]  # init_service completes the genesis chunk
                 yield led
             finally:
                 led.close()
@@ -202,6 +214,46 @@ def test_exactly_the_operational_endpoints_are_unauthenticated() -> None:
     assert {e.path for e in TABLE if e.required is None} == UNAUTHENTICATED
 
 
+def test_configurable_roles_default_to_the_declared_role() -> None:
+    """The matrix below runs with the default settings: a configurable role's default is the one
+    its handler declares (and the OpenAPI document shows)."""
+    configurable = {(e.method, e.path): e.setting for e in TABLE if e.setting is not None}
+    assert configurable == {
+        ("GET", "/app/ledger/chunks"): "export_role",
+        ("HEAD", "/app/ledger/chunks"): "export_role",
+        ("GET", "/app/ledger/chunks/{name}"): "export_role",
+        ("HEAD", "/app/ledger/chunks/{name}"): "export_role",
+    }
+    defaults = ServerConfig()
+    for e in TABLE:
+        if e.setting is not None:
+            assert str(getattr(defaults, e.setting)) == e.required, e
+
+
+def test_a_configured_role_replaces_the_default(tmp_path: Path) -> None:
+    """``--export-role Reader``: every user may export, and callers who are not users still may not."""
+    directory = tmp_path / "ledger"
+    init_service(directory)
+    exported = [e for e in TABLE if e.setting == "export_role"]
+    with pytest.MonkeyPatch.context() as mp:
+        for name in CA_VARIABLES:
+            mp.delenv(name, raising=False)
+        with running(directory, "--export-role", "Reader") as server:
+            led = Ledger(server.url, directory, tmp_path)
+            try:
+                led.set_user(led.ids["Contributor"], "Contributor")
+                led.set_user(led.ids["Reader"], "Reader")
+                led.chunk = led.admin("GET", "/app/ledger/chunks").json()["chunks"][0]["name"]
+                for caller in CALLERS:
+                    for e in exported:
+                        r = _request(led, caller, e)
+                        want = 200 if caller in RANK else 401
+                        assert r.status_code == want, (caller, e, r.text[:200])
+            finally:
+                led.close()
+            assert server.stop() == 0
+
+
 def test_documented_minimum_roles() -> None:
     """acl-rest-api.md §3.0 / §4.4: writes need Contributor, user management Administrator."""
     required = {(e.method, e.path): e.required for e in TABLE}
@@ -226,8 +278,13 @@ def test_documented_minimum_roles() -> None:
         ("DELETE", "/app/ledgerUsers/{userId}"): "Administrator",
         ("GET", "/ledgerIdentity/{ledgerId}"): None,
         ("GET", "/app/roles"): "Administrator",
+        ("GET", "/app/signedRoot"): "Reader",
+        ("GET", "/app/consistency"): "Reader",
         ("PUT", "/app/userDefinedEndpoints"): "Administrator",
         ("GET", "/app/userDefinedFunctions/{functionId}"): "Administrator",
+        ("GET", "/app/ledger/chunks"): "Administrator",  # the default of --export-role
+        ("GET", "/app/ledger/chunks/{name}"): "Administrator",
+        ("HEAD", "/app/ledger/chunks/{name}"): "Administrator",
     }
     assert {k: required.get(k, "missing") for k in expected} == expected
 
@@ -251,10 +308,13 @@ def _expected_success(e: Endpoint) -> int:
 
 def _request(led: Ledger, caller: str, e: Endpoint) -> requests.Response:
     values = {"transactionId": led.txid, "userId": led.ids["target"], "ledgerId": "any", "functionId": "f1"}
+    values["name"] = led.chunk
     unknown = set(re.findall(r"{(\w+)}", e.path)) - set(values)
     assert not unknown, f"no test value for {unknown} in {e.path}: extend this test"
     path = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], e.path)
     kwargs: dict[str, Any] = {}
+    if e.path == "/app/consistency":
+        kwargs["params"] = {"fromTransactionId": led.signature}
     if e.method in ("POST", "PUT", "PATCH"):
         body = "{}"
         if (e.method, e.path) == ("POST", "/app/transactions"):

@@ -8,6 +8,7 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
+from notarium.auth.rbac import Role
 from notarium.ledger import EngineConfig
 from notarium.ledger.layout import Layout
 from notarium.server.config import ServerConfig
@@ -28,6 +29,19 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--page-size", type=int, default=_SERVER_DEFAULTS.page_size, help="entries per listing page")
     p.add_argument("--signature-interval-ms", type=float, default=_ENGINE_DEFAULTS.signature_interval_ms)
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=_ENGINE_DEFAULTS.chunk_size,
+        help=f"complete a ledger chunk file at the first signature past this many bytes "
+        f"(default {_ENGINE_DEFAULTS.chunk_size})",
+    )
+    p.add_argument(
+        "--export-role",
+        choices=[r.value for r in Role],
+        default=_SERVER_DEFAULTS.export_role.value,
+        help="least role that may download the ledger's chunk files (/app/ledger/chunks; default Administrator)",
+    )
 
 
 def register(sub: Any) -> None:
@@ -45,8 +59,9 @@ def configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]:
         max_entry_bytes=args.max_entry_bytes,
         max_body_bytes=max(_SERVER_DEFAULTS.max_body_bytes, 8 * args.max_entry_bytes),
         page_size=args.page_size,
+        export_role=Role(args.export_role),
     )
-    return server, EngineConfig(signature_interval_ms=args.signature_interval_ms)
+    return server, EngineConfig(signature_interval_ms=args.signature_interval_ms, chunk_size=args.chunk_size)
 
 
 def url(host: str, port: int) -> str:
@@ -65,13 +80,31 @@ def handle(args: argparse.Namespace) -> int:
     layout = Layout(args.directory)
 
     def announce(host: str, port: int) -> None:
+        profile = write_admin_profile(layout, url(host, port))
         # one write, the URL last: whoever waits for the URL has the rest too
         print(
             f"  service certificate (pin it; it is also the receipts' trust anchor): {layout.service_cert}\n"
             f"  administrator credentials (certificate and key): {layout.user_file(0, 'combined')}\n"
+            f"  connection profile for the notarium CLI: export NOTARIUM_PROFILE={profile}\n"
             f"notarium: serving {url(host, port)}",
             flush=True,
         )
 
     asyncio.run(serve(args.directory, server, engine, announce=announce))
     return 0
+
+
+def write_admin_profile(layout: Layout, endpoint: str) -> Path:
+    """``DIR/user0_profile.json``: a ready-to-use connection profile for the first Administrator
+    (paths relative to the file; the last verified signed root is kept beside it)."""
+    from notarium.client.profile import Profile  # noqa: PLC0415
+
+    path = layout.root / "user0_profile.json"
+    profile = Profile(
+        endpoint=endpoint,
+        service_cert=layout.service_cert.relative_to(layout.root),
+        cert=layout.user_file(0, "combined").relative_to(layout.root),
+        state=Path("user0_trusted_root.json"),
+    )
+    profile.save(path)
+    return path.resolve()

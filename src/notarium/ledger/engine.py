@@ -55,6 +55,7 @@ from notarium.ledger.storage.files import ChunkFiles
 from notarium.ledger.tree import TILE_HEIGHT, TreeStore
 from notarium.types import TxId, TxStatus
 from notarium.verify import tables
+from notarium.verify.consistency import SignedRoot, consistency_proof, verify_extension, verify_signed_root
 from notarium.verify.cose import encode_sign1, sign_detached
 from notarium.verify.entry import (
     CHUNK_HEADER_SIZE,
@@ -960,6 +961,60 @@ class Ledger:
         except VerificationError as exc:
             raise ServiceError(f"COSE receipt for {txid} does not verify ({exc}); run `notarium audit`") from None
         return receipt
+
+    # ------------------------------------------------------------------ signed roots
+
+    def signed_root(self, txid: TxId | None = None) -> SignedRoot:
+        """The root signed by the committed signature transaction ``txid`` (``None``: the newest),
+        with the service's COSE signature over it; verified before it is returned.
+
+        Raises :class:`LedgerError` if ``txid`` is not a committed signature transaction.
+        """
+        if txid is None:
+            txid = self.committed
+            if txid.seqno == 0:
+                raise LedgerError("the ledger holds no committed signature transaction yet")
+        found = self._read_committed(txid)
+        if found is None:
+            raise LedgerError(f"transaction {txid} is not a committed transaction")
+        raw, e, kind = found
+        if kind != KIND_SIGNATURE:
+            raise LedgerError(
+                f"transaction {txid} is not a signature transaction: signed roots exist only at signature transactions"
+            )
+        sig_tables = decode_tables(raw, e.tables_start, e.public_end)
+        sig = PrimarySignature.from_json(sig_tables[tables.SIGNATURES][tables.SINGLETON_KEY] or b"")
+        cose_sig = decode_cose_signature_value(sig_tables[tables.COSE_SIGNATURES][tables.SINGLETON_KEY] or b"")
+        signed = SignedRoot(txid, sig.root, cose_sig)
+        try:
+            verify_signed_root(signed, self.identity.service_cert)
+        except VerificationError as exc:
+            raise ServiceError(f"signed root at {txid} does not verify ({exc}); run `notarium audit`") from None
+        return signed
+
+    def consistency(self, first: TxId, second: TxId | None = None) -> tuple[SignedRoot, SignedRoot, list[bytes]]:
+        """The signed roots at the committed signature transactions ``first`` and ``second`` (``None``:
+        the newest) and the consistency proof that the ledger signed at ``second`` extends the one
+        signed at ``first`` (:mod:`notarium.verify.consistency`); verified before it is returned.
+
+        Raises :class:`LedgerError` if either is not a committed signature transaction, or if
+        ``first`` comes after ``second``.
+        """
+        old = self.signed_root(first)
+        new = self.signed_root(second)
+        if old.tree_size > new.tree_size:
+            raise LedgerError(
+                f"transaction {old.txid} comes after {new.txid}: a proof goes from an earlier root to a later one"
+            )
+        with self._tree_lock:
+            proof = consistency_proof(old.tree_size, new.tree_size, self._tree.perfect_root)
+        try:
+            verify_extension(old, new, proof, self.identity.service_cert)
+        except VerificationError as exc:
+            raise ServiceError(
+                f"consistency proof from {old.txid} to {new.txid} does not verify ({exc}); run `notarium audit`"
+            ) from None
+        return old, new, proof
 
     @property
     def service_cert(self) -> x509.Certificate:

@@ -36,6 +36,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from notarium.errors import LedgerError, NotariumError, ServiceError
@@ -43,6 +44,7 @@ from notarium.ledger.engine import EngineConfig, Ledger, LedgerEntry, Receipt, c
 from notarium.ledger.identity import cert_pem, private_pem
 from notarium.ledger.layout import ServiceConfig
 from notarium.types import TxId, TxStatus
+from notarium.verify.consistency import SignedRoot
 from notarium.verify.entry import Tables
 
 log = logging.getLogger("notarium.ledger.remote")
@@ -64,6 +66,8 @@ CALLS = frozenset(
         "collections",
         "receipt",
         "cose_receipt",
+        "signed_root",
+        "consistency",
         "state",
         "state_get",
     }
@@ -89,6 +93,7 @@ class EngineFacts:
     next_seqno: int
     engine: EngineConfig
     settings: Any  # the front's own settings (a ServerConfig), handed over by the engine process
+    ledger_dir: Path  # DIR/ledger: the front serves completed (immutable) chunk files from it directly
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,7 @@ class EngineService:
             self._ledger.last_sequenced + 1,
             self._ledger.config,
             self._settings,
+            ledger_dir=self._ledger.layout.ledger_dir,
         )
 
     def _metrics(self) -> EngineMetrics:
@@ -466,6 +472,14 @@ class RemoteLedger:
         if receipt is None:
             self._prove_newest(txid)
         return receipt
+
+    async def signed_root(self, txid: TxId | None = None) -> SignedRoot:
+        """The signed root at a committed signature transaction (``None``: the newest)."""
+        return cast(SignedRoot, await self._call("signed_root", txid))
+
+    async def consistency(self, first: TxId, second: TxId | None = None) -> tuple[SignedRoot, SignedRoot, list[bytes]]:
+        """The signed roots at ``first`` and ``second`` (``None``: the newest) and the consistency proof."""
+        return cast(tuple[SignedRoot, SignedRoot, list[bytes]], await self._call("consistency", first, second))
 
     async def state(self, table: str) -> dict[bytes, bytes]:
         return cast(dict[bytes, bytes], await self._call("state", table))

@@ -44,8 +44,13 @@ def authenticate(request: web.Request) -> Principal:
     return principal_from_certificate(der)
 
 
-def requires(role: Role | None) -> Callable[[Handler], Handler]:
-    """Decorate a handler with the least role it needs (``None``: anyone, unauthenticated)."""
+def requires(role: Role | None, *, setting: str | None = None) -> Callable[[Handler], Handler]:
+    """Decorate a handler with the least role it needs (``None``: anyone, unauthenticated).
+
+    ``setting`` names a :class:`ServerConfig` field holding a Role that replaces ``role`` when the
+    request is served (an operator's choice, e.g. ``export_role``); ``role`` is then that field's
+    default, and what the handler's ``required_role`` reports (``role_setting`` names the field).
+    """
 
     need = rank_of(role) if role is not None else 0
 
@@ -62,13 +67,15 @@ def requires(role: Role | None) -> Callable[[Handler], Handler]:
                         f"The caller {principal.display_id} is not a user of this ledger.",
                     )
                 request[USER] = user
-                if rank(user.roles) < need:
+                least = need if setting is None else rank_of(getattr(context(request).config, setting))
+                if rank(user.roles) < least:
                     raise ApiError(403, "NotAllowed", f"Not allowed to call {request.method} {request.path}.")
             return await handler(request)
 
         guarded.__name__ = handler.__name__
         guarded.__doc__ = handler.__doc__
         guarded.required_role = role  # type: ignore[attr-defined]
+        guarded.role_setting = setting  # type: ignore[attr-defined]
         return guarded
 
     return wrap
@@ -148,11 +155,19 @@ async def check_api_version(request: web.Request, handler: Handler) -> web.Strea
 
 
 def create_app(ctx: ServerContext) -> web.Application:
-    from notarium.server.routes import governance, ops, transactions, unsupported, users  # noqa: PLC0415
+    from notarium.server.routes import (  # noqa: PLC0415
+        consistency,
+        export,
+        governance,
+        ops,
+        transactions,
+        unsupported,
+        users,
+    )
 
     app = web.Application(middlewares=[observe, check_api_version], client_max_size=ctx.config.max_body_bytes)
     app[CTX] = ctx
-    for module in (ops, transactions, users, governance, unsupported):
+    for module in (ops, transactions, users, governance, export, consistency, unsupported):
         module.register(app.router)
     return app
 

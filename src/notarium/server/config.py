@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from notarium.auth.rbac import Role
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # both server processes and the CLI
 
 # every api-version the SDKs send (acl-rest-api.md §1); all features are served under each
@@ -35,6 +37,7 @@ class ServerConfig:
     page_size: int = 1000
     identity_http_port: int | None = None  # optional plain-HTTP listener for /ledgerIdentity only
     shutdown_timeout_s: float = 10.0
+    export_role: Role = Role.ADMINISTRATOR  # least role for the ledger export (/app/ledger/chunks…)
 
     def __post_init__(self) -> None:
         if self.page_size < 1 or self.max_entry_bytes < 1 or self.max_collection_id_bytes < 1:

@@ -5,6 +5,15 @@ Imports only the standard library, ``cryptography`` and ``cbor2`` (and notarium'
 """
 
 from notarium.verify.audit import AuditReport, LedgerAuditor
+from notarium.verify.consistency import (
+    SignedRoot,
+    consistency_proof,
+    proof_from_json,
+    proof_to_json,
+    verify_consistency,
+    verify_extension,
+    verify_signed_root,
+)
 from notarium.verify.leaf import compute_claims_digest
 from notarium.verify.receipt import (
     CoseReceiptResult,
@@ -18,7 +27,14 @@ __all__ = [
     "CoseReceiptResult",
     "JsonReceiptResult",
     "LedgerAuditor",
+    "SignedRoot",
     "compute_claims_digest",
+    "consistency_proof",
+    "proof_from_json",
+    "proof_to_json",
+    "verify_consistency",
     "verify_cose_receipt",
+    "verify_extension",
     "verify_json_receipt",
+    "verify_signed_root",
 ]

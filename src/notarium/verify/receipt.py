@@ -148,49 +148,99 @@ def verify_json_receipt(
     Stricter than the SDK: ``nodeId`` is required, hex must be canonical, the proof is bounded,
     and (if ``expected_claims_digest`` is given) the claims digest must equal it.
     """
-    if not isinstance(receipt, Mapping):
-        raise VerificationError("receipt must be a JSON object")
-    r = _normalise(receipt)
-    lc = r.get("leafComponents")
-    if not isinstance(lc, Mapping) or set(lc) != {
-        "claimsDigest",
-        "commitEvidence",
-        "writeSetDigest",
-    }:
-        raise VerificationError("receipt leafComponents must hold exactly claimsDigest, commitEvidence, writeSetDigest")
-    leaf = LeafComponents(
-        write_set_digest=_hex32(lc["writeSetDigest"], "writeSetDigest"),
-        commit_evidence=_commit_evidence(lc["commitEvidence"]),
-        claims_digest=_hex32(lc["claimsDigest"], "claimsDigest"),
+    return ReceiptVerifier(service_cert, memory=0).verify_json(
+        receipt, application_claims=application_claims, expected_claims_digest=expected_claims_digest
     )
-    if application_claims:
-        try:
-            computed = compute_claims_digest(application_claims)
-        except ValueError as exc:
-            raise VerificationError(f"application claims are malformed: {exc}") from exc
-        if computed != leaf.claims_digest:
-            raise VerificationError("application claims do not match the receipt's claims digest")
-    if expected_claims_digest is not None and expected_claims_digest != leaf.claims_digest:
-        raise VerificationError("receipt claims digest is not the expected one")
-    for field in ("cert", "signature", "nodeId"):
-        if not isinstance(r.get(field), str):
-            raise VerificationError(f"receipt {field} must be a string")
-    node_cert = load_pem_cert(r["cert"], "receipt node certificate")
-    node_key = ec_public_key(node_cert, "receipt node certificate")
-    if key_id(node_key) != r["nodeId"]:
-        raise VerificationError("receipt nodeId does not match its certificate")
-    endorsements = r.get("serviceEndorsements", [])
-    if not isinstance(endorsements, list) or not all(isinstance(e, str) for e in endorsements):
-        raise VerificationError("receipt serviceEndorsements must be a list of PEM strings")
-    current = node_cert
-    for pem in endorsements:
-        endorser = load_pem_cert(pem, "service endorsement")
-        check_endorsement(current, endorser, "receipt certificate chain")
-        current = endorser
-    check_endorsement(current, service_cert, "receipt node certificate")
-    root = root_from_path(leaf.leaf(), _json_path(r.get("proof")))
-    verify_root_signature(node_key, root, b64decode_strict(r["signature"], "receipt signature"))
-    return JsonReceiptResult(root=root, node_id=r["nodeId"], leaf=leaf)
+
+
+class ReceiptVerifier:
+    """:func:`verify_json_receipt` for many receipts of one service, with a bounded memory of the
+    checks that many receipts repeat: a node certificate already found endorsed by the service
+    certificate, and a root signature already verified (receipts of one batch share both). Only
+    successes are remembered, keyed by the exact bytes checked, so the answer is never different
+    from the uncached one."""
+
+    def __init__(self, service_cert: x509.Certificate, *, memory: int = 1024) -> None:
+        self.service_cert = service_cert
+        self._memory = memory
+        self._nodes: dict[tuple[str, tuple[str, ...]], ec.EllipticCurvePublicKey] = {}
+        self._signatures: set[tuple[str, bytes, str]] = set()
+
+    def _node_key(self, cert_pem: str, node_id: str, endorsements: tuple[str, ...]) -> ec.EllipticCurvePublicKey:
+        known = self._nodes.get((cert_pem, endorsements))
+        if known is not None:
+            if key_id(known) != node_id:
+                raise VerificationError("receipt nodeId does not match its certificate")
+            return known
+        node_cert = load_pem_cert(cert_pem, "receipt node certificate")
+        node_key = ec_public_key(node_cert, "receipt node certificate")
+        if key_id(node_key) != node_id:
+            raise VerificationError("receipt nodeId does not match its certificate")
+        current = node_cert
+        for pem in endorsements:
+            endorser = load_pem_cert(pem, "service endorsement")
+            check_endorsement(current, endorser, "receipt certificate chain")
+            current = endorser
+        check_endorsement(current, self.service_cert, "receipt node certificate")
+        if self._memory:
+            if len(self._nodes) >= self._memory:
+                self._nodes.clear()
+            self._nodes[(cert_pem, endorsements)] = node_key
+        return node_key
+
+    def _check_signature(self, cert_pem: str, key: ec.EllipticCurvePublicKey, root: bytes, signature: str) -> None:
+        memo = (cert_pem, root, signature)
+        if memo in self._signatures:
+            return
+        verify_root_signature(key, root, b64decode_strict(signature, "receipt signature"))
+        if self._memory:
+            if len(self._signatures) >= self._memory:
+                self._signatures.clear()
+            self._signatures.add(memo)
+
+    def verify_json(
+        self,
+        receipt: Mapping[str, Any],
+        *,
+        application_claims: Sequence[Mapping[str, Any]] | None = None,
+        expected_claims_digest: bytes | None = None,
+    ) -> JsonReceiptResult:
+        if not isinstance(receipt, Mapping):
+            raise VerificationError("receipt must be a JSON object")
+        r = _normalise(receipt)
+        lc = r.get("leafComponents")
+        if not isinstance(lc, Mapping) or set(lc) != {
+            "claimsDigest",
+            "commitEvidence",
+            "writeSetDigest",
+        }:
+            raise VerificationError(
+                "receipt leafComponents must hold exactly claimsDigest, commitEvidence, writeSetDigest"
+            )
+        leaf = LeafComponents(
+            write_set_digest=_hex32(lc["writeSetDigest"], "writeSetDigest"),
+            commit_evidence=_commit_evidence(lc["commitEvidence"]),
+            claims_digest=_hex32(lc["claimsDigest"], "claimsDigest"),
+        )
+        if application_claims:
+            try:
+                computed = compute_claims_digest(application_claims)
+            except ValueError as exc:
+                raise VerificationError(f"application claims are malformed: {exc}") from exc
+            if computed != leaf.claims_digest:
+                raise VerificationError("application claims do not match the receipt's claims digest")
+        if expected_claims_digest is not None and expected_claims_digest != leaf.claims_digest:
+            raise VerificationError("receipt claims digest is not the expected one")
+        for field in ("cert", "signature", "nodeId"):
+            if not isinstance(r.get(field), str):
+                raise VerificationError(f"receipt {field} must be a string")
+        endorsements = r.get("serviceEndorsements", [])
+        if not isinstance(endorsements, list) or not all(isinstance(e, str) for e in endorsements):
+            raise VerificationError("receipt serviceEndorsements must be a list of PEM strings")
+        node_key = self._node_key(r["cert"], r["nodeId"], tuple(endorsements))
+        root = root_from_path(leaf.leaf(), _json_path(r.get("proof")))
+        self._check_signature(r["cert"], node_key, root, r["signature"])
+        return JsonReceiptResult(root=root, node_id=r["nodeId"], leaf=leaf)
 
 
 # --- COSE receipts (RFC 9942, CCF profile: vds = 2) ---

@@ -36,6 +36,7 @@ from notarium.verify.receipt import (
     CoseReceiptResult,
     JsonReceiptResult,
     LeafComponents,
+    ReceiptVerifier,
     build_cose_receipt,
     build_json_receipt,
     verify_cose_receipt,
@@ -1323,3 +1324,45 @@ def test_cose_random_structures(cose_case: CoseCase, protected: Any, unprotected
         cbor2.dumps(header), {396: {-1: [cbor2.dumps(proof)]}, 7: unprotected}, cbor2.loads(cose_case.receipt).value[3]
     )
     assert outcome(lambda: verify_cose_receipt(data, cose_case.public)) == "VerificationError"
+
+
+# --- ReceiptVerifier: the same answers with a memory of successful checks ---
+
+
+@pytest.mark.parametrize("mutation", list(EXPECTED_FAILURES.values()), ids=list(EXPECTED_FAILURES))
+def test_a_warm_verifier_rejects_what_the_plain_function_rejects(
+    acl_receipts: dict[str, Any], mutation: Mutation
+) -> None:
+    """After the genuine receipt verified (node certificate and root signature remembered), every
+    mutation is still refused: only the exact bytes that verified are remembered."""
+    cert = sdk_service_cert(acl_receipts, "1")
+    verifier = ReceiptVerifier(cert)
+    verifier.verify_json(sdk_receipt(acl_receipts, "1"))
+    receipt = sdk_receipt(acl_receipts, "1")
+    mutation(receipt, acl_receipts)
+    with pytest.raises(VerificationError):
+        verifier.verify_json(receipt)
+
+
+def test_verifier_results_match_the_plain_function(acl_receipts: dict[str, Any]) -> None:
+    for n in ("1", "2", "3"):
+        cert = sdk_service_cert(acl_receipts, n)
+        verifier = ReceiptVerifier(cert)
+        expected = verify_json_receipt(sdk_receipt(acl_receipts, n), cert)
+        for _ in range(3):  # cold, then from memory
+            assert verifier.verify_json(sdk_receipt(acl_receipts, n)) == expected
+
+
+def test_verifier_memory_is_per_service_certificate(acl_receipts: dict[str, Any]) -> None:
+    verifier = ReceiptVerifier(sdk_service_cert(acl_receipts, "1"))
+    verifier.verify_json(sdk_receipt(acl_receipts, "1"))
+    with pytest.raises(VerificationError):
+        verifier.verify_json(sdk_receipt(acl_receipts, "2"))  # another service's node and signature
+
+
+def test_verifier_memory_is_bounded(acl_receipts: dict[str, Any]) -> None:
+    verifier = ReceiptVerifier(sdk_service_cert(acl_receipts, "1"), memory=1)
+    for _ in range(3):
+        verifier.verify_json(sdk_receipt(acl_receipts, "1"))
+        assert len(verifier._nodes) <= 1
+        assert len(verifier._signatures) <= 1

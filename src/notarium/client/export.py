@@ -1,0 +1,534 @@
+"""Copy a ledger's history for an offline audit: download its completed chunk files, verifying each.
+
+:func:`export_ledger` lists ``GET /app/ledger/chunks`` and brings ``OUT/ledger/`` up to date:
+
+- a chunk already there under its final name with the listed size and SHA-256 is kept (it was
+  verified when it arrived); one that differs stops the export (the ledger's history changed, or
+  the copy was damaged: either way a human must look);
+- any other chunk is downloaded into ``OUT/ledger/.<name>.partial``, resuming a partial file with
+  ``Range: bytes=<have>-`` and ``If-Range: "<sha256>"``, then checked: size, SHA-256, and
+  :func:`notarium.verify.audit.scan_chunk` with the pinned service key (entries parse, seqnos
+  follow on, every signature's COSE root signature verifies with the pinned service key and its
+  node signature with a node certificate the service endorsed, the chunk ends on a signature,
+  and it starts where the previous one ended). Only then is it renamed to its final name;
+- ``OUT/service_cert.pem`` is the pinned certificate, never one the server sent.
+
+Nothing under a final name is unverified. A chunk that fails a check is kept as
+``.<name>.rejected`` (evidence) and the export raises :class:`ChunkVerificationError`. What the
+per-chunk checks cannot see (that each signed Merkle root is the root of all entries before it)
+is what ``notarium audit OUT`` checks, from the exported files alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from notarium.client.errors import ApiError, UnreachableError
+from notarium.errors import LedgerAuditError, ServiceError, VerificationError
+from notarium.verify import tables
+from notarium.verify.audit import ChunkScan, SignatureFacts, scan_chunk
+from notarium.verify.entry import CHUNK_HEADER_SIZE, decode_tables, parse_entry, read_positions
+from notarium.verify.keys import check_endorsement, ec_public_key, load_pem_cert, spki_der
+from notarium.verify.merkle import ZERO_HASH, Frontier, range_nodes
+
+CHUNKS_PATH = "/app/ledger/chunks"
+BLOCK = 1 << 20
+_CHUNK_NAME = re.compile(r"ledger_([1-9][0-9]{0,19})-([1-9][0-9]{0,19})\.committed")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteChunk:
+    """One completed chunk, as the ledger lists it (untrusted until its bytes verify)."""
+
+    name: str
+    first_seqno: int
+    last_seqno: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportEvent:
+    """Progress of an export, for a progress bar.
+
+    ``kind``: ``"listed"`` (once, ``chunk`` is None), then per chunk ``"skipped"`` (already there),
+    or ``"downloading"`` (``chunk_bytes`` resumed from a partial file), ``"progress"`` (after each
+    block received) and ``"verified"`` (checked and in place).
+    """
+
+    kind: str
+    chunk: str | None
+    chunk_bytes: int  # bytes of this chunk on disk so far
+    chunk_size: int
+    done_bytes: int  # bytes of all chunks on disk so far (complete ones and this one)
+    total_bytes: int  # bytes of all listed chunks
+    chunks: int  # chunks listed
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    downloaded: int  # chunks downloaded (or completed) and verified by this export
+    skipped: int  # chunks already exported, left as they were
+    bytes: int  # bytes received from the ledger by this export
+    seconds: float
+    resumed_bytes: int  # bytes of earlier partial downloads that were reused
+    total_bytes: int  # size of all exported chunks
+    last_seqno: int  # last seqno of the last exported chunk (0 if none)
+    chunks: tuple[str, ...]  # names of the chunks this export downloaded, in order
+
+    @property
+    def mb_per_s(self) -> float:
+        """Export throughput: bytes received and verified per second, in MB (10^6 bytes)."""
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+class ChunkVerificationError(VerificationError):
+    """A downloaded chunk failed a check; ``chunk`` is its file name. It was not put in place."""
+
+    def __init__(self, chunk: str, message: str, *, check: str) -> None:
+        super().__init__(f"{chunk}: {message}", check=check)
+        self.chunk = chunk
+
+
+Progress = Callable[[ExportEvent], None]
+
+
+def export_ledger(
+    http: httpx.Client,
+    out: Path,
+    service_cert_pem: bytes,
+    *,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Bring ``out`` (``out/ledger/`` and ``out/service_cert.pem``) up to date with the ledger.
+
+    ``http`` is configured for the ledger: ``base_url`` its URL, TLS pinned to the service
+    certificate, a client certificate of a user allowed to export. Raises
+    :class:`ChunkVerificationError` (a :class:`~notarium.errors.VerificationError`) when a chunk
+    fails a check, ``VerificationError`` for a malformed listing or a history that changed,
+    :class:`~notarium.client.errors.ApiError` when the ledger refuses,
+    :class:`~notarium.client.errors.UnreachableError` when it cannot be reached (run again to
+    resume), and :class:`~notarium.errors.ServiceError` when ``out`` holds another service's export.
+    """
+    start = time.perf_counter()
+    pinned = load_pem_cert(service_cert_pem, "pinned service certificate")
+    key_der = spki_der(ec_public_key(pinned, "pinned service certificate"))
+    folder = out / "ledger"
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_service_cert(out, pinned)
+
+    chunks = _list(http)
+    _check_history(folder, chunks)
+    total = sum(c.size for c in chunks)
+    done = 0
+
+    def event(kind: str, chunk: RemoteChunk | None, have: int = 0) -> None:
+        if progress is not None:
+            size = chunk.size if chunk is not None else 0
+            name = chunk.name if chunk is not None else None
+            progress(ExportEvent(kind, name, have, size, done + have, total, len(chunks)))
+
+    event("listed", None)
+    checker = _ChunkChecker(pinned, key_der)
+    downloaded: list[str] = []
+    received = resumed = skipped = 0
+    for chunk in chunks:
+        final = folder / chunk.name
+        if _already_exported(final, chunk):
+            skipped += 1
+            checker.skipped(final)
+            event("skipped", chunk, chunk.size)
+            done += chunk.size
+            continue
+        partial = folder / f".{chunk.name}.partial"
+        got, reused = _download(http, chunk, partial, event)
+        received += got
+        resumed += reused
+        try:
+            checker.check(chunk, partial)
+        except ChunkVerificationError:
+            os.replace(partial, folder / f".{chunk.name}.rejected")  # evidence, never under the final name
+            raise
+        os.replace(partial, final)
+        _fsync_dir(folder)
+        downloaded.append(chunk.name)
+        event("verified", chunk, chunk.size)
+        done += chunk.size
+    return ExportResult(
+        downloaded=len(downloaded),
+        skipped=skipped,
+        bytes=received,
+        seconds=time.perf_counter() - start,
+        resumed_bytes=resumed,
+        total_bytes=total,
+        last_seqno=chunks[-1].last_seqno if chunks else 0,
+        chunks=tuple(downloaded),
+    )
+
+
+# --- the listing -----------------------------------------------------------------------------------------
+
+
+def _list(http: httpx.Client) -> list[RemoteChunk]:
+    try:
+        r = http.get(CHUNKS_PATH)
+    except httpx.HTTPError as exc:
+        raise UnreachableError(f"GET {CHUNKS_PATH}: {exc}") from None
+    if r.status_code != 200:
+        raise _api_error(r, "GET", CHUNKS_PATH)
+    try:
+        body = json.loads(r.content)
+    except (ValueError, RecursionError):
+        raise VerificationError("the chunk listing is not JSON", check="export-listing") from None
+    return parse_listing(body)
+
+
+def parse_listing(body: Any) -> list[RemoteChunk]:
+    """The chunks of a ``GET /app/ledger/chunks`` answer, checked: well-formed, contiguous from seqno 1."""
+    items = body.get("chunks") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise VerificationError("the chunk listing has no list of chunks", check="export-listing")
+    chunks: list[RemoteChunk] = []
+    expected = 1
+    for item in items:
+        chunk = _listed_chunk(item)
+        if chunk.first_seqno != expected:
+            raise VerificationError(
+                f"the chunk listing is not contiguous: {chunk.name} where a chunk starting at {expected} was expected",
+                check="export-listing",
+            )
+        chunks.append(chunk)
+        expected = chunk.last_seqno + 1
+    return chunks
+
+
+def _listed_chunk(item: Any) -> RemoteChunk:
+    if not isinstance(item, dict):
+        raise VerificationError("a chunk in the listing is not an object", check="export-listing")
+    name = item.get("name")
+    m = _CHUNK_NAME.fullmatch(name) if isinstance(name, str) else None
+    if m is None:
+        raise VerificationError(f"the listing names a chunk {str(name)[:80]!r}", check="export-listing")
+    first, last = int(m.group(1)), int(m.group(2))
+    size, digest = item.get("size"), item.get("sha256")
+    if (
+        item.get("firstSeqno") != first
+        or item.get("lastSeqno") != last
+        or first > last
+        or not isinstance(size, int)
+        or isinstance(size, bool)
+        or size < CHUNK_HEADER_SIZE
+        or not isinstance(digest, str)
+        or _SHA256.fullmatch(digest) is None
+    ):
+        raise VerificationError(f"the listing entry of {m.group(0)} is malformed", check="export-listing")
+    return RemoteChunk(m.group(0), first, last, size, digest)
+
+
+def _check_history(folder: Path, chunks: list[RemoteChunk]) -> None:
+    """Every chunk exported before is still listed: a ledger's completed chunks never change or vanish."""
+    listed = {c.name for c in chunks}
+    for p in folder.iterdir():
+        if _CHUNK_NAME.fullmatch(p.name) and p.name not in listed:
+            raise VerificationError(
+                f"{p.name} was exported before but the ledger no longer lists it: its history changed "
+                f"(or {folder} holds another ledger's export)",
+                check="export-history",
+            )
+
+
+def _already_exported(final: Path, chunk: RemoteChunk) -> bool:
+    try:
+        size = final.stat().st_size
+    except FileNotFoundError:
+        return False
+    if size == chunk.size and _sha256_file(final) == chunk.sha256:
+        return True
+    raise ChunkVerificationError(
+        chunk.name,
+        f"the ledger now lists it with {chunk.size} bytes and SHA-256 {chunk.sha256}, but the copy exported "
+        f"before ({size} bytes) differs: the ledger's history changed, or the copy was damaged "
+        f"(keep it as evidence; remove it to export the ledger's version)",
+        check="export-history",
+    )
+
+
+# --- downloading -----------------------------------------------------------------------------------------
+
+
+def _download(
+    http: httpx.Client, chunk: RemoteChunk, partial: Path, event: Callable[[str, RemoteChunk, int], None]
+) -> tuple[int, int]:
+    """Fetch the rest of ``chunk`` into ``partial``; return (bytes received, bytes resumed)."""
+    try:
+        have = partial.stat().st_size
+    except FileNotFoundError:
+        have = 0
+    if have > chunk.size:
+        have = 0  # not a prefix of this chunk
+    resumed = have
+    event("downloading", chunk, have)
+    if have == chunk.size:
+        return 0, resumed
+    path = f"{CHUNKS_PATH}/{chunk.name}"
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers.update({"Range": f"bytes={have}-", "If-Range": f'"{chunk.sha256}"'})
+    received = 0
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        with http.stream("GET", path, headers=headers) as r:
+            if r.status_code == 206 and have:
+                wanted = f"bytes {have}-{chunk.size - 1}/{chunk.size}"
+                if r.headers.get("Content-Range", "").strip() != wanted:
+                    raise VerificationError(
+                        f"{chunk.name}: asked for bytes {have}- but the ledger answered "
+                        f"{r.headers.get('Content-Range', 'no Content-Range')[:80]!r}",
+                        check="export-range",
+                    )
+            elif r.status_code == 200:
+                have = resumed = 0  # the whole file (the ledger ignored the range)
+            else:
+                r.read()
+                raise _api_error(r, "GET", path)
+            os.ftruncate(fd, have)
+            for block in r.iter_bytes():  # as it arrives: what came before a failure is kept
+                if have + len(block) > chunk.size:
+                    os.ftruncate(fd, 0)
+                    raise ChunkVerificationError(
+                        chunk.name, f"the ledger sent more than the {chunk.size} bytes it listed", check="chunk-size"
+                    )
+                os.pwrite(fd, block, have)
+                have += len(block)
+                received += len(block)
+                event("progress", chunk, have)
+        os.fsync(fd)
+    except httpx.HTTPError as exc:
+        # what arrived stays in the partial file: the next export resumes from there
+        raise UnreachableError(
+            f"GET {path}: {exc} (after {have} of {chunk.size} bytes; run the export again to resume)"
+        ) from None
+    finally:
+        os.close(fd)
+    if have != chunk.size:
+        raise UnreachableError(
+            f"GET {path}: the download ended after {have} of {chunk.size} bytes; run the export again to resume"
+        )
+    return received, resumed
+
+
+def _api_error(r: httpx.Response, method: str, path: str) -> ApiError:
+    code, message = "HttpError", r.content[:200].decode(errors="replace")
+    with contextlib.suppress(ValueError, AttributeError, RecursionError):
+        err = json.loads(r.content).get("error")
+        if isinstance(err, dict):
+            code, message = str(err.get("code", code)), str(err.get("message", message))
+    return ApiError(r.status_code, code, message, method=method, path=path)
+
+
+# --- verification ----------------------------------------------------------------------------------------
+
+
+class _ChunkChecker:
+    """The checks of one chunk that need only the pinned service certificate and the chunk before it.
+
+    It keeps the Merkle frontier (the peaks of the tree of every leaf so far) from chunk to chunk:
+    every signature's root must be the root of the leaves before it. After a chunk that was already
+    exported (not scanned in this run), the frontier is rebuilt from that chunk's last signature:
+    its serialised tree, whose root the service signed, plus the signature's own leaf.
+    """
+
+    def __init__(self, pinned: x509.Certificate, key_der: bytes) -> None:
+        self._pinned = pinned
+        self._key_der = key_der
+        self._endorsed: set[str] = set()  # node certificates (PEM) already checked against the pinned one
+        self._frontier: Frontier | None = None  # of the leaves before the next chunk
+        self._last_view = 0
+        self._skipped: Path | None = None  # an already exported chunk right before the next one
+
+    def skipped(self, final: Path) -> None:
+        self._frontier, self._skipped = None, final
+
+    def check(self, chunk: RemoteChunk, partial: Path) -> None:
+        data = partial.read_bytes()
+        if len(data) != chunk.size:
+            raise ChunkVerificationError(
+                chunk.name, f"{len(data)} bytes arrived, the ledger listed {chunk.size}", check="chunk-size"
+            )
+        if hashlib.sha256(data).hexdigest() != chunk.sha256:
+            raise ChunkVerificationError(
+                chunk.name, "the bytes received do not have the SHA-256 the ledger listed", check="chunk-digest"
+            )
+        frontier = self._frontier_before(chunk)
+        if frontier.size != chunk.first_seqno:  # cannot happen: the listing is contiguous from seqno 1
+            raise ValueError(f"the tree before {chunk.name} holds {frontier.size} leaves")
+        scan = self._scan(chunk.name, data)
+        if scan.start != chunk.first_seqno or scan.end != chunk.last_seqno:  # the name is the listing's
+            raise ChunkVerificationError(chunk.name, "holds other seqnos than its name says", check="chunk-count")
+        if scan.first_view < self._last_view:
+            raise ChunkVerificationError(
+                chunk.name,
+                f"its first view {scan.first_view} is before the view {self._last_view} the previous chunk ends in",
+                check="entry-view",
+            )
+        signatures = [e for e in scan.events if isinstance(e, SignatureFacts)]
+        if not signatures:
+            raise ChunkVerificationError(chunk.name, "holds no signature transaction", check="chunk-signature")
+        for s in signatures:
+            self._check_signature(chunk.name, s)
+            frontier.extend(s.leaves_before)
+            if frontier.size != s.txid.seqno or frontier.root() != s.root:
+                raise ChunkVerificationError(
+                    chunk.name,
+                    f"the root signed at {s.txid} is not the root of the ledger's entries before it "
+                    "(an entry was changed, removed or inserted)",
+                    check="signature-root",
+                )
+        frontier.extend(scan.leaves)
+        self._frontier, self._last_view, self._skipped = frontier, scan.last_view, None
+
+    def _scan(self, name: str, data: bytes) -> ChunkScan:
+        try:
+            return scan_chunk(name, data, service_key_der=self._key_der)
+        except LedgerAuditError as exc:
+            where = f" at TxId {exc.txid}" if exc.txid else ""
+            raise ChunkVerificationError(name, f"{exc}{where}", check=exc.check or "chunk") from exc
+
+    def _frontier_before(self, chunk: RemoteChunk) -> Frontier:
+        if self._frontier is not None:
+            return self._frontier
+        if chunk.first_seqno == 1:
+            frontier = Frontier()
+            frontier.append(ZERO_HASH)  # leaf 0 stands for no transaction
+            return frontier
+        previous = self._skipped
+        if previous is None:  # cannot happen: the listing is contiguous from seqno 1
+            raise ValueError(f"no chunk before {chunk.name}")
+        data = previous.read_bytes()
+        scan = self._scan(previous.name, data)
+        last = scan.events[-1] if scan.events else None
+        if not isinstance(last, SignatureFacts) or last.position != scan.count - 1:
+            raise ChunkVerificationError(previous.name, "does not end on a signature", check="chunk-signature")
+        self._check_signature(previous.name, last)
+        frontier = _signed_tree(previous.name, data)
+        if frontier.size != last.txid.seqno or frontier.root() != last.root:
+            raise ChunkVerificationError(
+                previous.name,
+                f"the serialised tree of signature {last.txid} is not the signed root",
+                check="signature-tree",
+            )
+        frontier.extend(scan.leaves)  # the signature's own leaf
+        self._last_view = scan.last_view
+        return frontier
+
+    def _check_signature(self, name: str, s: SignatureFacts) -> None:
+        if s.cose is not None:
+            raise ChunkVerificationError(
+                name,
+                f"the COSE root signature of {s.txid} does not verify with the pinned service key",
+                check="signature-cose",
+            )
+        if s.cert_pem is None or s.sig is not None:
+            raise ChunkVerificationError(
+                name,
+                f"the node signature of {s.txid} does not verify with the node certificate it carries",
+                check="signature-node",
+            )
+        if s.cert_pem not in self._endorsed:
+            try:
+                check_endorsement(load_pem_cert(s.cert_pem, "node certificate"), self._pinned, "node certificate")
+            except VerificationError as exc:
+                raise ChunkVerificationError(name, f"signature {s.txid}: {exc}", check="signature-node") from exc
+            self._endorsed.add(s.cert_pem)
+        if s.tree_size != s.txid.seqno or s.tree_root != s.root:
+            raise ChunkVerificationError(
+                name, f"the serialised tree of signature {s.txid} is not the signed root", check="signature-tree"
+            )
+
+
+def _signed_tree(name: str, data: bytes) -> Frontier:
+    """The frontier serialised in the last entry (a signature transaction) of a completed chunk."""
+    try:
+        _end, positions = read_positions(data)
+        if not positions:
+            raise VerificationError("no entries")
+        entry = parse_entry(data, positions[-1])
+        public = decode_tables(data, entry.tables_start, entry.public_end)
+        tree = public.get(tables.TREE, {}).get(tables.SINGLETON_KEY)
+        if tree is None or len(tree) < 16:
+            raise VerificationError("its last entry holds no serialised tree")
+        # as notarium.verify.merkle.deserialise_tree, keeping the frontier rather than only its root
+        n_leaves, n_flushed = struct.unpack_from(">QQ", tree, 0)
+        n_peaks = n_flushed.bit_count()
+        if len(tree) != 16 + 32 * (n_leaves + n_peaks):
+            raise VerificationError("its serialised tree is malformed")
+        hashes = [tree[16 + 32 * i : 48 + 32 * i] for i in range(n_leaves + n_peaks)]
+        # the peaks of the flushed part come smallest first, after the unflushed leaves
+        frontier = Frontier.from_peaks(n_flushed, list(reversed(hashes[n_leaves:])))
+        frontier.extend(range_nodes(n_flushed, hashes[:n_leaves]))
+    except (VerificationError, ValueError) as exc:
+        raise ChunkVerificationError(
+            name, f"cannot read its last signature's tree: {exc}", check="signature-tree"
+        ) from exc
+    return frontier
+
+
+# --- files -----------------------------------------------------------------------------------------------
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_service_cert(out: Path, pinned: x509.Certificate) -> None:
+    """``out/service_cert.pem`` := the pinned certificate; refuse an export of another service."""
+    target = out / "service_cert.pem"
+    pem = pinned.public_bytes(Encoding.PEM)
+    try:
+        existing = target.read_bytes()
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        try:
+            same = load_pem_cert(existing, str(target)) == pinned
+        except VerificationError:
+            same = False
+        if not same:
+            raise ServiceError(
+                f"{out} holds an export of another service: its service_cert.pem is not the pinned certificate"
+            )
+        return
+    tmp = out / ".service_cert.pem.tmp"
+    with tmp.open("wb") as f:
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(out)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

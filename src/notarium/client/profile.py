@@ -1,0 +1,130 @@
+"""Connection profiles: where the ledger is and how to trust and reach it, so commands stay short.
+
+A profile is a JSON file::
+
+    {"endpoint": "https://127.0.0.1:8443",
+     "service_cert": "/path/service_cert.pem",     # pinned: TLS trust anchor and receipts' root
+     "cert": "/path/user0_combined.pem",            # client certificate (and key, if combined)
+     "key": null,                                   # the key, if not in the cert file
+     "state": "/path/trusted-root.json"}            # optional: the last verified signed root
+
+Relative paths are relative to the profile file. The file is ``--profile FILE``, else
+``$NOTARIUM_PROFILE``, else ``~/.config/notarium/profile.json`` if it exists. Each field can be set
+(or overridden) by ``NOTARIUM_ENDPOINT``, ``NOTARIUM_SERVICE_CERT``, ``NOTARIUM_CERT``,
+``NOTARIUM_KEY``, ``NOTARIUM_STATE``; a bearer token comes from ``NOTARIUM_TOKEN`` only (never
+from a file that might be shared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from notarium.client.errors import ClientError
+
+DEFAULT_PATH = Path("~/.config/notarium/profile.json")
+_FIELDS = ("endpoint", "service_cert", "cert", "key", "state")
+ENV = {field: f"NOTARIUM_{field.upper()}" for field in _FIELDS}
+
+
+@dataclass(frozen=True)
+class Profile:
+    endpoint: str
+    service_cert: Path
+    cert: Path | None = None
+    key: Path | None = None
+    state: Path | None = None
+    token: str | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "endpoint": self.endpoint,
+            "service_cert": str(self.service_cert),
+            "cert": str(self.cert) if self.cert else None,
+            "key": str(self.key) if self.key else None,
+            "state": str(self.state) if self.state else None,
+        }
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp.replace(path)
+
+
+def _profile_file(explicit: Path | None, env: Mapping[str, str]) -> Path | None:
+    if explicit is not None:
+        return explicit
+    if env.get("NOTARIUM_PROFILE"):
+        return Path(env["NOTARIUM_PROFILE"])
+    default = DEFAULT_PATH.expanduser()
+    return default if default.exists() else None
+
+
+def load_profile(
+    path: Path | None = None, *, env: Mapping[str, str] | None = None, **overrides: str | Path | None
+) -> Profile:
+    """The profile from ``path`` (or the environment's), then environment variables, then
+    ``overrides`` (command-line options; ``None`` values are ignored)."""
+    env = os.environ if env is None else env
+    values: dict[str, str | None] = dict.fromkeys(_FIELDS)
+    file = _profile_file(path, env)
+    base = Path.cwd()
+    if file is not None:
+        try:
+            data = json.loads(file.read_text())
+        except OSError as exc:
+            raise ClientError(f"cannot read the profile {file}: {exc.strerror}") from None
+        except ValueError:
+            raise ClientError(f"the profile {file} is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ClientError(f"the profile {file} must hold a JSON object")
+        unknown = set(data) - set(_FIELDS)
+        if unknown:
+            raise ClientError(f"the profile {file} has unknown fields: {', '.join(sorted(unknown))}")
+        for field in _FIELDS:
+            value = data.get(field)
+            if value is not None and not isinstance(value, str):
+                raise ClientError(f"the profile {file}: {field} must be a string")
+            values[field] = value
+        base = file.parent
+    for field, var in ENV.items():
+        if env.get(var):
+            values[field] = env[var]
+    for field, value in overrides.items():
+        if field not in _FIELDS:
+            raise ValueError(f"unknown profile field {field}")
+        if value is not None:
+            values[field] = str(value)
+    if not values["endpoint"]:
+        raise ClientError(
+            "no ledger endpoint: pass --endpoint, set NOTARIUM_ENDPOINT, or use a profile "
+            "(`make run` prints one: export NOTARIUM_PROFILE=...)"
+        )
+    if not values["service_cert"]:
+        raise ClientError(
+            "no pinned service certificate: pass --service-cert or set NOTARIUM_SERVICE_CERT "
+            "(the service_cert.pem of the ledger, obtained from its operator, never over the network unverified)"
+        )
+
+    def path_of(field: str) -> Path | None:
+        value = values[field]
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    service_cert = path_of("service_cert")
+    if service_cert is None:  # checked above; keeps the type checker informed
+        raise ClientError("no pinned service certificate")
+    profile = Profile(
+        endpoint=str(values["endpoint"]).rstrip("/"),
+        service_cert=service_cert,
+        cert=path_of("cert"),
+        key=path_of("key"),
+        state=path_of("state"),
+    )
+    token = env.get("NOTARIUM_TOKEN")
+    return replace(profile, token=token) if token else profile
