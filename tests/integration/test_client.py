@@ -111,8 +111,15 @@ def test_async_client(tmp_path: Path) -> None:
             done = await asyncio.gather(*(c.append(f"async {i}", collection="a") for i in range(5)))
             assert {d.status for d in done} == {TxStatus.COMMITTED}
             assert (await c.get(done[3].txid)).contents == "async 3"
-            assert [e.contents async for e in c.entries(collection="a")] == [f"async {i}" for i in range(5)]
+            listed = [(e.txid, e.contents) async for e in c.entries(collection="a")]
+            # concurrent appends: sequenced in whatever order they arrived, listed in TxId order
+            assert listed == sorted((d.txid, f"async {i}") for i, d in enumerate(done))
             assert (await c.receipt(done[0].txid)).verified
+            _pem, user_id = new_identity(tmp_path, "async-reader")
+            assert (await c.set_user(user_id, ["Reader"])).roles == ["Reader"]
+            assert user_id in {u.user_id for u in await c.users()}
+            await c.remove_user(user_id)
+            assert user_id not in {u.user_id for u in await c.users()}
             first = await c.sync()
             await c.append("more")
             assert (await c.sync()).tree_size > first.tree_size

@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography import x509
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from notarium.client.client import Client, check_json_receipt, receipt_txid
@@ -250,9 +251,26 @@ def _users(args: argparse.Namespace, client: Client) -> int:
 
 
 def _export(args: argparse.Namespace, client: Client) -> int:
-    from notarium.client.export import export_ledger  # noqa: PLC0415
+    from notarium.client.export import ExportEvent, export_ledger  # noqa: PLC0415
 
-    result = export_ledger(client.http, args.out, client.service_cert_pem)
+    if sys.stderr.isatty() and not args.json:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as bar:
+            task = bar.add_task("exporting", total=None)
+
+            def show(e: ExportEvent) -> None:
+                bar.update(task, total=e.total_bytes, completed=e.done_bytes, description=e.chunk or "exporting")
+
+            result = export_ledger(client.http, args.out, client.service_cert_pem, progress=show)
+    else:
+        result = export_ledger(client.http, args.out, client.service_cert_pem)
     return _out(
         args,
         {

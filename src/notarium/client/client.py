@@ -569,16 +569,12 @@ class Client(_Base):
         return _users(body)
 
     def set_user(self, user_id: str, roles: list[str]) -> User:
-        call = Call(
-            "PATCH",
-            f"/app/ledgerUsers/{user_id}",
-            json={"assignedRoles": roles},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-        return _users({"ledgerUsers": [self._run(_op_json(call), USERS_API_VERSION)]})[0]
+        """Create the user, or replace its roles (ledger users with several roles)."""
+        body = self._run(_op_json(_set_user_call(user_id, roles)), USERS_API_VERSION)
+        return _users({"ledgerUsers": [body]})[0]
 
     def remove_user(self, user_id: str) -> None:
-        self._run(_op_json(Call("DELETE", f"/app/ledgerUsers/{user_id}", ok=frozenset({204}))), USERS_API_VERSION)
+        self._run(_op_json(_remove_user_call(user_id)), USERS_API_VERSION)
 
 
 class AsyncClient(_Base):
@@ -663,6 +659,29 @@ class AsyncClient(_Base):
         root = await self._run(op_sync(self.trusted.root, self.service_cert))
         self.trusted.accept(root)
         return root
+
+    async def users(self) -> list[User]:
+        return _users(await self._run(_op_json(Call("GET", "/app/ledgerUsers")), USERS_API_VERSION))
+
+    async def set_user(self, user_id: str, roles: list[str]) -> User:
+        body = await self._run(_op_json(_set_user_call(user_id, roles)), USERS_API_VERSION)
+        return _users({"ledgerUsers": [body]})[0]
+
+    async def remove_user(self, user_id: str) -> None:
+        await self._run(_op_json(_remove_user_call(user_id)), USERS_API_VERSION)
+
+
+def _set_user_call(user_id: str, roles: list[str]) -> Call:
+    return Call(
+        "PATCH",
+        f"/app/ledgerUsers/{user_id}",
+        json={"assignedRoles": roles},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+
+
+def _remove_user_call(user_id: str) -> Call:
+    return Call("DELETE", f"/app/ledgerUsers/{user_id}", ok=frozenset({204}))
 
 
 def _op_json(call: Call) -> Op[Any]:

@@ -24,11 +24,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,9 +106,19 @@ class ChunkVerificationError(VerificationError):
     def __init__(self, chunk: str, message: str, *, check: str) -> None:
         super().__init__(f"{chunk}: {message}", check=check)
         self.chunk = chunk
+        self.detail = message
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str]]:
+        # it crosses from the worker processes that verify chunks
+        return (_chunk_error, (self.chunk, self.detail, self.check))
+
+
+def _chunk_error(chunk: str, message: str, check: str) -> ChunkVerificationError:
+    return ChunkVerificationError(chunk, message, check=check)
 
 
 Progress = Callable[[ExportEvent], None]
+PARALLEL_MIN_BYTES = 16 << 20  # below this, worker start-up costs more than it saves
 
 
 def export_ledger(
@@ -147,28 +160,64 @@ def export_ledger(
     checker = _ChunkChecker(pinned, key_der)
     downloaded: list[str] = []
     received = resumed = skipped = 0
-    for chunk in chunks:
-        final = folder / chunk.name
-        if _already_exported(final, chunk):
-            skipped += 1
-            checker.skipped(final)
-            event("skipped", chunk, chunk.size)
-            done += chunk.size
-            continue
-        partial = folder / f".{chunk.name}.partial"
-        got, reused = _download(http, chunk, partial, event)
-        received += got
-        resumed += reused
+    to_fetch = sum(c.size for c in chunks if not (folder / c.name).exists())
+    workers = min(os.cpu_count() or 1, 4)
+    # Chunks are verified in worker processes while the next ones download, and linked (Merkle
+    # frontier, signatures) and renamed into place here, in order. Small exports stay in-process.
+    pool = (
+        ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+        if workers > 1 and to_fetch >= PARALLEL_MIN_BYTES
+        else None
+    )
+    window: deque[tuple[RemoteChunk, Path, Future[tuple[str, int, ChunkScan]]]] = deque()
+
+    def finish_next() -> None:
+        nonlocal done
+        chunk, partial, future = window.popleft()
         try:
-            checker.check(chunk, partial)
+            checker.link(chunk, *_scanned(chunk.name, future))
         except ChunkVerificationError:
             os.replace(partial, folder / f".{chunk.name}.rejected")  # evidence, never under the final name
             raise
-        os.replace(partial, final)
+        os.replace(partial, folder / chunk.name)
         _fsync_dir(folder)
         downloaded.append(chunk.name)
         event("verified", chunk, chunk.size)
         done += chunk.size
+
+    try:
+        for chunk in chunks:
+            final = folder / chunk.name
+            if _already_exported(final, chunk):
+                while window:
+                    finish_next()
+                skipped += 1
+                checker.skipped(final)
+                event("skipped", chunk, chunk.size)
+                done += chunk.size
+                continue
+            partial = folder / f".{chunk.name}.partial"
+            got, reused = _download(http, chunk, partial, event)
+            received += got
+            resumed += reused
+            future: Future[tuple[str, int, ChunkScan]] = Future()
+            if pool is not None:
+                future = pool.submit(_digest_and_scan, str(partial), key_der)
+            else:
+                try:
+                    future.set_result(_digest_and_scan(str(partial), key_der))
+                except BaseException as exc:  # kept for finish_next, which reports it in order
+                    future.set_exception(exc)
+            window.append((chunk, partial, future))
+            while len(window) > (workers if pool is not None else 0):
+                finish_next()
+        while window:
+            finish_next()
+    finally:
+        for _c, _p, f in window:
+            f.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return ExportResult(
         downloaded=len(downloaded),
         skipped=skipped,
@@ -364,20 +413,19 @@ class _ChunkChecker:
     def skipped(self, final: Path) -> None:
         self._frontier, self._skipped = None, final
 
-    def check(self, chunk: RemoteChunk, partial: Path) -> None:
-        data = partial.read_bytes()
-        if len(data) != chunk.size:
+    def link(self, chunk: RemoteChunk, digest: str, size: int, scan: ChunkScan) -> None:
+        """The checks of a chunk scanned already (perhaps in a worker), in order after the previous one."""
+        if size != chunk.size:
             raise ChunkVerificationError(
-                chunk.name, f"{len(data)} bytes arrived, the ledger listed {chunk.size}", check="chunk-size"
+                chunk.name, f"{size} bytes arrived, the ledger listed {chunk.size}", check="chunk-size"
             )
-        if hashlib.sha256(data).hexdigest() != chunk.sha256:
+        if digest != chunk.sha256:
             raise ChunkVerificationError(
                 chunk.name, "the bytes received do not have the SHA-256 the ledger listed", check="chunk-digest"
             )
         frontier = self._frontier_before(chunk)
         if frontier.size != chunk.first_seqno:  # cannot happen: the listing is contiguous from seqno 1
             raise ValueError(f"the tree before {chunk.name} holds {frontier.size} leaves")
-        scan = self._scan(chunk.name, data)
         if scan.start != chunk.first_seqno or scan.end != chunk.last_seqno:  # the name is the listing's
             raise ChunkVerificationError(chunk.name, "holds other seqnos than its name says", check="chunk-count")
         if scan.first_view < self._last_view:
@@ -459,6 +507,27 @@ class _ChunkChecker:
             raise ChunkVerificationError(
                 name, f"the serialised tree of signature {s.txid} is not the signed root", check="signature-tree"
             )
+
+
+def _digest_and_scan(path: str, key_der: bytes) -> tuple[str, int, ChunkScan]:
+    """SHA-256, size and scan of a downloaded chunk (a worker's job: no state but the pinned key)."""
+    data = Path(path).read_bytes()
+    name = Path(path).name.removeprefix(".").removesuffix(".partial")
+    try:
+        scan = scan_chunk(name, data, service_key_der=key_der)
+    except LedgerAuditError as exc:
+        where = f" at TxId {exc.txid}" if exc.txid else ""
+        raise ChunkVerificationError(name, f"{exc}{where}", check=exc.check or "chunk") from exc
+    return hashlib.sha256(data).hexdigest(), len(data), scan
+
+
+def _scanned(name: str, future: Future[tuple[str, int, ChunkScan]]) -> tuple[str, int, ChunkScan]:
+    try:
+        return future.result()
+    except ChunkVerificationError:
+        raise
+    except VerificationError as exc:
+        raise ChunkVerificationError(name, str(exc), check=exc.check or "chunk") from exc
 
 
 def _signed_tree(name: str, data: bytes) -> Frontier:
