@@ -189,9 +189,10 @@ def bench_audit(ledger_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--only", nargs="*", choices=["engine", "memory", "audit", "http", "client", "export"])
+    sections = ["engine", "memory", "audit", "http", "client", "export", "tokens"]
+    parser.add_argument("--only", nargs="*", choices=sections)
     args = parser.parse_args(argv)
-    only = set(args.only or ["engine", "memory", "audit", "http", "client", "export"])
+    only = set(args.only or sections)
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -225,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
 
         results["export"] = bench_export(args.quick)
         print("export:", json.dumps(results["export"], indent=2), flush=True)
+    if "tokens" in only:
+        from bench.tokens import bench_tokens
+
+        results["tokens"] = bench_tokens(args.quick)
+        print("tokens:", json.dumps(results["tokens"], indent=2), flush=True)
     path = OUT / "results.json"
     if args.only and path.exists():  # a partial run keeps the other sections of the last full one
         previous = json.loads(path.read_text())

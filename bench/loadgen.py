@@ -113,17 +113,20 @@ def parse_txid(raw: bytes) -> tuple[int, int]:
 # --- requests, encoded once ----------------------------------------------------------------------
 
 
+AUTH_HEADER = ""  # "Authorization: Bearer ...\r\n" with --token (else the client certificate authenticates)
+
+
 def post_request(host: str, payload_bytes: int, collection: str = "bench") -> bytes:
     body = json.dumps({"contents": "x" * payload_bytes}, separators=(",", ":")).encode()
     head = (
         f"POST /app/transactions?collectionId={collection}&{API_VERSION} HTTP/1.1\r\n"
-        f"Host: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Host: {host}\r\n{AUTH_HEADER}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
 
 
 def get_request(host: str, path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{AUTH_HEADER}\r\n".encode()
 
 
 def ping_request(host: str) -> bytes:
@@ -138,12 +141,13 @@ def status_request(host: str, txid: str) -> bytes:
     return get_request(host, f"/app/transactions/{txid}/status?{API_VERSION}")
 
 
-def client_context(cacert: str | Path, cert: str | Path) -> ssl.SSLContext:
+def client_context(cacert: str | Path, cert: str | Path | None) -> ssl.SSLContext:
     """Verify the server against the service certificate (hostname checked), present the user's certificate."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname on
     ctx.check_hostname = True
     ctx.load_verify_locations(str(cacert))
-    ctx.load_cert_chain(str(cert))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert))
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
@@ -647,7 +651,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("url", help="https://127.0.0.1:PORT")
     p.add_argument("mode", choices=["ping", "append", "get", "commit"])
     p.add_argument("--cacert", required=True, help="the service certificate (PEM)")
-    p.add_argument("--cert", required=True, help="the user's certificate and key (combined PEM)")
+    p.add_argument("--cert", help="the user's certificate and key (combined PEM)")
+    p.add_argument("--token", help="authenticate with this bearer token instead of a client certificate")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--window", type=int, default=8, help="requests in flight per connection (commit: polls)")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds (ignored with --requests)")
@@ -670,6 +675,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("connections, window, duration and rate must be positive")
     if args.mode == "get" and not args.txids:
         p.error("mode get needs --txids")
+    if (args.cert is None) == (args.token is None):
+        p.error("authenticate with --cert or with --token (one of them)")
     if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         p.error("this load generator only targets the local machine")
     return args
@@ -679,6 +686,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     u = urlsplit(args.url)
     host, port = u.hostname or "127.0.0.1", u.port or 443
     authority = f"{host}:{port}"
+    global AUTH_HEADER  # noqa: PLW0603  (the requests are encoded once, by module functions)
+    if args.token is not None:
+        AUTH_HEADER = f"Authorization: Bearer {args.token}\r\n"
     ctx = client_context(args.cacert, args.cert)
     if args.mode == "commit":
         runner = CommitLatency(args, authority)

@@ -14,10 +14,12 @@ scenario goes on; checks that depend on an earlier failure fail too. The config 
     endpoint, service_cert, ledger_id, workdir (a writable directory), prefix (of collection ids),
     page_size, many (entries written to one collection),
     admin, contributor, reader, stranger: {"pem": combined cert+key path, "id": fingerprint},
-    fresh: {"Administrator" | "Contributor" | "Reader": {"pem", "id"}}, multi: {"pem", "id"}
+    fresh: {"Administrator" | "Contributor" | "Reader": {"pem", "id"}}, multi: {"pem", "id"},
+    custom: {"pem", "id"}
 
 ``contributor`` and ``reader`` are registered here (by the Administrator); ``stranger`` never is;
-``fresh`` and ``multi`` are created, exercised and deleted by the user-management checks.
+``fresh`` and ``multi`` are created, exercised and deleted by the user-management checks, ``custom``
+(2.x) by the user-defined roles check.
 
 Version skew handled here (acl-rest-api.md §7): 2.x returns models (``as_dict()``), has ``tags``
 on writes and a ``tag`` filter on lists, percent-encodes user ids and has the ``ledgerUsers`` and
@@ -502,10 +504,56 @@ class Scenario:
         )
         raises(ResourceNotFoundError, self.admin.get_user, self.cfg["stranger"]["id"])
 
-    def user_defined_roles(self) -> None:  # 2.x only: notarium answers 501 NotImplemented
-        raises(
-            HttpResponseError, self.admin.get_user_defined_role, role_name="reader", status=501, code="NotImplemented"
+    def user_defined_endpoints(self) -> None:  # 2.x only: notarium answers 501 NotImplemented
+        raises(HttpResponseError, self.admin.get_user_defined_endpoint, status=501, code="NotImplemented")
+
+    def user_defined_roles(self) -> None:  # 2.x only: create, read, update, assign, delete
+        from azure.confidentialledger.models import Role, Roles  # 2.x only
+
+        prefix = "Microsoft.ConfidentialLedger/ledger/"
+        read, write, governance = (
+            prefix + "transactions/read",
+            prefix + "transactions/write",
+            prefix + "governance/read",
         )
+        name = f"{self.prefix}-auditor"
+        who = self.cfg["custom"]
+        raises(ResourceNotFoundError, self.admin.get_user_defined_role, role_name=name)
+        # create, with the SDK's own model (sent as {"roles": [...]})
+        answer = self.admin.create_user_defined_role(Roles(roles=[Role(role_name=name, role_actions=[read])]))
+        expect(answer is None, f"create_user_defined_role returned {answer!r}")
+        got = plain(self.admin.get_user_defined_role(role_name=name))
+        expect(got == [{"roleName": name, "roleActions": [read]}], f"get_user_defined_role answered {got!r}")
+        # assign it: the user may do exactly what the role allows
+        r = plain(self.admin.create_or_update_ledger_user(who["id"], {"assignedRoles": [name]}))
+        expect(r == {"assignedRoles": [name], "userId": who["id"]}, f"assigning {name} answered {r!r}")
+        r = plain(self.admin.get_user(who["id"]))
+        expect(r == {"assignedRole": name, "userId": who["id"]}, f"get_user of a {name}: {r!r}")
+        user = self.client(who["pem"])
+        listed = [plain(e) for e in user.list_ledger_entries(collection_id=self.collection("alpha"))]
+        expect(listed, f"a {name} listed nothing")
+        raises(HttpResponseError, user.get_constitution, status=403, code="NotAllowed")
+        raises(HttpResponseError, user.create_ledger_entry, {"contents": "no"}, status=403, code="NotAllowed")
+        # update (PATCH adds actions), with a plain JSON body; in force at once
+        answer = self.admin.update_user_defined_role(
+            {"roles": [{"roleName": name, "roleActions": [governance, write]}]}
+        )
+        expect(answer is None, f"update_user_defined_role returned {answer!r}")
+        got = plain(self.admin.get_user_defined_role(role_name=name))
+        want = [{"roleName": name, "roleActions": sorted([read, write, governance])}]
+        expect(got == want, f"after update_user_defined_role: {got!r}")
+        expect("digest" in plain(user.get_constitution()), "the updated role cannot read the constitution")
+        self.write(user, self.collection("by-custom-role"), f"written by a {name}", None)
+        # delete: refused while assigned, then done
+        raises(HttpResponseError, self.admin.delete_user_defined_role, role_name=name, status=400, code="InvalidInput")
+        expect(plain(self.admin.get_user_defined_role(role_name=name)) == want, "a refused delete changed the role")
+        self.admin.delete_ledger_user(who["id"])
+        status = self.admin.delete_user_defined_role(
+            role_name=name, cls=lambda response, *_: response.http_response.status_code
+        )
+        expect(status == 200, f"delete_user_defined_role answered {status}")
+        raises(ResourceNotFoundError, self.admin.get_user_defined_role, role_name=name)
+        raises(ClientAuthenticationError, user.get_constitution, status=401)
 
     # --- the whole scenario ---------------------------------------------------------------------
 
@@ -530,7 +578,8 @@ class Scenario:
             c(f"users:lifecycle_{role}", lambda role=role: self.user_lifecycle(role))
         if self.v2:
             c("users:ledger_users_several_roles", self.ledger_users)
-            c("unsupported:user_defined_roles_501", self.user_defined_roles)
+            c("user_defined_roles:lifecycle", self.user_defined_roles)
+            c("unsupported:user_defined_endpoints_501", self.user_defined_endpoints)
         c("governance:constitution", self.constitution)
         c("governance:consortium_members", self.members)
         c("governance:enclave_quotes", self.enclave_quotes)

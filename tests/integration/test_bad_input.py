@@ -53,6 +53,7 @@ OTHER = "other-collection"
 NEW_USER = "0F" * 32  # well-formed, never registered
 JSON = {"Content-Type": "application/json"}
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+USERS_WRITE = "Microsoft.ConfidentialLedger/ledger/users/write"
 
 
 # --------------------------------------------------------------------------- the server
@@ -160,6 +161,7 @@ def snapshot(ledger: Ledger) -> dict[str, Any]:
         "other": s.get(f"{url}/app/transactions", params={"collectionId": OTHER}).json(),
         "collections": s.get(f"{url}/app/collections").json(),
         "users": s.get(f"{url}/app/ledgerUsers").json(),
+        "roles": s.get(f"{url}/app/roles").json(),
     }
 
 
@@ -192,10 +194,6 @@ def assert_error(response: requests.Response, status: int, code: str) -> None:
 
 # Every endpoint the server registers, as (method, path, body or None).
 UNSUPPORTED = [
-    ("GET", "/app/roles?roleName=r", None),
-    ("PUT", "/app/roles", [{"roleName": "r", "roleActions": ["Microsoft.ConfidentialLedger/ledger/users/read"]}]),
-    ("PATCH", "/app/roles", {"roles": [{"roleName": "r", "roleActions": []}]}),
-    ("DELETE", "/app/roles?roleName=r", None),
     ("GET", "/app/userDefinedEndpoints", None),
     ("PUT", "/app/userDefinedEndpoints", {"metadata": {"endpoints": {}}, "modules": []}),
     ("GET", "/app/userDefinedEndpoints/runtimeOptions", None),
@@ -232,6 +230,15 @@ AUTHENTICATED = [
     ("GET", "/app/consistency?fromTransactionId=2.1", None),
     ("GET", "/app/ledger/chunks", None),
     ("GET", "/app/ledger/chunks/ledger_1-2.committed", None),
+    ("GET", "/app/roles?roleName=never-defined", None),
+    ("GET", "/app/roles", None),
+    ("PUT", "/app/roles", [{"roleName": "r", "roleActions": ["Microsoft.ConfidentialLedger/ledger/users/read"]}]),
+    (
+        "PATCH",
+        "/app/roles",
+        {"roles": [{"roleName": "r", "roleActions": ["Microsoft.ConfidentialLedger/ledger/users/read"]}]},
+    ),
+    ("DELETE", "/app/roles?roleName=r", None),
     *UNSUPPORTED,
 ]
 PUBLIC = [
@@ -264,6 +271,8 @@ BODY_ENDPOINTS = [
     ("PATCH", f"/app/ledgerUsers/{NEW_USER}"),
     ("PATCH", "/app/users/{reader2}"),  # an existing user: a bad update must not touch it
     ("PATCH", "/app/ledgerUsers/{reader2}"),
+    ("PUT", "/app/roles"),
+    ("PATCH", "/app/roles"),
 ]
 MALFORMED = {
     "empty": b"",
@@ -365,6 +374,61 @@ def test_ledger_user_with_bad_roles(ledger: Ledger, user: str, name: str) -> Non
 def test_creating_a_user_needs_its_role(ledger: Ledger, path: str, body: dict[str, Any]) -> None:
     r = ledger.admin.patch(f"{ledger.url}{path}/{NEW_USER}", json=body, headers=MERGE_PATCH)
     assert_error(r, 400, "InvalidInput")
+
+
+ROLE_BODIES = {
+    "empty array": [],
+    "roles empty": {"roles": []},
+    "roles missing": {},
+    "roles a string": {"roles": "auditor"},
+    "role a string": ["auditor"],
+    "name missing": [{"roleActions": [USERS_WRITE]}],
+    "name empty": [{"roleName": "", "roleActions": [USERS_WRITE]}],
+    "name a number": [{"roleName": 5, "roleActions": [USERS_WRITE]}],
+    "name too long": [{"roleName": "a" * 65, "roleActions": [USERS_WRITE]}],
+    "name with a space": [{"roleName": "an auditor", "roleActions": [USERS_WRITE]}],
+    "name non-ascii": [{"roleName": "prüfer", "roleActions": [USERS_WRITE]}],
+    "name built-in": [{"roleName": "Reader", "roleActions": [USERS_WRITE]}],
+    "name built-in, other case": [{"roleName": "administrator", "roleActions": [USERS_WRITE]}],
+    "actions missing": [{"roleName": "auditor"}],
+    "actions empty": [{"roleName": "auditor", "roleActions": []}],
+    "actions a string": [{"roleName": "auditor", "roleActions": USERS_WRITE}],
+    "action unknown": [{"roleName": "auditor", "roleActions": ["Microsoft.ConfidentialLedger/ledger/everything"]}],
+    "action other case": [{"roleName": "auditor", "roleActions": [USERS_WRITE.lower()]}],
+    "action a number": [{"roleName": "auditor", "roleActions": [1]}],
+    "one good, one bad": [
+        {"roleName": "good", "roleActions": [USERS_WRITE]},
+        {"roleName": "bad", "roleActions": ["nope"]},
+    ],
+    "a name twice": [
+        {"roleName": "twice", "roleActions": [USERS_WRITE]},
+        {"roleName": "twice", "roleActions": [USERS_WRITE]},
+    ],
+}
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@pytest.mark.parametrize("name", list(ROLE_BODIES))
+def test_bad_roles(ledger: Ledger, method: str, name: str) -> None:
+    assert_error(call(ledger.admin, ledger.url, method, "/app/roles", ROLE_BODIES[name]), 400, "InvalidInput")
+
+
+@pytest.mark.parametrize("role_name", ["", "a b", "x" * 65, "prüfer", "reader", "1st"])
+def test_bad_role_name_in_query(ledger: Ledger, role_name: str) -> None:
+    for method in ("GET", "DELETE"):
+        r = ledger.admin.request(method, f"{ledger.url}/app/roles", params={"roleName": role_name})
+        assert_error(r, 400, "InvalidQueryParameterValue")
+
+
+def test_role_changes_that_cannot_apply(ledger: Ledger) -> None:
+    """Deleting without a name or a built-in role, deleting or patching a role that does not exist."""
+    assert_error(ledger.admin.delete(f"{ledger.url}/app/roles"), 400, "InvalidQueryParameterValue")
+    for builtin in ("Administrator", "Contributor", "Reader"):
+        assert_error(ledger.admin.delete(f"{ledger.url}/app/roles", params={"roleName": builtin}), 400, "InvalidInput")
+    assert_error(ledger.admin.delete(f"{ledger.url}/app/roles", params={"roleName": "nobody"}), 404, "ResourceNotFound")
+    assert_error(ledger.admin.get(f"{ledger.url}/app/roles", params={"roleName": "nobody"}), 404, "ResourceNotFound")
+    body = [{"roleName": "nobody", "roleActions": [USERS_WRITE]}]
+    assert_error(call(ledger.admin, ledger.url, "PATCH", "/app/roles", body), 404, "ResourceNotFound")
 
 
 # --------------------------------------------------------------------------- limits
@@ -684,9 +748,7 @@ def test_hooks_are_not_implemented(ledger: Ledger, field_name: str) -> None:
 
 
 @pytest.mark.parametrize("endpoint", UNSUPPORTED, ids=ident)
-def test_user_defined_roles_endpoints_functions_are_not_implemented(
-    ledger: Ledger, endpoint: tuple[str, str, Any]
-) -> None:
+def test_user_defined_endpoints_functions_are_not_implemented(ledger: Ledger, endpoint: tuple[str, str, Any]) -> None:
     """An Administrator learns they are not supported; other users are refused as by ACL (Administrator only)."""
     method, path, body = endpoint
     assert_error(call(ledger.admin, ledger.url, method, path, body), 501, "NotImplemented")
@@ -720,6 +782,11 @@ def test_unauthenticated(ledger: Ledger, endpoint: tuple[str, str, Any]) -> None
         ("contributor", "DELETE", "/app/ledgerUsers/{reader}", None),
         ("reader", "GET", "/app/ledger/chunks", None),  # the export needs --export-role (Administrator)
         ("contributor", "GET", "/app/ledger/chunks/ledger_1-2.committed", None),
+        ("reader", "GET", "/app/roles", None),
+        ("contributor", "GET", "/app/roles?roleName=Contributor", None),
+        ("contributor", "PUT", "/app/roles", [{"roleName": "mine", "roleActions": [USERS_WRITE]}]),
+        ("contributor", "PATCH", "/app/roles", [{"roleName": "mine", "roleActions": [USERS_WRITE]}]),
+        ("reader", "DELETE", "/app/roles?roleName=mine", None),
     ],
 )
 def test_not_allowed(ledger: Ledger, who: str, method: str, path: str, body: Any) -> None:

@@ -121,7 +121,7 @@ def exercise(client: Client, work: Path) -> list[Path]:
         assert admin.get(f"{client.url}/app/transactions/abc").status_code == 404
         assert admin.get(f"{client.url}/app/nope").status_code == 404
         assert admin.put(f"{client.url}/app/collections").status_code == 405
-        assert admin.get(f"{client.url}/app/roles").status_code == 501
+        assert admin.get(f"{client.url}/app/userDefinedEndpoints").status_code == 501
         assert admin.get(f"{client.url}/app/ping", headers={"X-Big": "a" * 9000}).status_code == 400
     stranger, _ = new_user(work, "stranger")
     key_files.append(stranger)
@@ -288,7 +288,7 @@ def test_access_log_is_json_lines(debug_served: tuple[list[Logged], str, Path, l
     assert find("GET", "/app/transactions/abc", 404)["route"] == "/app/transactions/{transactionId}"
     assert find("GET", "/app/nope", 404)["route"] == "unmatched"
     assert find("PUT", "/app/collections", 405)["user"] is None  # refused before any handler authenticates
-    assert find("GET", "/app/roles", 501)["user"] == admin_id
+    assert find("GET", "/app/userDefinedEndpoints", 501)["user"] == admin_id
     assert find("POST", "/app/transactions", 200)["user"] not in (None, admin_id)  # the contributor
     assert find("GET", "/app/users", 403)["user"] not in (None, admin_id)
     unauthenticated = [x for x in lines if x["path"] == "/app/ping" and x["status"] == 401]

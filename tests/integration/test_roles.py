@@ -1,21 +1,25 @@
-"""Role enforcement on every endpoint, over real TLS with real client certificates.
+"""Action enforcement on every endpoint, over real TLS with real client certificates.
 
 The endpoint table is read from the code itself: every ``register(router)`` in
-``notarium.server.routes`` and the ``required_role`` that ``@requires`` puts on each handler (a
-handler without it fails the test). Five callers (an Administrator, a Contributor, a Reader, an
-unregistered certificate and no certificate at all) call every (method, path) of a running
-``notarium serve``; with Reader < Contributor < Administrator:
+``notarium.server.routes`` and the ``required_action`` and ``required_role`` that ``@requires``
+puts on each handler (a handler without them fails the test). Every endpoint needs one action of
+the documented catalogue (``ACTIONS`` below, written out independently of ``notarium.auth.rbac``);
+``required_role`` is the least built-in role holding it. Seven callers (an Administrator, a
+Contributor, a Reader, two users holding only a user-defined role each, an unregistered certificate
+and no certificate at all) call every (method, path) of a running ``notarium serve``:
 
-- role ≥ required → the endpoint's normal answer;
-- registered but role < required → 403 ``{"error": {"code": "NotAllowed"}}``;
+- a caller one of whose roles holds the endpoint's action → the endpoint's normal answer (built-in
+  roles: Reader < Contributor < Administrator; user-defined roles: exactly their actions);
+- a user whose roles do not hold it → 403 ``{"error": {"code": "NotAllowed"}}``;
 - unregistered certificate or none → 401 ``{"error": {"code": "InvalidAuthenticationInfo"}}``;
-- a role an operator can configure (``requires(role, setting=...)``, e.g. ``--export-role``) is
+- an action whose least role an operator can configure (``chunks/read``: ``--export-role``) is
   checked with its default here, and lowered in ``test_a_configured_role_replaces_the_default``;
 - endpoints declared unauthenticated (exactly /healthz, /readyz, /metrics, /openapi.json and
   /ledgerIdentity/{ledgerId}) answer anyone.
 
 Refused writes change nothing: a Reader's POST /app/transactions leaves the committed state as it
-was, a Contributor cannot create, promote or delete users, an unregistered caller cannot write.
+was, a Contributor cannot create, promote or delete users, callers without ``roles/write`` cannot
+create or delete roles, an unregistered caller cannot write.
 """
 
 from __future__ import annotations
@@ -45,7 +49,29 @@ from notarium.server.config import ServerConfig
 
 CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 RANK = {"Reader": 1, "Contributor": 2, "Administrator": 3}  # independent of notarium.auth.rbac
-CALLERS = ("Administrator", "Contributor", "Reader", "unregistered", "anonymous")
+A = "Microsoft.ConfidentialLedger/ledger/"
+# the action catalogue as docs/api.md documents it: action -> the least built-in role holding it
+ACTIONS = {
+    A + "transactions/read": "Reader",
+    A + "transactions/write": "Contributor",
+    A + "governance/read": "Reader",
+    A + "users/read": "Administrator",
+    A + "users/write": "Administrator",
+    A + "roles/read": "Administrator",
+    A + "roles/write": "Administrator",
+    A + "chunks/read": "Administrator",  # the default of --export-role
+    A + "jwtIssuers/read": "Administrator",
+    A + "jwtIssuers/write": "Administrator",
+    A + "endpoints/write": "Administrator",
+}
+# two user-defined roles, each held (alone) by the caller of the same name
+CUSTOM = {
+    "auditor": frozenset({A + "transactions/read", A + "chunks/read"}),
+    "appender": frozenset({A + "transactions/write"}),
+}
+CALLERS = ("Administrator", "Contributor", "Reader", *CUSTOM, "unregistered", "anonymous")
+PROBE_ROLE = "matrix-probe"  # PUT /app/roles creates it (then the test removes it)
+VICTIM_ROLE = "matrix-victim"  # DELETE /app/roles removes it (then the test puts it back)
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/ledgerIdentity/{ledgerId}"}
 PROBE_COLLECTION = "roles-probe"
@@ -59,6 +85,7 @@ class Endpoint:
     path: str  # aiohttp's canonical form, e.g. /app/transactions/{transactionId}
     handler: str
     required: str | None  # a role name, or None for unauthenticated endpoints
+    action: str | None  # the action a caller must hold, or None for unauthenticated endpoints
     setting: str | None = None  # the ServerConfig field that can change the required role, if any
 
 
@@ -67,7 +94,8 @@ def _routes(router: web.UrlDispatcher) -> list[tuple[str, str, Any]]:
 
 
 def endpoint_table() -> list[Endpoint]:
-    """Every (method, path) that the route modules register, with its handler's ``required_role``."""
+    """Every (method, path) that the route modules register, with its handler's ``required_role``
+    and ``required_action``."""
     router = web.UrlDispatcher()
     for info in pkgutil.iter_modules(routes.__path__):
         module = importlib.import_module(f"{routes.__name__}.{info.name}")
@@ -79,10 +107,15 @@ def endpoint_table() -> list[Endpoint]:
         role = getattr(handler, "required_role", _UNSET)
         if role is _UNSET:
             pytest.fail(f"{method} {path} ({handler.__name__}) has no required_role: is it missing @requires?")
+        action = getattr(handler, "required_action", _UNSET)
+        if action is _UNSET:
+            pytest.fail(f"{method} {path} ({handler.__name__}) has no required_action: is it missing @requires?")
         required = None if role is None else str(role)
         setting = getattr(handler, "role_setting", None)
         for m in ANY_METHOD if method == "*" else (method,):
-            table.append(Endpoint(m, path, handler.__name__, required, setting))
+            table.append(
+                Endpoint(m, path, handler.__name__, required, None if action is None else str(action), setting)
+            )
     return table
 
 
@@ -98,7 +131,7 @@ class Ledger:
         admin_cert = x509.load_pem_x509_certificate((directory / "user0_cert.pem").read_bytes())
         self.ids: dict[str, str] = {"Administrator": acl_fingerprint(admin_cert.public_bytes(Encoding.DER))}
         pems: dict[str, Path | None] = {"Administrator": directory / "user0_combined.pem", "anonymous": None}
-        for name in ("Contributor", "Reader", "unregistered", "target", "newcomer"):
+        for name in ("Contributor", "Reader", *CUSTOM, "unregistered", "target", "newcomer"):
             pems[name], self.ids[name] = new_identity(work, name)
         self.sessions: dict[str, requests.Session] = {}
         for name in (*CALLERS, "target"):
@@ -127,6 +160,32 @@ class Ledger:
         )
         assert r.status_code == 200, r.text
         assert r.json() == {"assignedRole": role, "userId": user_id}
+
+    def set_roles(self, roles: dict[str, frozenset[str]]) -> None:
+        """Create or replace user-defined roles (PUT /app/roles)."""
+        body = [{"roleName": name, "roleActions": sorted(actions)} for name, actions in roles.items()]
+        r = self.admin("PUT", "/app/roles", json=body)
+        assert r.status_code == 200, r.text
+
+    def setup_users(self) -> None:
+        """The callers' roles: built-in ones, and a user-defined role each for the custom callers."""
+        self.set_user(self.ids["Contributor"], "Contributor")
+        self.set_user(self.ids["Reader"], "Reader")
+        self.set_roles({**CUSTOM, VICTIM_ROLE: frozenset({A + "governance/read"})})
+        for name in CUSTOM:
+            r = self.admin(
+                "PATCH",
+                f"/app/ledgerUsers/{self.ids[name]}",
+                json={"assignedRoles": [name]},
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            assert r.status_code == 200, r.text
+            assert r.json() == {"assignedRoles": [name], "userId": self.ids[name]}
+
+    def role_names(self) -> set[str]:
+        r = self.admin("GET", "/app/roles")
+        assert r.status_code == 200, r.text
+        return {role["roleName"] for role in r.json()}
 
     def wait_committed(self, txid: str) -> None:
         deadline = time.monotonic() + 10
@@ -171,8 +230,7 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
         with running(directory) as server:
             led = Ledger(server.url, directory, work)
             try:
-                led.set_user(led.ids["Contributor"], "Contributor")
-                led.set_user(led.ids["Reader"], "Reader")
+                led.setup_users()
                 led.set_user(led.ids["target"], "Reader")
                 r = led.admin("POST", "/app/transactions", json={"contents": "in the default collection"})
                 assert r.status_code == 200, r.text
@@ -196,6 +254,29 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
 def test_every_handler_declares_its_role() -> None:
     assert TABLE
     assert all(e.required in (None, *RANK) for e in TABLE), [e for e in TABLE if e.required not in (None, *RANK)]
+
+
+def test_every_handler_needs_one_catalogued_action() -> None:
+    """Each endpoint's action is in the documented catalogue, and its ``required_role`` is the least
+    built-in role holding that action; unauthenticated endpoints need neither."""
+    for e in TABLE:
+        assert (e.action is None) == (e.required is None), e
+        if e.action is not None:
+            assert e.action in ACTIONS, e
+            assert e.required == ACTIONS[e.action], e
+
+
+def test_the_catalogue_is_what_the_server_knows(ledger: Ledger) -> None:
+    """GET /app/roles lists each built-in role's actions: exactly the documented catalogue, each
+    role holding the actions whose least role it is or ranks above; Administrator holds them all."""
+    r = ledger.admin("GET", "/app/roles")
+    assert r.status_code == 200, r.text
+    listed = {role["roleName"]: role["roleActions"] for role in r.json()}
+    for role, rank in RANK.items():
+        assert listed[role] == sorted(a for a, least in ACTIONS.items() if rank >= RANK[least]), role
+    assert listed["Administrator"] == sorted(ACTIONS)
+    for name, actions in CUSTOM.items():
+        assert listed[name] == sorted(actions), name
 
 
 def test_table_is_what_the_server_serves() -> None:
@@ -241,14 +322,19 @@ def test_a_configured_role_replaces_the_default(tmp_path: Path) -> None:
         with running(directory, "--export-role", "Reader") as server:
             led = Ledger(server.url, directory, tmp_path)
             try:
-                led.set_user(led.ids["Contributor"], "Contributor")
-                led.set_user(led.ids["Reader"], "Reader")
+                led.setup_users()
                 led.chunk = led.admin("GET", "/app/ledger/chunks").json()["chunks"][0]["name"]
                 for caller in CALLERS:
                     for e in exported:
                         r = _request(led, caller, e)
-                        want = 200 if caller in RANK else 401
+                        # user-defined roles keep exactly their actions: "appender" still may not
+                        want = 200 if caller in RANK or caller == "auditor" else 403 if caller in CUSTOM else 401
                         assert r.status_code == want, (caller, e, r.text[:200])
+                # the built-in roles' actions say so
+                for role in RANK:
+                    r = led.admin("GET", "/app/roles", params={"roleName": role})
+                    assert r.status_code == 200, r.text
+                    assert A + "chunks/read" in r.json()[0]["roleActions"], role
             finally:
                 led.close()
             assert server.stop() == 0
@@ -278,6 +364,9 @@ def test_documented_minimum_roles() -> None:
         ("DELETE", "/app/ledgerUsers/{userId}"): "Administrator",
         ("GET", "/ledgerIdentity/{ledgerId}"): None,
         ("GET", "/app/roles"): "Administrator",
+        ("PUT", "/app/roles"): "Administrator",
+        ("PATCH", "/app/roles"): "Administrator",
+        ("DELETE", "/app/roles"): "Administrator",
         ("GET", "/app/signedRoot"): "Reader",
         ("GET", "/app/consistency"): "Reader",
         ("PUT", "/app/userDefinedEndpoints"): "Administrator",
@@ -292,17 +381,45 @@ def test_documented_minimum_roles() -> None:
 # --- every role × every endpoint ---------------------------------------------------------------
 
 
-def _allowed(caller: str, required: str | None) -> bool:
-    if required is None:
-        return True
-    return caller in RANK and RANK[caller] >= RANK[required]
+def test_documented_actions() -> None:
+    """A sample of the catalogue's use, as docs/api.md lists it."""
+    action = {(e.method, e.path): e.action for e in TABLE}
+    expected = {
+        ("POST", "/app/transactions"): A + "transactions/write",
+        ("GET", "/app/transactions/{transactionId}/receipt"): A + "transactions/read",
+        ("GET", "/app/signedRoot"): A + "transactions/read",
+        ("GET", "/app/ping"): A + "transactions/read",
+        ("GET", "/app/governance/members"): A + "governance/read",
+        ("GET", "/app/enclaveQuotes"): A + "governance/read",
+        ("GET", "/app/ledgerUsers"): A + "users/read",
+        ("PATCH", "/app/users/{userId}"): A + "users/write",
+        ("GET", "/app/roles"): A + "roles/read",
+        ("DELETE", "/app/roles"): A + "roles/write",
+        ("GET", "/app/ledger/chunks/{name}"): A + "chunks/read",
+        ("POST", "/app/userDefinedFunctions/{functionId}"): A + "endpoints/write",
+        ("GET", "/healthz"): None,
+    }
+    assert {k: action.get(k, "missing") for k in expected} == expected
+
+
+def _holds(caller: str, action: str) -> bool:
+    """Whether ``caller``'s role holds ``action`` (independently of the server's code)."""
+    if caller in RANK:
+        return RANK[caller] >= RANK[ACTIONS[action]]
+    return action in CUSTOM.get(caller, frozenset())
+
+
+def _allowed(caller: str, e: Endpoint) -> bool:
+    return e.action is None or _holds(caller, e.action)
 
 
 def _expected_success(e: Endpoint) -> int:
     if e.handler == "not_implemented":
-        return 501  # user-defined roles, endpoints and functions are not supported
-    if e.method == "DELETE":
-        return 204
+        return 501  # user-defined endpoints and functions are not supported
+    if e.path == "/app/jwtIssuers" and e.method in ("PUT", "DELETE"):
+        return 400  # the probe names no issuer: past authorization, refused as input (test_tokens.py covers these)
+    if e.method == "DELETE" and e.path != "/app/roles":
+        return 204  # roles: 200, what the SDKs accept
     return 200
 
 
@@ -315,6 +432,8 @@ def _request(led: Ledger, caller: str, e: Endpoint) -> requests.Response:
     kwargs: dict[str, Any] = {}
     if e.path == "/app/consistency":
         kwargs["params"] = {"fromTransactionId": led.signature}
+    if (e.method, e.path) == ("DELETE", "/app/roles"):
+        kwargs["params"] = {"roleName": VICTIM_ROLE}
     if e.method in ("POST", "PUT", "PATCH"):
         body = "{}"
         if (e.method, e.path) == ("POST", "/app/transactions"):
@@ -324,6 +443,10 @@ def _request(led: Ledger, caller: str, e: Endpoint) -> requests.Response:
             body = '{"assignedRole": "Reader"}'
         elif e.path == "/app/ledgerUsers/{userId}":
             body = '{"assignedRoles": ["Reader"]}'
+        elif (e.method, e.path) == ("PUT", "/app/roles"):
+            body = f'[{{"roleName": "{PROBE_ROLE}", "roleActions": ["{A}governance/read"]}}]'
+        elif (e.method, e.path) == ("PATCH", "/app/roles"):  # an action the role holds already: no change
+            body = f'{{"roles": [{{"roleName": "appender", "roleActions": ["{A}transactions/write"]}}]}}'
         content_type = "application/merge-patch+json" if e.method == "PATCH" else "application/json"
         kwargs.update(data=body, headers={"Content-Type": content_type})
     return led.call(caller, e.method, path, **kwargs)
@@ -332,17 +455,21 @@ def _request(led: Ledger, caller: str, e: Endpoint) -> requests.Response:
 @pytest.mark.parametrize("caller", CALLERS)
 def test_role_matrix(ledger: Ledger, caller: str) -> None:
     problems = []
+    writes = any(_holds(caller, a) for a in ACTIONS if a.endswith("/write"))
+    before = None if writes else ledger.quiet_committed()
     for e in TABLE:
         r = _request(ledger, caller, e)
-        what = f"{caller}: {e.method} {e.path} (requires {e.required})"
-        if _allowed(caller, e.required):
+        what = f"{caller}: {e.method} {e.path} (requires {e.action}, {e.required})"
+        if _allowed(caller, e):
             want = _expected_success(e)
             if r.status_code != want:
                 problems.append(f"{what} → {r.status_code} {r.text[:200]}, expected {want}")
             if e.method == "DELETE" and r.status_code == 204:
                 ledger.set_user(ledger.ids["target"], "Reader")  # put the deleted user back
+            if (e.method, e.path, r.status_code) == ("DELETE", "/app/roles", 200):
+                ledger.set_roles({VICTIM_ROLE: frozenset({A + "governance/read"})})  # put the deleted role back
             continue
-        registered = caller in RANK
+        registered = caller in RANK or caller in CUSTOM
         want_status, want_code = (403, "NotAllowed") if registered else (401, "InvalidAuthenticationInfo")
         if r.status_code != want_status:
             problems.append(f"{what} → {r.status_code} {r.text[:200]}, expected {want_status} {want_code}")
@@ -360,9 +487,18 @@ def test_role_matrix(ledger: Ledger, caller: str) -> None:
     if target.status_code != 200 or target.json().get("assignedRole") != "Reader":
         problems.append(f"after {caller}'s calls the target user is {target.status_code} {target.text[:200]}")
     wrote = [x for x in ledger.entries(PROBE_COLLECTION) if x["contents"] == f"written by {caller}"]
-    may_write = _allowed(caller, "Contributor")
+    may_write = _holds(caller, A + "transactions/write")
     if len(wrote) != (1 if may_write else 0):
         problems.append(f"{caller} wrote {len(wrote)} entries with POST /app/transactions")
+    roles = ledger.role_names()
+    if (PROBE_ROLE in roles) != _holds(caller, A + "roles/write"):
+        problems.append(f"after {caller}'s PUT /app/roles the role {PROBE_ROLE} exists: {PROBE_ROLE in roles}")
+    if VICTIM_ROLE not in roles:
+        problems.append(f"{caller}'s DELETE /app/roles removed {VICTIM_ROLE}")
+    if PROBE_ROLE in roles:  # the next caller starts without it
+        assert ledger.admin("DELETE", "/app/roles", params={"roleName": PROBE_ROLE}).status_code == 200
+    if before is not None and ledger.quiet_committed() != before:
+        problems.append(f"{caller} may write nothing, yet the ledger moved from {before}")
     assert not problems, "\n".join(problems)
 
 

@@ -12,6 +12,8 @@ tests below assert on that report, grouped by concern (acl-rest-api.md §9 and m
 - user management for each built-in role (and ``ledgerUsers`` with several roles in 2.x);
 - governance reads, the identity client, a missing transaction failing at once;
 - refusals through the SDK: a Reader's write is a 403, an unregistered certificate a 401.
+- user-defined roles (2.x): created, read, updated, assigned to a user who acts with exactly their
+  actions, deleted; user-defined endpoints answer 501.
 
 A missing SDK venv fails these tests (``make oracles`` creates them), it never skips them.
 """
@@ -69,7 +71,12 @@ COMMON_CHECKS = {
     "roles:contributor_cannot_manage_users",
     "roles:unregistered_refused",
 }
-V2_ONLY_CHECKS = {"entries:list_by_tag", "users:ledger_users_several_roles", "unsupported:user_defined_roles_501"}
+V2_ONLY_CHECKS = {
+    "entries:list_by_tag",
+    "users:ledger_users_several_roles",
+    "user_defined_roles:lifecycle",
+    "unsupported:user_defined_endpoints_501",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -130,6 +137,7 @@ def report(request: pytest.FixtureRequest, ledger: Ledger) -> dict[str, Any]:
         "stranger": new_identity(work, "stranger"),
         "fresh": {role: new_identity(work, f"new-{role}") for role in ROLES},
         "multi": new_identity(work, "multi"),
+        "custom": new_identity(work, "custom"),
     }
     proc = subprocess.run(
         [str(python), "-I", str(SCENARIO)],
@@ -235,6 +243,16 @@ def test_identity_client(report: dict[str, Any]) -> None:
 def test_missing_transaction_fails_at_once(report: dict[str, Any]) -> None:
     assert_checks(report, "errors:")
     assert report["data"]["missing_entry_seconds"] < 2.0
+
+
+def test_user_defined_roles(report: dict[str, Any]) -> None:
+    """2.0.0b2: create_user_defined_role (the SDK's Roles model), get_user_defined_role,
+    update_user_defined_role (adds actions), a ledger user acting with exactly the role's actions,
+    delete_user_defined_role refused while assigned, then 200 and 404. 1.1.1 has no such operation."""
+    if report["oracle"] == "acl2":
+        assert_checks(report, "user_defined_roles:")
+    else:
+        assert not [name for name in report["checks"] if name.startswith("user_defined_roles:")]
 
 
 def test_refusals_through_the_sdk(report: dict[str, Any]) -> None:

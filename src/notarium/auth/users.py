@@ -1,11 +1,14 @@
-"""Ledger users and their roles, kept in the ledger (``public:notarium.users``)."""
+"""Ledger users and their roles, kept in the ledger (``public:notarium.users``).
+
+A user's roles are names: built-in roles (:class:`~notarium.auth.rbac.Role`) and user-defined ones
+(:mod:`notarium.auth.roles`); what they allow is the union of their actions.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 
-from notarium.auth.rbac import Role, parse_role
 from notarium.ledger.remote import RemoteLedger
 from notarium.types import TxId
 from notarium.verify import tables
@@ -15,17 +18,17 @@ from notarium.verify import tables
 class User:
     key: str
     user_id: str  # as the caller first wrote it
-    roles: frozenset[Role]
+    roles: frozenset[str]  # role names, built-in or user-defined
 
     def to_json(self) -> bytes:
         return json.dumps(
-            {"assignedRoles": sorted(r.value for r in self.roles), "userId": self.user_id}, separators=(",", ":")
+            {"assignedRoles": sorted(str(r) for r in self.roles), "userId": self.user_id}, separators=(",", ":")
         ).encode()
 
     @classmethod
     def from_json(cls, key: str, data: bytes) -> User:
         obj = json.loads(data)
-        return cls(key, str(obj["userId"]), frozenset(parse_role(r) for r in obj["assignedRoles"]))
+        return cls(key, str(obj["userId"]), frozenset(str(r) for r in obj["assignedRoles"]))
 
 
 class UserStore:

@@ -33,7 +33,6 @@ from notarium.types import TxId
 from notarium.verify.receipt import ReceiptVerifier
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_VERIFY, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
-ROLES = ("Administrator", "Contributor", "Reader")
 
 
 def _connection_options(p: argparse.ArgumentParser) -> None:
@@ -84,7 +83,18 @@ def register(sub: Any) -> None:
     p = _command(sub, "users", "manage ledger users (Administrators)", _users)
     p.add_argument("action", choices=("list", "add", "remove"))
     p.add_argument("user_id", nargs="?", metavar="USER_ID", help="certificate fingerprint or token user id")
-    p.add_argument("--role", "-r", action="append", dest="roles", choices=ROLES, help="role to grant (repeatable)")
+    p.add_argument("--role", "-r", action="append", dest="roles", help="a role to grant (built-in or user-defined)")
+
+    p = _command(sub, "issuers", "manage the token issuers the ledger trusts (Administrators)", _issuers)
+    p.add_argument("action", choices=("list", "add", "remove"))
+    p.add_argument("issuer", nargs="?", metavar="ISSUER", help="the issuer's identifier (its iss claim)")
+    p.add_argument("--jwks-uri", metavar="URL", help="where its signing keys are published (fetched and refreshed)")
+    p.add_argument("--jwks", type=Path, metavar="FILE", help="its signing keys, as a JWK set file (offline installs)")
+    p.add_argument("--ca-cert", type=Path, metavar="FILE", help="CA certificate(s) to trust when fetching --jwks-uri")
+    p.add_argument(
+        "--audience", action="append", dest="audiences", metavar="AUD", help="accepted audience (repeatable)"
+    )
+    p.add_argument("--user-id-claim", metavar="CLAIM", help="the claim naming the user (default oid)")
 
     p = _command(sub, "export", "download the ledger's chunk files, verifying each (resumable)", _export)
     p.add_argument("out", type=Path, metavar="OUT", help="directory to export into (then: notarium audit OUT)")
@@ -248,6 +258,50 @@ def _users(args: argparse.Namespace, client: Client) -> int:
         )
     client.remove_user(args.user_id)
     return _out(args, {"userId": args.user_id, "removed": True}, lambda c: c.print(f"removed {args.user_id}"))
+
+
+def _issuers(args: argparse.Namespace, client: Client) -> int:
+    if args.action == "list":
+        found = client.issuers()
+
+        def table(c: Console) -> None:
+            t = Table("issuer", "keys", "audiences", "user id claim", "keys from")
+            for i in found:
+                t.add_row(
+                    i["issuer"],
+                    ", ".join(i.get("keyIds", [])),
+                    ", ".join(i.get("audiences", [])),
+                    str(i.get("userIdClaim", "")),
+                    str(i.get("jwksUri", "inline")),
+                )
+            c.print(t)
+
+        return _out(args, {"issuers": found}, table)
+    if not args.issuer:
+        raise ClientError(f"`issuers {args.action}` needs an ISSUER")
+    if args.action == "remove":
+        client.remove_issuer(args.issuer)
+        return _out(args, {"issuer": args.issuer, "removed": True}, lambda c: c.print(f"removed {args.issuer}"))
+    config: dict[str, Any] = {"issuer": args.issuer}
+    if args.jwks_uri:
+        config["jwksUri"] = args.jwks_uri
+    if args.jwks is not None:
+        try:
+            config["jwks"] = json.loads(args.jwks.read_text())
+        except ValueError:
+            raise ClientError(f"{args.jwks} is not a JSON JWK set") from None
+    if args.ca_cert is not None:
+        config["caCertificate"] = args.ca_cert.read_text()
+    if args.audiences:
+        config["audiences"] = args.audiences
+    if args.user_id_claim:
+        config["userIdClaim"] = args.user_id_claim
+    added = client.set_issuer(config)
+    return _out(
+        args,
+        {"issuer": added},
+        lambda c: c.print(f"trusting {added['issuer']} (keys: {', '.join(added.get('keyIds', []))})", highlight=False),
+    )
 
 
 def _export(args: argparse.Namespace, client: Client) -> int:

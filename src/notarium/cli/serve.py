@@ -64,13 +64,13 @@ def configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]:
     return server, EngineConfig(signature_interval_ms=args.signature_interval_ms, chunk_size=args.chunk_size)
 
 
-def url(host: str, port: int) -> str:
+def url(host: str, port: int, scheme: str = "https") -> str:
     try:
         if ipaddress.ip_address(host).version == 6:
             host = f"[{host}]"
     except ValueError:
         pass
-    return f"https://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -79,13 +79,15 @@ def handle(args: argparse.Namespace) -> int:
     server, engine = configs(args)
     layout = Layout(args.directory)
 
-    def announce(host: str, port: int) -> None:
+    def announce(host: str, port: int, plain_port: int | None) -> None:
         profile = write_admin_profile(layout, url(host, port))
+        plain = f"  identity over plain HTTP: {url(host, plain_port, 'http')}\n" if plain_port is not None else ""
         # one write, the URL last: whoever waits for the URL has the rest too
         print(
             f"  service certificate (pin it; it is also the receipts' trust anchor): {layout.service_cert}\n"
             f"  administrator credentials (certificate and key): {layout.user_file(0, 'combined')}\n"
             f"  connection profile for the notarium CLI: export NOTARIUM_PROFILE={profile}\n"
+            f"{plain}"
             f"notarium: serving {url(host, port)}",
             flush=True,
         )

@@ -473,7 +473,7 @@ class _Base:
     def _request_args(self, call: Call, api_version: str) -> dict[str, Any]:
         # a nextLink carries its own query (api-version included); httpx would replace it with `params`
         params = None if "?" in call.path else {**call.params, "api-version": api_version}
-        return {"params": params, "json": call.json, "headers": {**self._headers, **call.headers}}
+        return {"params": params, "json": call.json, "headers": call.headers}
 
 
 class Client(_Base):
@@ -481,7 +481,7 @@ class Client(_Base):
 
     def __init__(self, endpoint: str, service_cert: Path | bytes, **kwargs: Any) -> None:
         super().__init__(endpoint, service_cert, **kwargs)
-        self.http = httpx.Client(base_url=self.endpoint, verify=self._ssl, timeout=self.timeout)
+        self.http = httpx.Client(base_url=self.endpoint, verify=self._ssl, timeout=self.timeout, headers=self._headers)
 
     def __enter__(self) -> Client:
         return self
@@ -576,13 +576,28 @@ class Client(_Base):
     def remove_user(self, user_id: str) -> None:
         self._run(_op_json(_remove_user_call(user_id)), USERS_API_VERSION)
 
+    # token issuers
+    def issuers(self) -> list[dict[str, Any]]:
+        """The token issuers the ledger trusts, with the key ids in force."""
+        return _issuers(self._run(_op_json(Call("GET", "/app/jwtIssuers"))))
+
+    def set_issuer(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Trust an issuer: ``{"issuer", "jwksUri" or "jwks", "audiences"?, "userIdClaim"?, "caCertificate"?}``."""
+        body = self._run(_op_json(Call("PUT", "/app/jwtIssuers", json=config)))
+        return _issuers({"issuers": [body]})[0]
+
+    def remove_issuer(self, issuer: str) -> None:
+        self._run(_op_json(Call("DELETE", "/app/jwtIssuers", params={"issuer": issuer}, ok=frozenset({204}))))
+
 
 class AsyncClient(_Base):
     """Asynchronous client (same operations as :class:`Client`, awaited)."""
 
     def __init__(self, endpoint: str, service_cert: Path | bytes, **kwargs: Any) -> None:
         super().__init__(endpoint, service_cert, **kwargs)
-        self.http = httpx.AsyncClient(base_url=self.endpoint, verify=self._ssl, timeout=self.timeout)
+        self.http = httpx.AsyncClient(
+            base_url=self.endpoint, verify=self._ssl, timeout=self.timeout, headers=self._headers
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -705,6 +720,13 @@ def _users(body: Any) -> list[User]:
             raise VerificationError("a ledger user is malformed")
         out.append(User(u["userId"], [str(r) for r in u["assignedRoles"]]))
     return out
+
+
+def _issuers(body: Any) -> list[dict[str, Any]]:
+    found = body.get("issuers") if isinstance(body, dict) else None
+    if not isinstance(found, list) or not all(isinstance(i, dict) and isinstance(i.get("issuer"), str) for i in found):
+        raise VerificationError("the answer holds no list of issuers")
+    return found
 
 
 def _as_txid(value: TxId | str) -> TxId:

@@ -11,14 +11,20 @@ A profile is a JSON file::
 Relative paths are relative to the profile file. The file is ``--profile FILE``, else
 ``$NOTARIUM_PROFILE``, else ``~/.config/notarium/profile.json`` if it exists. Each field can be set
 (or overridden) by ``NOTARIUM_ENDPOINT``, ``NOTARIUM_SERVICE_CERT``, ``NOTARIUM_CERT``,
-``NOTARIUM_KEY``, ``NOTARIUM_STATE``; a bearer token comes from ``NOTARIUM_TOKEN`` only (never
-from a file that might be shared).
+``NOTARIUM_KEY``, ``NOTARIUM_STATE``, ``NOTARIUM_TOKEN_COMMAND``.
+
+A bearer token (instead of a client certificate) comes from ``NOTARIUM_TOKEN``, or from the output
+of ``token_command`` (e.g. ``az account get-access-token --resource
+https://confidential-ledger.azure.com --query accessToken -o tsv``), run when the profile is
+loaded. A token itself is never read from a profile file (files get shared).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +32,7 @@ from pathlib import Path
 from notarium.client.errors import ClientError
 
 DEFAULT_PATH = Path("~/.config/notarium/profile.json")
-_FIELDS = ("endpoint", "service_cert", "cert", "key", "state")
+_FIELDS = ("endpoint", "service_cert", "cert", "key", "state", "token_command")
 ENV = {field: f"NOTARIUM_{field.upper()}" for field in _FIELDS}
 
 
@@ -37,6 +43,7 @@ class Profile:
     cert: Path | None = None
     key: Path | None = None
     state: Path | None = None
+    token_command: str | None = None
     token: str | None = None
 
     def to_json(self) -> dict[str, str | None]:
@@ -46,6 +53,7 @@ class Profile:
             "cert": str(self.cert) if self.cert else None,
             "key": str(self.key) if self.key else None,
             "state": str(self.state) if self.state else None,
+            "token_command": self.token_command,
         }
 
     def save(self, path: Path) -> None:
@@ -125,6 +133,19 @@ def load_profile(
         cert=path_of("cert"),
         key=path_of("key"),
         state=path_of("state"),
+        token_command=values["token_command"],
     )
-    token = env.get("NOTARIUM_TOKEN")
+    token = env.get("NOTARIUM_TOKEN") or (run_token_command(profile.token_command) if profile.token_command else None)
     return replace(profile, token=token) if token else profile
+
+
+def run_token_command(command: str) -> str:
+    """The token a command prints (its whole standard output, stripped)."""
+    try:
+        done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise ClientError(f"the token command failed to run: {exc}") from None
+    token = done.stdout.strip()
+    if done.returncode != 0 or not token:
+        raise ClientError(f"the token command exited {done.returncode} without a token: {done.stderr.strip()[:300]}")
+    return token

@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from notarium.auth.identity import Principal, principal_from_certificate
-from notarium.auth.rbac import Role, rank, rank_of
+from notarium.auth.rbac import CATALOGUE, Action
+from notarium.auth.tokens import TokenError
 from notarium.auth.users import User
 from notarium.errors import NotariumError
 from notarium.server.config import API_VERSIONS
@@ -36,46 +37,61 @@ def context(request: web.Request) -> ServerContext:
 # --- authentication and authorization ---------------------------------------------------------
 
 
-def authenticate(request: web.Request) -> Principal:
-    """The caller's identity: today a client certificate (tokens arrive with issue 5)."""
+async def authenticate(request: web.Request) -> Principal:
+    """The caller's identity: a bearer token if one is sent (ACL's SDK sends one kind only), else
+    the client certificate. Refusals are 401 ``InvalidAuthenticationInfo`` saying why."""
+    authorization = request.headers.get("Authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "InvalidAuthenticationInfo", "Only Bearer tokens are accepted in Authorization.")
+        try:
+            return await context(request).issuers.principal(token.strip())
+        except TokenError as exc:
+            raise ApiError(401, "InvalidAuthenticationInfo", f"The bearer token is refused: {exc}.") from None
     der = request.transport.get_extra_info(PEER_CERT_DER) if request.transport is not None else None
     if der is None:
         raise ApiError(401, "InvalidAuthenticationInfo", "No client certificate or token was presented.")
     return principal_from_certificate(der)
 
 
-def requires(role: Role | None, *, setting: str | None = None) -> Callable[[Handler], Handler]:
-    """Decorate a handler with the least role it needs (``None``: anyone, unauthenticated).
+def authorize(request: web.Request, principal: Principal, action: Action) -> User:
+    """The user ``principal`` is, if one of its roles holds ``action``: else 401 (not a user) or 403."""
+    ctx = context(request)
+    user = ctx.users.get(principal.key)
+    if user is None:
+        message = f"The caller {principal.display_id} is not a user of this ledger."
+        raise ApiError(401, "InvalidAuthenticationInfo", message)
+    if action not in ctx.roles.actions_of(user.roles):
+        raise ApiError(403, "NotAllowed", f"Not allowed to call {request.method} {request.path}.")
+    return user
 
-    ``setting`` names a :class:`ServerConfig` field holding a Role that replaces ``role`` when the
-    request is served (an operator's choice, e.g. ``export_role``); ``role`` is then that field's
-    default, and what the handler's ``required_role`` reports (``role_setting`` names the field).
+
+def requires(action: Action | None) -> Callable[[Handler], Handler]:
+    """Guard a handler with the one action a caller must hold (``None``: anyone, unauthenticated).
+
+    The caller is authenticated, must be a user, and one of its roles must hold ``action``
+    (:func:`authorize`). The handler gets ``required_action``, ``required_role`` (the least built-in
+    role holding the action by default: what the role matrix and the OpenAPI document show) and
+    ``role_setting`` (the ServerConfig field that can move that role, e.g. ``export_role``, or None).
     """
-
-    need = rank_of(role) if role is not None else 0
+    if action is not None and not isinstance(action, Action):
+        raise TypeError(f"requires() takes an Action (notarium.auth.rbac.Action) or None, not {action!r}")
+    info = CATALOGUE[action] if action is not None else None
 
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if role is not None:
-                principal = authenticate(request)
+            if action is not None:
+                principal = await authenticate(request)
                 request[PRINCIPAL] = principal
-                user = context(request).users.get(principal.key)
-                if user is None:
-                    raise ApiError(
-                        401,
-                        "InvalidAuthenticationInfo",
-                        f"The caller {principal.display_id} is not a user of this ledger.",
-                    )
-                request[USER] = user
-                least = need if setting is None else rank_of(getattr(context(request).config, setting))
-                if rank(user.roles) < least:
-                    raise ApiError(403, "NotAllowed", f"Not allowed to call {request.method} {request.path}.")
+                request[USER] = authorize(request, principal, action)
             return await handler(request)
 
         guarded.__name__ = handler.__name__
         guarded.__doc__ = handler.__doc__
-        guarded.required_role = role  # type: ignore[attr-defined]
-        guarded.role_setting = setting  # type: ignore[attr-defined]
+        guarded.required_action = action  # type: ignore[attr-defined]
+        guarded.required_role = info.least if info is not None else None  # type: ignore[attr-defined]
+        guarded.role_setting = info.setting if info is not None else None  # type: ignore[attr-defined]
         return guarded
 
     return wrap
@@ -159,7 +175,9 @@ def create_app(ctx: ServerContext) -> web.Application:
         consistency,
         export,
         governance,
+        issuers,
         ops,
+        roles,
         transactions,
         unsupported,
         users,
@@ -167,7 +185,7 @@ def create_app(ctx: ServerContext) -> web.Application:
 
     app = web.Application(middlewares=[observe, check_api_version], client_max_size=ctx.config.max_body_bytes)
     app[CTX] = ctx
-    for module in (ops, transactions, users, governance, export, consistency, unsupported):
+    for module in (ops, transactions, users, roles, governance, export, consistency, issuers, unsupported):
         module.register(app.router)
     return app
 
@@ -176,10 +194,22 @@ def create_identity_app(ctx: ServerContext) -> web.Application:
     """The plain-HTTP listener: only ``/ledgerIdentity/{ledgerId}`` (public, and needed to bootstrap TLS)."""
     from notarium.server.routes import governance  # noqa: PLC0415
 
-    app = web.Application(middlewares=[observe, check_api_version], client_max_size=1024)
+    app = web.Application(middlewares=[observe, no_tokens_in_clear, check_api_version], client_max_size=1024)
     app[CTX] = ctx
     app.router.add_get("/ledgerIdentity/{ledgerId}", governance.ledger_identity)
     return app
+
+
+@web.middleware
+async def no_tokens_in_clear(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Plain HTTP never authenticates anyone: a bearer token sent in clear is refused, not used."""
+    if "Authorization" in request.headers:
+        raise ApiError(
+            401,
+            "InvalidAuthenticationInfo",
+            "Tokens are accepted only over HTTPS; this one was sent in clear: consider it exposed.",
+        )
+    return await handler(request)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from notarium.auth.rbac import builtin_actions
+from notarium.auth.roles import RoleStore
 from notarium.auth.users import UserStore
 from notarium.ledger.remote import RemoteLedger
 from notarium.server.config import ServerConfig
+from notarium.server.issuers import IssuerDirectory
 from notarium.server.metrics import Metrics
 from notarium.types import TxId, TxStatus
 
@@ -50,11 +53,19 @@ class ServerContext:
     config: ServerConfig
     metrics: Metrics
     commits: CommitWaiter
+    issuers: IssuerDirectory
+    roles: RoleStore
     collections: set[str] = field(default_factory=set)
     tags: set[str] = field(default_factory=set)
+    # serialises changes to users and roles: each one is checked against the committed copies
+    access_changes: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     async def create(cls, ledger: RemoteLedger, config: ServerConfig) -> ServerContext:
-        ctx = cls(ledger, await UserStore.load(ledger), config, Metrics(), CommitWaiter(ledger))
+        commits = CommitWaiter(ledger)
+        issuers = IssuerDirectory(ledger, commits.wait)
+        await issuers.load()
+        roles = await RoleStore.load(ledger, builtin_actions(config))
+        ctx = cls(ledger, await UserStore.load(ledger), config, Metrics(), commits, issuers, roles)
         ctx.collections.update(await ledger.collections())
         return ctx

@@ -65,6 +65,7 @@ async def run_front(sock: socket.socket) -> int:
     ledger = await RemoteLedger.connect(sock)
     config: ServerConfig = ledger.facts.settings
     ctx = await ServerContext.create(ledger, config)
+    ctx.issuers.start()  # re-fetches issuers' keys now and then
     runner = web.AppRunner(
         create_app(ctx),
         access_log=None,
@@ -89,13 +90,16 @@ async def run_front(sock: socket.socket) -> int:
         if config.identity_http_port is not None:
             plain_runner = web.AppRunner(create_identity_app(ctx), access_log=None)
             await plain_runner.setup()
-            plain = web.TCPSite(plain_runner, config.host, config.identity_http_port)
-            await plain.start()
+            handler = plain_runner.server
+            if handler is None:
+                raise RuntimeError("the identity app did not set up")
+            plain = await loop.create_server(handler, config.host, config.identity_http_port)
     except OSError as exc:
         where = f"{config.host} port {config.port}"
         print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr, flush=True)
         return EXIT_LISTEN_FAILED
-    await ledger.notice("listening", server.sockets[0].getsockname()[1])
+    plain_port = plain.sockets[0].getsockname()[1] if plain is not None else None
+    await ledger.notice("listening", server.sockets[0].getsockname()[1], plain_port)
     engine_gone = asyncio.ensure_future(ledger.closed.wait())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({engine_gone, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -105,9 +109,10 @@ async def run_front(sock: socket.socket) -> int:
     gate.closed = True
     server.close()
     if plain is not None:
-        await plain.stop()
+        plain.close()
     await runner.shutdown()
     await runner.cleanup()
+    await ctx.issuers.stop()
     ctx.commits.close()
     await ledger.aclose()
     for task in (engine_gone, stopping):

@@ -27,7 +27,7 @@ from notarium.server.config import ServerConfig
 
 log = logging.getLogger("notarium.server")
 
-Announce = Callable[[str, int], None]
+Announce = Callable[[str, int, int | None], None]  # host, TLS port, plain identity port
 _KILL_GRACE_S = 5.0
 
 
@@ -44,15 +44,16 @@ async def serve(
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    listening: asyncio.Future[int] = loop.create_future()
+    listening: asyncio.Future[tuple[int, int | None]] = loop.create_future()
 
-    def listening_on(port: int) -> None:
+    def listening_on(ports: tuple[int, int | None]) -> None:
         if not listening.done():
-            listening.set_result(port)
+            listening.set_result(ports)
 
     def notice(what: str, args: tuple[Any, ...]) -> None:
         if what == "listening":
-            loop.call_soon_threadsafe(listening_on, int(args[0]))
+            plain = int(args[1]) if len(args) > 1 and args[1] is not None else None
+            loop.call_soon_threadsafe(listening_on, (int(args[0]), plain))
 
     # the front sequences (see notarium.ledger.remote): the engine signs only when told
     ledger = open_ledger(directory, replace(engine or EngineConfig(), auto_sign=False))
@@ -71,7 +72,7 @@ async def serve(
         started: set[asyncio.Future[Any]] = {listening, exited, stopping}
         await asyncio.wait(started, return_when=asyncio.FIRST_COMPLETED)
         if listening.done() and announce is not None:
-            announce(config.host, listening.result())
+            announce(config.host, *listening.result())
         await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if not exited.done():

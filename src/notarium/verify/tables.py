@@ -18,6 +18,9 @@ ENTRIES_PUBLIC = "public:notarium.entries"
 # public tables whose latest values the index keeps (key → value): governance and notarium's own
 STATE_PREFIXES = ("public:ccf.gov.", "public:notarium.")
 USERS = "public:notarium.users"
+ROLES = "public:notarium.roles"  # user-defined roles (notarium.auth.roles)
+JWT_ISSUERS = "public:notarium.jwt.issuers"  # issuer -> its configuration (JSON)
+JWT_KEYS = "public:notarium.jwt.keys"  # issuer -> the signing keys in force (a JWK set, JSON)
 CONSTITUTION = "public:ccf.gov.constitution"
 
 SINGLETON_KEY = bytes(8)

@@ -14,6 +14,15 @@ from notarium.types import TxId
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object (``InvalidInput`` otherwise)."""
+    body = await json_value(request)
+    if not isinstance(body, dict):
+        found = json.dumps(body)[:60]
+        raise bad_input(f"At #/: Expected object, found: {found}")
+    return body
+
+
+async def json_value(request: web.Request) -> Any:
+    """The request body as any JSON value (``InvalidInput`` if it is empty or not JSON)."""
     payload = request.content
     try:
         # a small body has usually arrived whole with its headers: take it without a read loop
@@ -28,9 +37,6 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         raise bad_input("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        found = json.dumps(body)[:60]
-        raise bad_input(f"At #/: Expected object, found: {found}")
     return body
 
 

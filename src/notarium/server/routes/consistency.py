@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from notarium.auth.rbac import Role
+from notarium.auth.rbac import Action
 from notarium.errors import LedgerError
 from notarium.server.app import context, json_response, requires
 from notarium.server.errors import ApiError, not_found
@@ -23,7 +23,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get("/app/consistency", consistency)
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def signed_root(request: web.Request) -> web.StreamResponse:
     """The signed root of the newest committed signature transaction."""
     try:
@@ -43,7 +43,7 @@ async def _refusal(request: web.Request, exc: LedgerError, txids: list[TxId]) ->
     return ApiError(400, "InvalidQueryParameterValue", f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def consistency(request: web.Request) -> web.StreamResponse:
     """The signed roots at ``fromTransactionId`` and ``toTransactionId`` (default: the newest) and the
     consistency proof between them."""

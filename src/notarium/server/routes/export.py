@@ -4,9 +4,9 @@
 size and SHA-256; ``GET``/``HEAD /app/ledger/chunks/{name}`` serves one, with single byte ranges
 (206, 416) and a strong ``ETag`` (the quoted SHA-256) for ``If-Range``. The live chunk is never
 served. Completed chunks are immutable (docs/design/durability.md), so the front reads them from
-``DIR/ledger`` directly instead of through the engine link, and may cache their digests. The role
-needed is ``ServerConfig.export_role`` (``--export-role``; Administrator by default). See
-docs/design/export.md.
+``DIR/ledger`` directly instead of through the engine link, and may cache their digests. The action
+needed is ``chunks/read``, which ``ServerConfig.export_role`` (``--export-role``; Administrator by
+default) and the roles above it hold, and any user-defined role given it. See docs/design/export.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from notarium.auth.rbac import Role
+from notarium.auth.rbac import Action
 from notarium.server.app import TXID_HEADER, context, json_response, requires
 from notarium.server.errors import error_response, not_found
 
@@ -124,7 +124,7 @@ def _listing(directory: Path) -> list[dict[str, object]]:
     return chunks
 
 
-@requires(Role.ADMINISTRATOR, setting="export_role")
+@requires(Action.CHUNKS_READ)
 async def list_chunks(request: web.Request) -> web.StreamResponse:
     """The completed chunk files, in seqno order (never the live one)."""
     directory = context(request).ledger.facts.ledger_dir
@@ -162,7 +162,7 @@ class RangeNotSatisfiableError(Exception):
     """The requested byte range starts past the end of the file."""
 
 
-@requires(Role.ADMINISTRATOR, setting="export_role")
+@requires(Action.CHUNKS_READ)
 async def get_chunk(request: web.Request) -> web.StreamResponse:
     """One completed chunk file, whole or a byte range of it."""
     ctx = context(request)

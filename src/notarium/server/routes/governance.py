@@ -6,7 +6,7 @@ import hashlib
 
 from aiohttp import web
 
-from notarium.auth.rbac import Role
+from notarium.auth.rbac import Action
 from notarium.server.app import context, json_response, requires
 from notarium.verify import tables
 
@@ -20,13 +20,13 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get("/ledgerIdentity/{ledgerId}", ledger_identity)
 
 
-@requires(Role.READER)
+@requires(Action.GOVERNANCE_READ)
 async def constitution(request: web.Request) -> web.StreamResponse:
     script = (await context(request).ledger.state_get(tables.CONSTITUTION, tables.SINGLETON_KEY) or b"").decode()
     return json_response({"digest": hashlib.sha256(script.encode()).hexdigest(), "script": script})
 
 
-@requires(Role.READER)
+@requires(Action.GOVERNANCE_READ)
 async def members(request: web.Request) -> web.StreamResponse:
     certs = await context(request).ledger.state(tables.MEMBERS_CERTS)
     return json_response(
@@ -34,7 +34,7 @@ async def members(request: web.Request) -> web.StreamResponse:
     )
 
 
-@requires(Role.READER)
+@requires(Action.GOVERNANCE_READ)
 async def enclave_quotes(request: web.Request) -> web.StreamResponse:
     """There is no TEE: every quote is of CCF's *virtual* platform, empty, and says so."""
     ledger = context(request).ledger

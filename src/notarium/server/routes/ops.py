@@ -6,7 +6,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from notarium.auth.rbac import Role
+from notarium.auth.rbac import Action
 from notarium.server.app import context, json_response, requires
 from notarium.server.metrics import CONTENT_TYPE
 
@@ -40,7 +40,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def ping(request: web.Request) -> web.StreamResponse:
     """An authenticated no-op: TLS, authentication and routing, nothing else (a benchmark baseline)."""
     return json_response({"pong": True})

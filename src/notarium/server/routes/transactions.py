@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from notarium.auth.rbac import Role
+from notarium.auth.rbac import Action
 from notarium.ledger import DEFAULT_COLLECTION, LedgerEntry
 from notarium.server.app import TXID_HEADER, context, json_response, requires
 from notarium.server.errors import ApiError, bad_input, not_found
@@ -55,7 +55,7 @@ def _tags(request: web.Request) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
-@requires(Role.CONTRIBUTOR)
+@requires(Action.TRANSACTIONS_WRITE)
 async def append(request: web.Request) -> web.StreamResponse:
     """Append an entry; answers at once with its transaction id (Pending until committed)."""
     ctx = context(request)
@@ -122,7 +122,7 @@ async def _committed_entry(request: web.Request, txid: TxId) -> LedgerEntry | No
     return entry
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def get_entry(request: web.Request) -> web.StreamResponse:
     txid = path_txid(request)
     collection = _collection(request) if "collectionId" in query(request) else None
@@ -134,7 +134,7 @@ async def get_entry(request: web.Request) -> web.StreamResponse:
     return json_response({"state": "Ready", "entry": _entry_json(entry)})
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def current(request: web.Request) -> web.StreamResponse:
     collection = _collection(request)
     entry = await context(request).ledger.latest_entry(collection)
@@ -143,13 +143,13 @@ async def current(request: web.Request) -> web.StreamResponse:
     return json_response(_entry_json(entry))
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def status(request: web.Request) -> web.StreamResponse:
     txid, state = await _issued(request)
     return json_response({"state": state.value, "transactionId": str(txid)})
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def receipt(request: web.Request) -> web.StreamResponse:
     txid, state = await _issued(request)
     ledger = context(request).ledger
@@ -162,7 +162,7 @@ async def receipt(request: web.Request) -> web.StreamResponse:
     return json_response(body)
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def cose_receipt(request: web.Request) -> web.StreamResponse:
     """notarium's own: the RFC 9942 COSE receipt (CCF profile) of a committed transaction."""
     txid, state = await _issued(request)
@@ -173,7 +173,7 @@ async def cose_receipt(request: web.Request) -> web.StreamResponse:
     return web.Response(body=data, content_type=COSE_CONTENT_TYPE)
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def list_entries(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     collection = _collection(request)
@@ -199,7 +199,7 @@ async def list_entries(request: web.Request) -> web.StreamResponse:
     return json_response(body)
 
 
-@requires(Role.READER)
+@requires(Action.TRANSACTIONS_READ)
 async def collections(request: web.Request) -> web.StreamResponse:
     names = await context(request).ledger.collections()
     return json_response({"collections": [{"collectionId": c} for c in names]})
