@@ -357,3 +357,41 @@ def test_cli_and_client_with_tokens(ledger: Ledger, issuer: Issuer, users: None,
         with pytest.raises(ApiError) as refused:
             reader.issuers()
         assert refused.value.status == 403
+
+
+def test_cli_manages_issuers(ledger: Ledger, users: None, tmp_path: Path) -> None:
+    """`notarium issuers add|list|remove` as an Administrator (keys from a JWK set file)."""
+    cli_issuer = Issuer("cli")
+    try:
+        jwks = tmp_path / "jwks.json"
+        jwks.write_text(json.dumps(cli_issuer.jwks()))
+        env = {
+            **clean_env(),
+            "HOME": str(tmp_path),
+            "NOTARIUM_ENDPOINT": ledger.url,
+            "NOTARIUM_SERVICE_CERT": ledger.verify,
+            "NOTARIUM_CERT": ledger.admin_pem,
+        }
+
+        def cli(*args: str) -> Any:
+            proc = subprocess.run(
+                [sys.executable, "-m", "notarium", "issuers", *args, "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            return json.loads(proc.stdout)
+
+        added = cli("add", cli_issuer.iss, "--jwks", str(jwks), "--audience", "api://cli", "--user-id-claim", "sub")
+        assert added["issuer"]["keyIds"] == sorted(cli_issuer.published)
+        listed = {i["issuer"]: i for i in cli("list")["issuers"]}
+        assert listed[cli_issuer.iss]["audiences"] == ["api://cli"]
+        token = cli_issuer.token(READER, aud="api://cli")
+        assert ledger.bearer(token, "GET", "/app/ping").status_code == 200
+        assert cli("remove", cli_issuer.iss)["removed"] is True
+        assert ledger.bearer(token, "GET", "/app/ping").status_code == 401
+    finally:
+        cli_issuer.close()
