@@ -138,6 +138,39 @@ def node_certificate(
     )
 
 
+def endorse_previous_identity(
+    previous: x509.Certificate,
+    service_key: ec.EllipticCurvePrivateKey,
+    service_cert: x509.Certificate,
+    *,
+    now: datetime.datetime,
+) -> x509.Certificate:
+    """After a disaster recovery: the new service identity certifies the previous one.
+
+    The result has the previous service's subject and public key, is issued (signed) by the new
+    service key, and is valid as long as the new service certificate. Receipts signed by nodes of
+    the previous service then verify against the new service certificate with this certificate in
+    their ``serviceEndorsements`` (node cert → endorsement → new service cert), as CCF does.
+    """
+    pub = previous.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey):
+        raise ValueError("a service identity has an EC key")
+    return (
+        x509.CertificateBuilder()
+        .subject_name(previous.subject)
+        .issuer_name(service_cert.subject)
+        .public_key(pub)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(service_cert.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(digital_signature=True, key_cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(service_key.public_key()), critical=False)
+        .sign(service_key, hashes.SHA384())
+    )
+
+
 def self_signed_identity(
     key: ec.EllipticCurvePrivateKey, cn: str, *, now: datetime.datetime, days: int
 ) -> x509.Certificate:
