@@ -189,7 +189,7 @@ def bench_audit(ledger_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    sections = ["engine", "memory", "audit", "http", "client", "export", "tokens"]
+    sections = ["engine", "memory", "audit", "http", "client", "export", "tokens", "recovery"]
     parser.add_argument("--only", nargs="*", choices=sections)
     args = parser.parse_args(argv)
     only = set(args.only or sections)
@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
 
         results["tokens"] = bench_tokens(args.quick)
         print("tokens:", json.dumps(results["tokens"], indent=2), flush=True)
+    if "recovery" in only:
+        from bench.recovery import bench_recovery
+
+        results["recovery"] = bench_recovery(args.quick)
+        print("recovery:", json.dumps(results["recovery"], indent=2), flush=True)
     path = OUT / "results.json"
     if args.only and path.exists():  # a partial run keeps the other sections of the last full one
         previous = json.loads(path.read_text())

@@ -18,6 +18,7 @@ from cryptography import x509
 
 from notarium.errors import LedgerAuditError, ServiceError
 from notarium.ledger.layout import Layout
+from notarium.recovery.chain import LedgerSecrets
 from notarium.types import TxId
 from notarium.verify.audit import AuditReport, ChunkScan, LedgerAuditor, scan_chunk
 from notarium.verify.entry import ChunkName
@@ -30,7 +31,7 @@ Progress = Callable[[int], None]
 class AuditTarget:
     chunk_files: list[Path]
     service_cert: x509.Certificate | None
-    ledger_secret: bytes | None
+    ledger_secret: LedgerSecrets | None
     total_bytes: int
 
 
@@ -40,15 +41,15 @@ def find_target(path: Path, service_cert_file: Path | None = None) -> AuditTarge
     if not path.is_dir():
         raise ServiceError(f"{path} is not a directory")
     layout = Layout(path)
-    secret: bytes | None = None
+    secret: LedgerSecrets | None = None
     folder = path
     if layout.config.exists():
         folder = layout.ledger_dir
         if service_cert_file is None:
             service_cert_file = layout.service_cert
         try:
-            secret = layout.sealed_ledger_secret.read_bytes()
-        except OSError:
+            secret = LedgerSecrets.from_sealed(layout.sealed_ledger_secret.read_bytes())
+        except (OSError, ValueError):
             secret = None
     elif layout.ledger_dir.is_dir() and layout.service_cert.is_file():  # an export (notarium export)
         folder = layout.ledger_dir

@@ -30,6 +30,7 @@ from integration.server import Server, running
 from integration.server import new_identity as new_user
 from notarium.auth.identity import acl_fingerprint
 from notarium.ledger import init_service
+from notarium.recovery.chain import LedgerSecrets
 
 T = TypeVar("T")
 TXID = re.compile(r"^\d+\.\d+$")
@@ -85,13 +86,14 @@ def secrets_of(directory: Path, extra_keys: list[Path]) -> dict[str, str]:
         for n, line in enumerate(lines):
             found[f"{path.name} line {n}"] = line
         found[f"{path.name} body"] = "".join(lines)
-    secret = (directory / "secrets" / "ledger_secret.sealed").read_bytes()
-    assert len(secret) == 32
-    found["ledger secret hex"] = secret.hex()
-    found["ledger secret HEX"] = secret.hex().upper()
-    found["ledger secret base64"] = base64.b64encode(secret).decode()
-    found["ledger secret base64url"] = base64.urlsafe_b64encode(secret).decode().rstrip("=")
-    found["ledger secret base64 (unpadded)"] = base64.b64encode(secret).decode().rstrip("=")
+    sealed = LedgerSecrets.from_sealed((directory / "secrets" / "ledger_secret.sealed").read_bytes())
+    for n, (_start, secret) in enumerate(sealed):  # every ledger secret, after rekeys too
+        assert len(secret) == 32
+        found[f"ledger secret {n} hex"] = secret.hex()
+        found[f"ledger secret {n} HEX"] = secret.hex().upper()
+        found[f"ledger secret {n} base64"] = base64.b64encode(secret).decode()
+        found[f"ledger secret {n} base64url"] = base64.urlsafe_b64encode(secret).decode().rstrip("=")
+        found[f"ledger secret {n} base64 (unpadded)"] = base64.b64encode(secret).decode().rstrip("=")
     return found
 
 

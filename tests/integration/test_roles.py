@@ -15,7 +15,10 @@ and no certificate at all) call every (method, path) of a running ``notarium ser
 - an action whose least role an operator can configure (``chunks/read``: ``--export-role``) is
   checked with its default here, and lowered in ``test_a_configured_role_replaces_the_default``;
 - endpoints declared unauthenticated (exactly /healthz, /readyz, /metrics, /openapi.json and
-  /ledgerIdentity/{ledgerId}) answer anyone.
+  /ledgerIdentity/{ledgerId}, and governance's public reads under /gov/) answer anyone;
+- governance requests (``authentication = "member-signature"``: exactly the POSTs under /gov/)
+  are authenticated by a member's COSE signature in the body, whoever the TLS caller is: the
+  probe's JSON body is no such signature, so every caller gets 400 and nothing is written.
 
 Refused writes change nothing: a Reader's POST /app/transactions leaves the committed state as it
 was, a Contributor cannot create, promote or delete users, callers without ``roles/write`` cannot
@@ -25,6 +28,7 @@ create or delete roles, an unregistered caller cannot write.
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import re
 import time
@@ -42,10 +46,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from integration.server import new_identity, running
 from notarium.auth.identity import acl_fingerprint
+from notarium.governance.request import sign_request
 from notarium.ledger import init_service
+from notarium.ledger.identity import load_cert, load_private_ec
 from notarium.server import routes
 from notarium.server.app import create_app
 from notarium.server.config import ServerConfig
+from notarium.verify.keys import cert_fingerprint
 
 CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 RANK = {"Reader": 1, "Contributor": 2, "Administrator": 3}  # independent of notarium.auth.rbac
@@ -74,6 +81,21 @@ PROBE_ROLE = "matrix-probe"  # PUT /app/roles creates it (then the test removes 
 VICTIM_ROLE = "matrix-victim"  # DELETE /app/roles removes it (then the test puts it back)
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/ledgerIdentity/{ledgerId}"}
+GOV_PUBLIC = {  # public reads: governance is on the record
+    "/gov/members/proposals",
+    "/gov/members/proposals/{proposalId}",
+    "/gov/members/proposals/{proposalId}/actions",
+    "/gov/members/state-digests/{memberId}",
+    "/gov/service/members",
+    "/gov/service/constitution",
+}
+MEMBER_SIGNED = {  # COSE_Sign1 bodies signed by a member
+    "/gov/members/proposals:create",
+    "/gov/members/proposals/{proposalId}/ballots/{memberId}:submit",
+    "/gov/members/proposals/{proposalId}:withdraw",
+    "/gov/members/state-digests/{memberId}:update",
+    "/gov/members/state-digests/{memberId}:ack",
+}
 PROBE_COLLECTION = "roles-probe"
 TIMEOUT = 10
 _UNSET = object()
@@ -87,6 +109,7 @@ class Endpoint:
     required: str | None  # a role name, or None for unauthenticated endpoints
     action: str | None  # the action a caller must hold, or None for unauthenticated endpoints
     setting: str | None = None  # the ServerConfig field that can change the required role, if any
+    authentication: str | None = None  # "member-signature": the body's COSE signature authenticates
 
 
 def _routes(router: web.UrlDispatcher) -> list[tuple[str, str, Any]]:
@@ -112,10 +135,12 @@ def endpoint_table() -> list[Endpoint]:
             pytest.fail(f"{method} {path} ({handler.__name__}) has no required_action: is it missing @requires?")
         required = None if role is None else str(role)
         setting = getattr(handler, "role_setting", None)
+        authentication = getattr(handler, "authentication", _UNSET)
+        if authentication is _UNSET:
+            pytest.fail(f"{method} {path} ({handler.__name__}) has no authentication: is it missing @requires?")
         for m in ANY_METHOD if method == "*" else (method,):
-            table.append(
-                Endpoint(m, path, handler.__name__, required, None if action is None else str(action), setting)
-            )
+            action_name = None if action is None else str(action)
+            table.append(Endpoint(m, path, handler.__name__, required, action_name, setting, authentication))
     return table
 
 
@@ -143,6 +168,8 @@ class Ledger:
         self.txid = ""
         self.chunk = ""  # a completed ledger chunk file (the {name} of /app/ledger/chunks/{name})
         self.signature = ""  # a committed signature transaction (the query of /app/consistency)
+        self.proposal = ""  # an open governance proposal (by member0)
+        self.member = ""  # member0's id
 
     def call(self, caller: str, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One request; ``verify=`` is pinned on every call (no CA bundle from the environment)."""
@@ -242,10 +269,28 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
                 r = led.admin("GET", "/app/ledger/chunks")
                 assert r.status_code == 200, r.text
                 led.chunk = r.json()["chunks"][0]["name"]  # init_service completes the genesis chunk
+                led.proposal, led.member = open_proposal(led, directory)
                 yield led
             finally:
                 led.close()
             assert server.stop() == 0, "".join(server.output[-50:])
+
+
+def open_proposal(led: Ledger, directory: Path) -> tuple[str, str]:
+    """An Open proposal by member0, and member0's state digest recorded: what the /gov/ reads show."""
+    cert = load_cert(directory / "member0_cert.pem")
+    key = load_private_ec(directory / "member0_privk.pem")
+    member = cert_fingerprint(cert)
+    action = {"name": "set_recovery_threshold", "args": {"recovery_threshold": 1}}
+    body = sign_request(key, cert, "proposal", json.dumps({"actions": [action]}).encode())
+    headers = {"Content-Type": "application/cose"}
+    r = led.call("anonymous", "POST", "/gov/members/proposals:create", data=body, headers=headers)
+    assert r.status_code == 200, r.text
+    proposal = r.json()["proposalId"]
+    body = sign_request(key, cert, "state_digest", b"")
+    r = led.call("anonymous", "POST", f"/gov/members/state-digests/{member}:update", data=body, headers=headers)
+    assert r.status_code == 200, r.text
+    return str(proposal), member
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -292,7 +337,17 @@ def test_table_is_what_the_server_serves() -> None:
 
 
 def test_exactly_the_operational_endpoints_are_unauthenticated() -> None:
-    assert {e.path for e in TABLE if e.required is None} == UNAUTHENTICATED
+    public = {e.path for e in TABLE if e.required is None and e.authentication is None}
+    assert public == UNAUTHENTICATED | GOV_PUBLIC
+    assert all(e.method in ("GET", "HEAD") for e in TABLE if e.path in GOV_PUBLIC)
+
+
+def test_exactly_the_governance_requests_are_member_signed() -> None:
+    signed = [e for e in TABLE if e.authentication is not None]
+    assert {e.path for e in signed} == MEMBER_SIGNED
+    assert {(e.method, e.authentication, e.action, e.required) for e in signed} == {
+        ("POST", "member-signature", None, None)
+    }
 
 
 def test_configurable_roles_default_to_the_declared_role() -> None:
@@ -414,6 +469,8 @@ def _allowed(caller: str, e: Endpoint) -> bool:
 
 
 def _expected_success(e: Endpoint) -> int:
+    if e.authentication == "member-signature":
+        return 400  # the probe's body is not a member's COSE_Sign1: refused, whoever calls over TLS
     if e.handler == "not_implemented":
         return 501  # user-defined endpoints and functions are not supported
     if e.path == "/app/jwtIssuers" and e.method in ("PUT", "DELETE"):
@@ -426,6 +483,7 @@ def _expected_success(e: Endpoint) -> int:
 def _request(led: Ledger, caller: str, e: Endpoint) -> requests.Response:
     values = {"transactionId": led.txid, "userId": led.ids["target"], "ledgerId": "any", "functionId": "f1"}
     values["name"] = led.chunk
+    values.update(proposalId=led.proposal, memberId=led.member)
     unknown = set(re.findall(r"{(\w+)}", e.path)) - set(values)
     assert not unknown, f"no test value for {unknown} in {e.path}: extend this test"
     path = re.sub(r"{(\w+)}", lambda m: values[m.group(1)], e.path)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _encode_json_string
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -53,6 +53,8 @@ from notarium.ledger.index import (
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.ledger.storage.files import ChunkFiles
 from notarium.ledger.tree import TILE_HEIGHT, TreeStore
+from notarium.recovery.chain import ChainRecord, LedgerSecrets
+from notarium.recovery.shares import RecoverySharesRecord, issue_shares
 from notarium.types import TxId, TxStatus
 from notarium.verify import tables
 from notarium.verify.consistency import SignedRoot, consistency_proof, verify_extension, verify_signed_root
@@ -94,9 +96,25 @@ from notarium.verify.signature import (
     verify_signature_transaction,
 )
 
+if TYPE_CHECKING:
+    from notarium.recovery.sealing import Sealer
+
 log = logging.getLogger("notarium.ledger")
 
 DEFAULT_COLLECTION = "subledger:0"
+# public internal tables whose latest values the index keeps too (besides tables.STATE_PREFIXES)
+_INDEXED_INTERNAL = frozenset({tables.RECOVERY_SHARES, tables.HISTORICAL_LEDGER_SECRET})
+
+
+class _SecretKey:
+    """What the engine derives from one ledger secret."""
+
+    __slots__ = ("aead", "ce_mac", "commit_secret")
+
+    def __init__(self, secret: bytes) -> None:
+        self.aead = AESGCM(secret)
+        self.commit_secret = commit_secret(secret)
+        self.ce_mac = HmacKey(self.commit_secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +211,7 @@ def _state_writes(public: Mapping[str, Mapping[bytes, bytes | None]]) -> list[tu
     return [
         (name, key, value)
         for name, writes in public.items()
-        if name.startswith(tables.STATE_PREFIXES) and name != tables.ENTRIES_PUBLIC
+        if (name.startswith(tables.STATE_PREFIXES) or name in _INDEXED_INTERNAL) and name != tables.ENTRIES_PUBLIC
         for key, value in writes.items()
     ]
 
@@ -221,13 +239,16 @@ class Ledger:
         layout: Layout,
         service: ServiceConfig,
         identity: NodeIdentity,
-        ledger_secret: bytes,
+        ledger_secret: bytes | LedgerSecrets,
         config: EngineConfig = EngineConfig(),
         *,
         rng: Callable[[int], bytes] | None = None,
         clock: Callable[[], float] = time.time,
         genesis: Tables | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
+        """``ledger_secret``: the secrets in force (one secret: in force from seqno 1). ``sealer``
+        keeps them across restarts: a rekey seals the new secret there before using it."""
         self.layout = layout
         self.service = service
         self.identity = identity
@@ -236,9 +257,11 @@ class Ledger:
         self._clock = clock
         self._private = service.ledger_type == "Private"
         self._entries_table = tables.ENTRIES_PRIVATE if self._private else tables.ENTRIES_PUBLIC
-        self._aead = AESGCM(ledger_secret)
-        self._commit_secret = commit_secret(ledger_secret)
-        self._ce_mac = HmacKey(self._commit_secret)
+        self._sealer = sealer
+        self._set_secrets(
+            ledger_secret if isinstance(ledger_secret, LedgerSecrets) else LedgerSecrets.single(ledger_secret)
+        )
+        self._recovery: RecoverySharesRecord | None = None
         self._node_id = key_id(identity.node_key.public_key())
         self._node_cert_pem = cert_pem(identity.node_cert).decode()
         self._service_key_pub = identity.service_key.public_key()
@@ -282,6 +305,7 @@ class Ledger:
             raise ServiceError(f"{self.layout.root} holds no signed transaction; it is not a usable ledger")
         self._tree = tree
         self._committed = last_good
+        self._drop_unrecorded_secrets(last_good)
         self._next = tree.frontier.size
         self._flushed = tree.frontier.copy()
         # A new view at every start, recorded durably before any TxId is handed out in it, so
@@ -292,9 +316,100 @@ class Ledger:
         self._pending = _Pending(self._next)
         self._closed_batches: list[_Pending] = []  # awaiting their signature, in seqno order
         self._since_signature: list[bytes] = []  # leaves since the last signature (flusher only)
+        recorded = (genesis or {}).get(tables.RECOVERY_SHARES, {}).get(tables.SINGLETON_KEY)
+        if recorded is None:
+            recorded = self._index.state_get(tables.RECOVERY_SHARES, tables.SINGLETON_KEY)
+        if recorded is not None:
+            try:
+                self._recovery = RecoverySharesRecord.from_json(recorded)
+            except ValueError as exc:
+                raise ServiceError(f"{exc}; run `notarium audit`") from None
         if genesis is not None:
             self._append_tables(genesis)
             self._signal_flush()
+
+    # ------------------------------------------------------------------ ledger secrets
+
+    def _set_secrets(self, secrets: LedgerSecrets) -> None:
+        # one assignment: the flusher thread reads both halves without the engine lock
+        self._ring = (secrets, tuple(_SecretKey(secret) for _start, secret in secrets))
+
+    def _key(self, seqno: int) -> _SecretKey:
+        """The keys of the ledger secret in force at ``seqno``."""
+        secrets, keys = self._ring
+        return keys[secrets.index_for(seqno)]
+
+    def _drop_unrecorded_secrets(self, last_good: int) -> None:
+        """Forget secrets whose rekey transaction (the one before their start) did not become
+        durable: a rekey seals the new secret first, and a crash may then lose the transaction."""
+        secrets = self._ring[0]
+        kept = [start for start in secrets.starts if start == 1 or start - 1 <= last_good]
+        if len(kept) == len(secrets):
+            return
+        log.warning(
+            "dropping %d sealed ledger secret(s) whose rekey transaction was lost in a crash",
+            len(secrets) - len(kept),
+        )
+        secrets = secrets.up_to(kept[-1])
+        if self._sealer is not None:
+            self._sealer.seal(secrets.seal_bytes())
+        self._set_secrets(secrets)
+
+    @property
+    def ledger_secret_starts(self) -> list[int]:
+        """The seqnos from which each ledger secret is in force (the first is 1)."""
+        return self._ring[0].starts
+
+    def recovery_shares(self) -> RecoverySharesRecord | None:
+        """The newest recovery shares record appended (committed or not)."""
+        with self._lock_obj:
+            return self._recovery
+
+    def reissue_recovery_shares(
+        self, members: Mapping[str, str | bytes], threshold: int, *, seqno: int | None = None
+    ) -> TxId:
+        """Issue fresh recovery shares of the newest ledger secret to ``members`` (member id →
+        RSA encryption public key PEM), any ``threshold`` of which recover the ledger; appends
+        the record (``public:ccf.internal.recovery_shares``). ``ValueError`` on a bad threshold or
+        key; ``seqno`` as in :meth:`append`."""
+        with self._lock_obj:
+            self._check_open()
+            self._check_seqno(seqno)
+            record = issue_shares(self._ring[0].latest, members, threshold)
+            txid = self._append_tables_locked({tables.RECOVERY_SHARES: {tables.SINGLETON_KEY: record.to_json()}})
+            self._recovery = record
+        log.info("recovery shares issued to %d member(s), threshold %d, at %s", len(members), threshold, txid)
+        return txid
+
+    def rekey(self, *, seqno: int | None = None) -> TxId:
+        """Start a new ledger secret for every transaction after the returned one.
+
+        The returned transaction records the previous secret encrypted under the new one
+        (``public:ccf.internal.historical_encrypted_ledger_secret``) and recovery shares of the new
+        one for the current recovery members. The new secret is sealed locally first."""
+        with self._lock_obj:
+            self._check_open()
+            self._check_seqno(seqno)
+            if self._sealer is None:
+                raise LedgerError("this ledger has no sealer to keep a new ledger secret in")
+            if self._recovery is None:
+                raise LedgerError("no recovery shares were ever issued: issue them before rekeying")
+            secrets = self._ring[0]
+            new = (self._next + 1, os.urandom(32))
+            chain = ChainRecord.seal(secrets.latest, new, os.urandom(12))
+            record = issue_shares(new, self._recovery.recovery_members(), self._recovery.threshold)
+            renewed = secrets.with_new(*new)
+            self._sealer.seal(renewed.seal_bytes())  # durable before anything is sealed under it
+            txid = self._append_tables_locked(
+                {
+                    tables.HISTORICAL_LEDGER_SECRET: {tables.SINGLETON_KEY: chain.to_json()},
+                    tables.RECOVERY_SHARES: {tables.SINGLETON_KEY: record.to_json()},
+                }
+            )
+            self._set_secrets(renewed)
+            self._recovery = record
+        log.info("ledger rekeyed at %s: a new ledger secret is in force from seqno %d", txid, txid.seqno + 1)
+        return txid
 
     def _tree_from_index(self) -> tuple[TreeStore, int]:
         state = self._index.state()
@@ -552,8 +667,11 @@ class Ledger:
 
     def _append_tables(self, public: Tables) -> TxId:
         with self._lock_obj:
-            extras: _Extras = ([], _state_writes(public))
-            return self._append_locked(encode_tables(public), b"", ZERO_CLAIMS, KIND_OTHER, None, extras)
+            return self._append_tables_locked(public)
+
+    def _append_tables_locked(self, public: Tables) -> TxId:
+        extras: _Extras = ([], _state_writes(public))
+        return self._append_locked(encode_tables(public), b"", ZERO_CLAIMS, KIND_OTHER, None, extras)
 
     def _append_locked(
         self,
@@ -581,11 +699,12 @@ class Ledger:
 
     def _seal(self, seqno: int, view: int, public: bytes, private: bytes, claims: bytes) -> tuple[bytes, bytes]:
         """Serialise one entry in CCF's format (private domain encrypted); return it and its leaf."""
-        ce = b"ce:%d.%d:%s" % (view, seqno, self._ce_mac.digest(b"%d.%d" % (view, seqno)).hex().encode())
+        key = self._key(seqno)
+        ce = b"ce:%d.%d:%s" % (view, seqno, key.ce_mac.digest(b"%d.%d" % (view, seqno)).hex().encode())
         ced = hashlib.sha256(ce).digest()
         public_domain = encode_public_header(seqno, claims, ced) + public
         iv = gcm_iv(seqno, view)
-        sealed = self._aead.encrypt(iv, private, public_domain)
+        sealed = key.aead.encrypt(iv, private, public_domain)
         entry = assemble_entry(sealed[-GCM_TAG_SIZE:], iv, public_domain, sealed[:-GCM_TAG_SIZE])
         return entry, hashlib.sha256(hashlib.sha256(entry).digest() + ced + claims).digest()
 
@@ -821,7 +940,7 @@ class Ledger:
         ciphertext = bytes(raw[e.public_end - e.start :])
         iv = bytes(raw[ENTRY_HEADER_SIZE + GCM_TAG_SIZE : ENTRY_HEADER_SIZE + GCM_TAG_SIZE + GCM_IV_SIZE])
         try:
-            plain = self._aead.decrypt(iv, ciphertext + e.tag, public_domain)
+            plain = self._key(e.seqno).aead.decrypt(iv, ciphertext + e.tag, public_domain)
         except InvalidTag:
             raise ServiceError(f"entry {e.view}.{e.seqno} does not decrypt under the ledger secret") from None
         return decode_tables(plain, 0, len(plain))
@@ -920,7 +1039,7 @@ class Ledger:
         cose_sig = decode_cose_signature_value(sig_tables[tables.COSE_SIGNATURES][tables.SINGLETON_KEY] or b"")
         leaf = LeafComponents(
             write_set_digest=hashlib.sha256(raw).digest(),
-            commit_evidence=commit_evidence_from_commit_secret(self._commit_secret, txid),
+            commit_evidence=commit_evidence_from_commit_secret(self._key(txid.seqno).commit_secret, txid),
             claims_digest=e.claims_digest,
         )
         with self._tree_lock:

@@ -34,7 +34,7 @@ import queue
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -43,6 +43,7 @@ from notarium.errors import LedgerError, NotariumError, ServiceError
 from notarium.ledger.engine import EngineConfig, Ledger, LedgerEntry, Receipt, check_write_set
 from notarium.ledger.identity import cert_pem, private_pem
 from notarium.ledger.layout import ServiceConfig
+from notarium.recovery.shares import RecoverySharesRecord, check_recovery_members
 from notarium.types import TxId, TxStatus
 from notarium.verify.consistency import SignedRoot
 from notarium.verify.entry import Tables
@@ -70,6 +71,9 @@ CALLS = frozenset(
         "consistency",
         "state",
         "state_get",
+        "rekey",
+        "reissue_recovery_shares",
+        "recovery_shares",
     }
 )
 
@@ -441,6 +445,20 @@ class RemoteLedger:
 
     async def append_entry(self, contents: str, collection_id: str, tags: str | None) -> TxId:
         return await self._sequenced("append_entry", contents, collection_id, tags)
+
+    async def reissue_recovery_shares(self, members: Mapping[str, str], threshold: int) -> TxId:
+        """:meth:`Ledger.reissue_recovery_shares` (checked here first: the engine must not refuse it)."""
+        check_recovery_members(members, threshold)
+        return await self._sequenced("reissue_recovery_shares", dict(members), threshold)
+
+    async def rekey(self) -> TxId:
+        """:meth:`Ledger.rekey`: a new ledger secret for every later transaction."""
+        if await self.recovery_shares() is None:
+            raise LedgerError("no recovery shares were ever issued: issue them before rekeying")
+        return await self._sequenced("rekey")
+
+    async def recovery_shares(self) -> RecoverySharesRecord | None:
+        return cast(RecoverySharesRecord | None, await self._call("recovery_shares"))
 
     # --- reads ---------------------------------------------------------------------------------
 

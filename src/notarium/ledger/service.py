@@ -17,6 +17,9 @@ from notarium.ledger import identity as ids
 from notarium.ledger.durable import fsync_dir
 from notarium.ledger.engine import EngineConfig, Ledger
 from notarium.ledger.layout import Layout, ServiceConfig
+from notarium.recovery.chain import LedgerSecrets
+from notarium.recovery.sealing import VirtualFileSealer, unseal_secrets
+from notarium.recovery.shares import issue_shares
 from notarium.verify import tables
 from notarium.verify.entry import Tables
 from notarium.verify.keys import acl_user_id, cert_fingerprint, key_id
@@ -161,13 +164,17 @@ def _populate(
         tables.USERS: {user_id.encode(): _json({"assignedRoles": ["Administrator"], "userId": acl_user_id(user_cert)})},
         tables.CONSTITUTION: {tables.SINGLETON_KEY: DEFAULT_CONSTITUTION.encode()},
     }
+    # recovery shares of the first ledger secret: member0 alone, threshold 1 (docs/design/recovery.md)
+    recovery = issue_shares((1, secret), {member_id: ids.public_pem(member_enc.public_key()).decode()}, 1)
+    genesis = {**genesis, tables.RECOVERY_SHARES: {tables.SINGLETON_KEY: recovery.to_json()}}
     identity = ids.NodeIdentity(node_key, node_cert, service_key, service_cert)
-    ledger = Ledger(layout, config, identity, secret, genesis=genesis)
+    sealer = VirtualFileSealer(layout.sealed_ledger_secret)
+    ledger = Ledger(layout, config, identity, secret, genesis=genesis, sealer=sealer)
     ledger.close()
     return config
 
 
-def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, bytes]:
+def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, LedgerSecrets]:
     config = ServiceConfig.load(layout)
     node_key = ids.load_private_ec(layout.node_key)
     service_key = ids.load_private_ec(layout.service_key)
@@ -178,17 +185,13 @@ def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, byte
         service_cert.public_key() != service_key.public_key()
     ):
         raise ServiceError(f"{layout.service_cert} does not match the service key")
-    try:
-        secret = layout.sealed_ledger_secret.read_bytes()
-    except OSError as exc:
-        raise ServiceError(f"cannot unseal the ledger secret: {exc.strerror}") from None
-    if len(secret) != LEDGER_SECRET_SIZE:
-        raise ServiceError("the sealed ledger secret has the wrong size")
-    return config, ids.NodeIdentity(node_key, node_cert, service_key, service_cert), secret
+    secrets = unseal_secrets(VirtualFileSealer(layout.sealed_ledger_secret))
+    return config, ids.NodeIdentity(node_key, node_cert, service_key, service_cert), secrets
 
 
 def open_ledger(directory: str | os.PathLike[str], config: EngineConfig | None = None) -> Ledger:
     """Open an existing service directory; recovers from a crash with no manual step."""
     layout = Layout(Path(directory).absolute())
-    service, identity, secret = load_identity(layout)
-    return Ledger(layout, service, identity, secret, config or EngineConfig())
+    service, identity, secrets = load_identity(layout)
+    sealer = VirtualFileSealer(layout.sealed_ledger_secret)
+    return Ledger(layout, service, identity, secrets, config or EngineConfig(), sealer=sealer)

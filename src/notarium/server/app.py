@@ -92,9 +92,22 @@ def requires(action: Action | None) -> Callable[[Handler], Handler]:
         guarded.required_action = action  # type: ignore[attr-defined]
         guarded.required_role = info.least if info is not None else None  # type: ignore[attr-defined]
         guarded.role_setting = info.setting if info is not None else None  # type: ignore[attr-defined]
+        guarded.authentication = None  # type: ignore[attr-defined]
         return guarded
 
     return wrap
+
+
+MEMBER_SIGNATURE = "member-signature"
+
+
+def member_signed(handler: Handler) -> Handler:
+    """A governance request (routes/gov.py): no TLS client certificate, token or role is asked for;
+    the body is a COSE_Sign1 that the handler verifies against the consortium's members. Declared
+    as ``required_action = None`` with ``authentication = "member-signature"``."""
+    guarded = requires(None)(handler)
+    guarded.authentication = MEMBER_SIGNATURE  # type: ignore[attr-defined]
+    return guarded
 
 
 # --- middlewares ---------------------------------------------------------------------------------
@@ -174,6 +187,7 @@ def create_app(ctx: ServerContext) -> web.Application:
     from notarium.server.routes import (  # noqa: PLC0415
         consistency,
         export,
+        gov,
         governance,
         issuers,
         ops,
@@ -185,7 +199,7 @@ def create_app(ctx: ServerContext) -> web.Application:
 
     app = web.Application(middlewares=[observe, check_api_version], client_max_size=ctx.config.max_body_bytes)
     app[CTX] = ctx
-    for module in (ops, transactions, users, roles, governance, export, consistency, issuers, unsupported):
+    for module in (ops, transactions, users, roles, governance, gov, export, consistency, issuers, unsupported):
         module.register(app.router)
     return app
 

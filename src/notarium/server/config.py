@@ -19,6 +19,7 @@ API_VERSIONS = frozenset(
         "2024-07-26-preview",
         "2024-08-22-preview",
         "2024-12-09-preview",
+        "2024-07-01",  # CCF's governance API (/gov/..., routes/gov.py)
     }
 )
 

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from notarium.auth.rbac import builtin_actions
 from notarium.auth.roles import RoleStore
 from notarium.auth.users import UserStore
+from notarium.governance.service import Governance
 from notarium.ledger.remote import RemoteLedger
 from notarium.server.config import ServerConfig
+from notarium.server.consortium import EngineEffects, LedgerStore
 from notarium.server.issuers import IssuerDirectory
 from notarium.server.metrics import Metrics
 from notarium.types import TxId, TxStatus
@@ -59,6 +61,13 @@ class ServerContext:
     tags: set[str] = field(default_factory=set)
     # serialises changes to users and roles: each one is checked against the committed copies
     access_changes: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # consortium governance (routes/gov.py): signed proposals and ballots, applied to the ledger
+    governance: Governance = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.governance = Governance(
+            LedgerStore(self.ledger, self.commits.wait), EngineEffects(self.ledger, self.commits.wait)
+        )
 
     @classmethod
     async def create(cls, ledger: RemoteLedger, config: ServerConfig) -> ServerContext:

@@ -22,10 +22,11 @@ all of it except attestation and governance rules.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -345,10 +346,21 @@ class _Node:
 class LedgerAuditor:
     """Feed chunks in order with :meth:`add_chunk` (or scans with :meth:`add_scan`), then :meth:`finish`."""
 
-    def __init__(self, service_cert: x509.Certificate | None, *, ledger_secret: bytes | None = None) -> None:
+    def __init__(
+        self,
+        service_cert: x509.Certificate | None,
+        *,
+        ledger_secret: bytes | Iterable[tuple[int, bytes]] | None = None,
+    ) -> None:
+        """``ledger_secret``: one secret (in force from seqno 1) or ``(start seqno, secret)`` pairs
+        in order (a rekeyed ledger: :class:`notarium.recovery.chain.LedgerSecrets`)."""
         self._pinned = service_cert
         self._service_key = ec_public_key(service_cert, "service certificate") if service_cert else None
-        self._secret = ledger_secret
+        self._secret: list[tuple[int, bytes]] | None = None
+        if isinstance(ledger_secret, bytes):
+            self._secret = [(1, ledger_secret)]
+        elif ledger_secret is not None:
+            self._secret = list(ledger_secret)
         self._frontier = Frontier()
         self._frontier.append(ZERO_HASH)  # leaf 0
         self._view = 0
@@ -521,10 +533,12 @@ class LedgerAuditor:
     def _check_uncovered(self) -> None:
         if self._secret is None:
             return
-        aead = AESGCM(self._secret)
+        starts = [start for start, _secret in self._secret]
         for txid, raw in self._uncovered:
+            secret = self._secret[max(bisect.bisect_right(starts, txid.seqno) - 1, 0)][1]
+            aead = AESGCM(secret)
             _header, tag, _iv_seqno, _iv_view, pub_size, _t, _s, _claims, ced, _m = _TYPE4.unpack_from(raw, 0)
-            if commit_evidence_digest(commit_evidence(self._secret, txid)) != ced:
+            if commit_evidence_digest(commit_evidence(secret, txid)) != ced:
                 raise _fail("commit evidence does not derive from the ledger secret", "entry-secret", *_sv(txid))
             pub_end = FIXED_SIZE + pub_size
             try:

@@ -79,16 +79,28 @@ def encode_sign1(protected: bytes, unprotected: dict[Any, Any], signature: bytes
 
 @dataclass(frozen=True, slots=True)
 class Sign1:
-    """A decoded COSE_Sign1 with a detached payload."""
+    """A decoded COSE_Sign1: CCF's signatures and receipts detach their payload (``payload`` is
+    None); governance requests carry theirs (:meth:`decode_attached`)."""
 
     protected_bytes: bytes
     protected: Mapping[Any, Any]
     unprotected: Mapping[Any, Any]
     signature: bytes
+    payload: bytes | None = None
+
+    @classmethod
+    def decode_attached(cls, data: bytes) -> Sign1:
+        """Decode untrusted bytes of a COSE_Sign1 that carries its payload (a byte string)."""
+        return cls._decode(data, attached=True)
 
     @classmethod
     def decode(cls, data: bytes) -> Sign1:
-        """Decode untrusted bytes; every failure is a :class:`VerificationError`."""
+        """Decode untrusted bytes of a COSE_Sign1 with a detached payload; every failure is a
+        :class:`VerificationError`."""
+        return cls._decode(data, attached=False)
+
+    @classmethod
+    def _decode(cls, data: bytes, *, attached: bool) -> Sign1:
         if len(data) > MAX_COSE_SIZE:
             raise VerificationError("COSE_Sign1 is too large")
         obj = loads_exact(data, "COSE_Sign1")
@@ -102,12 +114,14 @@ class Sign1:
             raise VerificationError("COSE_Sign1 protected header and signature must be byte strings")
         if not isinstance(unprotected, Mapping):
             raise VerificationError("COSE_Sign1 unprotected header must be a map")
-        if payload is not None:
+        if attached and not isinstance(payload, bytes):
+            raise VerificationError("this COSE_Sign1 must carry its payload (a byte string, not detached)")
+        if not attached and payload is not None:
             raise VerificationError("CCF COSE_Sign1 payloads are detached (nil)")
         protected = loads_exact(protected_bytes, "COSE_Sign1 protected header")
         if not isinstance(protected, Mapping):
             raise VerificationError("COSE_Sign1 protected header must be a map")
-        return cls(protected_bytes, protected, unprotected, signature)
+        return cls(protected_bytes, protected, unprotected, signature, payload)
 
     def verify_detached(self, key: ec.EllipticCurvePublicKey, payload: bytes) -> None:
         """Verify the signature over ``payload`` with ``key``; the alg must match the key's curve."""

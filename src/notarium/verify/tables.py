@@ -11,6 +11,9 @@ USERS_INFO = "public:ccf.gov.users.info"
 SIGNATURES = "public:ccf.internal.signatures"
 COSE_SIGNATURES = "public:ccf.internal.cose_signatures"
 TREE = "public:ccf.internal.tree"
+# recovery (docs/design/recovery.md): singleton JSON records, also kept by the index
+RECOVERY_SHARES = "public:ccf.internal.recovery_shares"
+HISTORICAL_LEDGER_SECRET = "public:ccf.internal.historical_encrypted_ledger_secret"  # noqa: S105 (a name)
 
 # notarium's application tables: ledger entries, private by default (docs/design/ledger-format.md)
 ENTRIES_PRIVATE = "notarium.entries"

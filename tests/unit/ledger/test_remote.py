@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from notarium.errors import LedgerError, ServiceError
 from notarium.ledger import EngineConfig, Ledger, open_ledger
@@ -199,3 +201,30 @@ def test_the_newest_signature_gets_its_receipt(fast: Link) -> None:
         assert await remote.cose_receipt(newest)
 
     fast.run(body)
+
+
+def test_rekey_and_share_reissue_cross_the_link(fast: Link) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+    async def body(remote: RemoteLedger) -> None:
+        before = await remote.append_entry("before", "c", None)
+        with pytest.raises(ValueError, match="between 1 and 1"):
+            await remote.reissue_recovery_shares({"m": pem}, 2)  # refused before a seqno is promised
+        issued = await remote.reissue_recovery_shares({"m": pem}, 1)
+        rekeyed = await remote.rekey()
+        after = await remote.append_entry("after", "c", None)
+        assert [issued.seqno, rekeyed.seqno, after.seqno] == [before.seqno + 1, before.seqno + 2, before.seqno + 3]
+        await committed(remote, after)
+        record = await remote.recovery_shares()
+        assert record is not None
+        assert list(record.members) == ["m"]
+        assert record.ledger_secret_start == rekeyed.seqno + 1
+        assert [e.contents for e in await remote.entries("c", 1, after.seqno, limit=10, tag=None)] == [
+            "before",
+            "after",
+        ]
+
+    fast.run(body)
+    assert fast.ledger.healthy
+    assert len(fast.ledger.ledger_secret_starts) == 2
