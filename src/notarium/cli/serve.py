@@ -48,6 +48,11 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("serve", help="serve the ledger in DIR over HTTPS")
     p.add_argument("directory", type=Path, metavar="DIR")
     add_server_options(p)
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="the ledger secrets are gone: first wait for the members' recovery shares (docs/operations/recovery.md)",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -92,7 +97,17 @@ def handle(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    asyncio.run(serve(args.directory, server, engine, announce=announce))
+    def announce_recovery(host: str, port: int) -> None:
+        print(
+            f"notarium: recovering {url(host, port)}: waiting for the members' recovery shares "
+            "(notarium recovery share / submit)",
+            flush=True,
+        )
+
+    recover = bool(getattr(args, "recover", False))
+    asyncio.run(
+        serve(args.directory, server, engine, announce=announce, recover=recover, announce_recovery=announce_recovery)
+    )
     return 0
 
 

@@ -24,6 +24,7 @@ from notarium.errors import ServiceError
 from notarium.ledger import EngineConfig, open_ledger
 from notarium.ledger.remote import EngineService
 from notarium.server.config import ServerConfig
+from notarium.server.recovery import RecoveryAnnounce, wait_for_shares
 
 log = logging.getLogger("notarium.server")
 
@@ -38,8 +39,11 @@ async def serve(
     *,
     announce: Announce | None = None,
     stop: asyncio.Event | None = None,
+    recover: bool = False,
+    announce_recovery: RecoveryAnnounce | None = None,
 ) -> None:
-    """Serve ``directory`` until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    """Serve ``directory`` until ``stop`` is set or SIGTERM/SIGINT arrives. With ``recover``, first
+    wait for the members' recovery shares (:mod:`notarium.server.recovery`), on the same port."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -55,6 +59,16 @@ async def serve(
             plain = int(args[1]) if len(args) > 1 and args[1] is not None else None
             loop.call_soon_threadsafe(listening_on, (int(args[0]), plain))
 
+    if recover:
+        try:
+            port = await wait_for_shares(directory, config, stop, announce_recovery)
+        finally:
+            if stop.is_set():
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        if port is None:
+            return
+        config = replace(config, port=port)
     # the front sequences (see notarium.ledger.remote): the engine signs only when told
     ledger = open_ledger(directory, replace(engine or EngineConfig(), auto_sign=False))
     ours, theirs = socket.socketpair()
