@@ -5,7 +5,9 @@ Usage: ccf_validate.py LEDGER_DIR SERVICE_CERT_PEM_PATH
 Runs ``ccf.ledger.LedgerValidator`` over every transaction of ``ccf.ledger.Ledger([LEDGER_DIR])``
 (``committed_only`` default: only ``*.committed`` chunks are read), then checks every node
 certificate the ledger records with ``ccf.receipt.check_endorsement`` against the pinned service
-certificate, and compares the service certificate in ``public:ccf.gov.service.info`` with it.
+certificate (or by a previous service identity whose endorsement, recorded in
+``public:notarium.service.previous_identity_endorsement``, chains to it), and compares the
+service certificate in ``public:ccf.gov.service.info`` with it.
 
 Prints one JSON object::
 
@@ -23,6 +25,7 @@ import json
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from ccf.ledger import SIGNATURE_TX_TABLE_NAME, Ledger, LedgerValidator
 from ccf.receipt import check_endorsement
@@ -40,6 +43,17 @@ class EndorsementError(Exception):
 def _der(pem: str | bytes) -> bytes:
     data = pem.encode() if isinstance(pem, str) else pem
     return load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+
+
+PREVIOUS_IDENTITY_ENDORSEMENT = "public:notarium.service.previous_identity_endorsement"
+
+
+def _endorses(issuer: Any, cert: Any) -> bool:
+    try:
+        check_endorsement(cert, issuer)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def validate(ledger_dir: str, service_cert_path: str) -> dict[str, object]:
@@ -61,6 +75,7 @@ def validate(ledger_dir: str, service_cert_path: str) -> dict[str, object]:
         "chunks": [],
     }
     node_certs: dict[bytes, bytes] = {}  # DER -> PEM, every node certificate seen
+    endorsements: list[bytes] = []  # recorded endorsements of previous service identities (PEM)
     signature_txids: list[str] = []
     count = 0
     try:
@@ -72,14 +87,23 @@ def validate(ledger_dir: str, service_cert_path: str) -> dict[str, object]:
             tables = tx.get_public_domain().get_tables()
             if SIGNATURE_TX_TABLE_NAME in tables:
                 signature_txids.append(tx.get_txid())
+            for value in tables.get(PREVIOUS_IDENTITY_ENDORSEMENT, {}).values():
+                if value is not None:
+                    endorsements.append(value.encode() if isinstance(value, str) else bytes(value))
             for pem in validator.node_certificates.values():
                 raw = pem.encode() if isinstance(pem, str) else pem
                 node_certs.setdefault(_der(raw), raw)
+        trusted = [service_cert]  # the pinned identity, then previous ones it (transitively) endorsed
+        pending = [load_pem_x509_certificate(pem) for pem in endorsements]
+        while pending:
+            found = [e for e in pending if any(_endorses(t, e) for t in trusted)]
+            if not found:
+                break
+            trusted += found
+            pending = [e for e in pending if e not in found]
         for raw in node_certs.values():
             node_cert = load_pem_x509_certificate(raw)
-            try:
-                check_endorsement(node_cert, service_cert)
-            except InvalidSignature:
+            if not any(_endorses(t, node_cert) for t in trusted):
                 raise EndorsementError(
                     f"node certificate {node_cert.subject.rfc4514_string()} (serial {node_cert.serial_number:x}) "
                     "is not endorsed by the pinned service certificate"

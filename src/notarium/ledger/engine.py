@@ -265,6 +265,8 @@ class Ledger:
         self._node_id = key_id(identity.node_key.public_key())
         self._node_cert_pem = cert_pem(identity.node_cert).decode()
         self._service_key_pub = identity.service_key.public_key()
+        # [current service cert, endorsement of the previous identity, of the one before, …]
+        self._identities = load_identity_chain(layout, identity.service_cert)
         self._lockfd = self._lock(layout)
         self._lock_obj = threading.Lock()
         self._work = threading.Condition(self._lock_obj)
@@ -285,6 +287,11 @@ class Ledger:
         self._flusher.start()
 
     # ------------------------------------------------------------------ opening
+
+    @staticmethod
+    def lock_directory(layout: Layout) -> int:
+        """Take the service directory's lock (a file descriptor; close it to release)."""
+        return Ledger._lock(layout)
 
     @staticmethod
     def _lock(layout: Layout) -> int:
@@ -448,20 +455,48 @@ class Ledger:
             lo += 1 << height
         return tree
 
+    def _identity_depth(self, node_cert_pem: str | None) -> int:
+        """Which service identity endorsed a node certificate: 0 the current one, ``d`` the one
+        ``d`` identity changes back (trusted through the recorded endorsement chain)."""
+        if node_cert_pem is None:
+            raise VerificationError("signature carries no node certificate", check="signature-node")
+        cert = load_pem_cert(node_cert_pem, "node certificate")
+        for depth, service in enumerate(self._identities):
+            try:
+                check_endorsement(cert, service, "node certificate")
+            except VerificationError:
+                continue
+            return depth
+        raise VerificationError(
+            "node certificate is not endorsed by the service identity or any endorsed previous one",
+            check="signature-node",
+        )
+
+    def _service_endorsements(self, depth: int) -> list[str]:
+        """``serviceEndorsements`` of a receipt signed under identity ``depth``: node cert → these → service cert."""
+        return [cert_pem(self._identities[d]).decode() for d in range(depth, 0, -1)]
+
     def _verify_signature(self, public: dict[str, dict[bytes, bytes | None]], txid: TxId, root: bytes) -> None:
-        service_cert = self.identity.service_cert
+        service_key = self._service_key_pub
+        raw_sig = public.get(tables.SIGNATURES, {}).get(tables.SINGLETON_KEY)
+        if raw_sig is not None:
+            try:
+                carried = PrimarySignature.from_json(raw_sig).cert
+            except (ValueError, VerificationError):
+                carried = None  # verify_signature_transaction reports it
+            if carried is not None:
+                depth = self._identity_depth(carried)
+                service_key = ec_public_key(self._identities[depth], "service identity")
 
         def node_key(sig: PrimarySignature) -> ec.EllipticCurvePublicKey:
-            if sig.cert is None:
-                raise VerificationError("signature carries no node certificate", check="signature-node")
-            cert = load_pem_cert(sig.cert, "node certificate")
-            check_endorsement(cert, service_cert, "node certificate")
+            self._identity_depth(sig.cert)
+            cert = load_pem_cert(sig.cert or "", "node certificate")
             key = ec_public_key(cert, "node certificate")
             if key_id(key) != sig.node:
                 raise VerificationError("node id is not the hash of its key", check="signature-node")
             return key
 
-        verify_signature_transaction(public, txid=txid, root=root, service_key=self._service_key_pub, node_key=node_key)
+        verify_signature_transaction(public, txid=txid, root=root, service_key=service_key, node_key=node_key)
 
     def _replay(self, tree: TreeStore, start: int) -> tuple[int, int]:
         """Replay chunk entries from ``start``: verify, index, and cut an unsigned or torn tail.
@@ -1057,7 +1092,12 @@ class Ledger:
         if parts is None:
             return None
         leaf, path, sig, _cose = parts
-        body = build_json_receipt(leaf, path, sig.sig, sig.cert or self._node_cert_pem, sig.node)
+        node_cert = sig.cert or self._node_cert_pem
+        try:
+            endorsements = self._service_endorsements(self._identity_depth(node_cert))
+        except VerificationError as exc:
+            raise ServiceError(f"receipt for {txid}: {exc}; run `notarium audit`") from None
+        body = build_json_receipt(leaf, path, sig.sig, node_cert, sig.node, endorsements)
         claims = None
         entry = self.get_entry(txid)
         if entry is not None:
@@ -1069,14 +1109,19 @@ class Ledger:
         return Receipt(txid, body, claims)
 
     def cose_receipt(self, txid: TxId) -> bytes | None:
-        """The RFC 9942 COSE receipt (CCF profile) of a committed transaction, verified."""
+        """The RFC 9942 COSE receipt (CCF profile) of a committed transaction, verified.
+
+        A transaction signed under a previous service identity gets a receipt signed by that
+        identity's key (verified here against it, as endorsed by the current identity): COSE
+        receipts carry no endorsements (docs/design/recovery.md)."""
         parts = self._proof_parts(txid)
         if parts is None:
             return None
-        leaf, path, _sig, cose_sig = parts
+        leaf, path, sig, cose_sig = parts
         receipt = build_cose_receipt(cose_sig, leaf, path)
         try:
-            verify_cose_receipt(receipt, self._service_key_pub, claims_digest=leaf.claims_digest)
+            service = self._identities[self._identity_depth(sig.cert or self._node_cert_pem)]
+            verify_cose_receipt(receipt, ec_public_key(service, "service identity"), claims_digest=leaf.claims_digest)
         except VerificationError as exc:
             raise ServiceError(f"COSE receipt for {txid} does not verify ({exc}); run `notarium audit`") from None
         return receipt
@@ -1106,7 +1151,7 @@ class Ledger:
         cose_sig = decode_cose_signature_value(sig_tables[tables.COSE_SIGNATURES][tables.SINGLETON_KEY] or b"")
         signed = SignedRoot(txid, sig.root, cose_sig)
         try:
-            verify_signed_root(signed, self.identity.service_cert)
+            verify_signed_root(signed, self._identities[self._identity_depth(sig.cert or self._node_cert_pem)])
         except VerificationError as exc:
             raise ServiceError(f"signed root at {txid} does not verify ({exc}); run `notarium audit`") from None
         return signed
@@ -1138,6 +1183,80 @@ class Ledger:
     @property
     def service_cert(self) -> x509.Certificate:
         return self.identity.service_cert
+
+    def record_identity_change(self, previous: x509.Certificate, endorsement: x509.Certificate) -> TxId:
+        """Record that this ledger's service identity replaces ``previous`` (which ``endorsement``,
+        issued by the current service key, certifies): ``service.info`` names the current
+        certificate with ``recovery_count`` + 1 and ``previous_service_identity_version`` = the
+        seqno that created the previous identity; the previous certificate and the endorsement are
+        recorded; this node becomes Trusted with its endorsed certificate, the nodes of the previous
+        identity Retired. Called by :func:`notarium.ledger.service.recover_service_identity`."""
+        if self._identities[1:2] != [endorsement]:
+            raise LedgerError("the endorsement is not the newest one of this service directory")
+        check_endorsement(endorsement, self.identity.service_cert, "previous identity endorsement")
+        raw = self._index.state_get(tables.SERVICE_INFO, tables.SINGLETON_KEY)
+        if raw is None:
+            raise LedgerError("the ledger records no service identity to continue")
+        info = json.loads(raw)
+        if info.get("cert") != cert_pem(previous).decode():
+            raise LedgerError("the ledger's service identity is not the endorsed previous one")
+        created = str(info.get("current_service_create_txid") or "0.1")
+        retire = {
+            key: json.dumps({**json.loads(value), "status": "Retired"}, separators=(",", ":"), sort_keys=True).encode()
+            for key, value in self._index.state_items(tables.NODES_INFO).items()
+            if key != self._node_id.encode() and json.loads(value).get("status") == "Trusted"
+        }
+        node_info = {
+            "status": "Trusted",
+            "quote_info": {"format": "Insecure_Virtual", "quote": "", "endorsements": ""},
+            "node_data": {"hosts": list(self.service.hosts)},
+            "ledger_secret_seqno": self._ring[0].starts[-1],
+            "retired_committed": False,
+        }
+        with self._lock_obj:
+            self._check_open()
+            txid = TxId(self._view, self._next)
+            new_info = {
+                **info,
+                "cert": cert_pem(self.identity.service_cert).decode(),
+                "current_service_create_txid": str(txid),
+                "previous_service_identity_version": int(created.rpartition(".")[2]),
+                "recovery_count": int(info.get("recovery_count") or 0) + 1,
+                "status": "Open",
+            }
+            written = self._append_tables_locked(
+                {
+                    tables.SERVICE_INFO: {tables.SINGLETON_KEY: _json_bytes(new_info)},
+                    tables.PREVIOUS_SERVICE_IDENTITY: {tables.SINGLETON_KEY: cert_pem(previous)},
+                    tables.PREVIOUS_IDENTITY_ENDORSEMENT: {tables.SINGLETON_KEY: cert_pem(endorsement)},
+                    tables.NODES_INFO: {**retire, self._node_id.encode(): _json_bytes(node_info)},
+                    tables.NODES_ENDORSED_CERTS: {self._node_id.encode(): self._node_cert_pem.encode()},
+                }
+            )
+            self._close_batch_locked()
+        log.info("service identity change recorded at %s (recovery %d)", written, new_info["recovery_count"])
+        return written
+
+
+def _json_bytes(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def load_identity_chain(layout: Layout, service_cert: x509.Certificate) -> list[x509.Certificate]:
+    """``[service_cert, endorsement of the previous identity, of the one before, …]``, each
+    endorsement checked to be issued by the identity before it in the list."""
+    chain = [service_cert]
+    directory = layout.previous_identities
+    if not directory.is_dir():
+        return chain
+    for path in sorted(directory.glob("*.endorsement.pem"), reverse=True):
+        try:
+            endorsement = x509.load_pem_x509_certificate(path.read_bytes())
+            check_endorsement(endorsement, chain[-1], "previous identity endorsement")
+        except (OSError, ValueError, VerificationError) as exc:
+            raise ServiceError(f"{path} does not continue the service identity chain: {exc}") from None
+        chain.append(endorsement)
+    return chain
 
 
 def _json_str(text: str) -> bytes:

@@ -35,6 +35,12 @@ class Layout:
         return self.root / "secrets" / "ledger_secret.sealed"
 
     @property
+    def previous_identities(self) -> Path:
+        """``NNNN.service_cert.pem`` and ``NNNN.endorsement.pem`` per identity change (oldest first):
+        the previous service certificate and its endorsement by the next service key."""
+        return self.root / "previous_service_identities"
+
+    @property
     def node_cert(self) -> Path:
         return self.root / "node" / "node_cert.pem"
 

@@ -10,16 +10,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notarium.errors import ServiceError
 from notarium.ledger import identity as ids
-from notarium.ledger.durable import fsync_dir
-from notarium.ledger.engine import EngineConfig, Ledger
+from notarium.ledger.durable import fsync_dir, replace
+from notarium.ledger.engine import EngineConfig, Ledger, load_identity_chain
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.recovery.chain import LedgerSecrets
 from notarium.recovery.sealing import VirtualFileSealer, unseal_secrets
 from notarium.recovery.shares import issue_shares
+from notarium.types import TxStatus
 from notarium.verify import tables
 from notarium.verify.entry import Tables
 from notarium.verify.keys import acl_user_id, cert_fingerprint, key_id
@@ -195,3 +197,56 @@ def open_ledger(directory: str | os.PathLike[str], config: EngineConfig | None =
     service, identity, secrets = load_identity(layout)
     sealer = VirtualFileSealer(layout.sealed_ledger_secret)
     return Ledger(layout, service, identity, secrets, config or EngineConfig(), sealer=sealer)
+
+
+def recover_service_identity(
+    directory: str | os.PathLike[str],
+    *,
+    now: datetime.datetime | None = None,
+    service_cert_days: int = ids.SERVICE_CERT_DAYS,
+    node_cert_days: int = ids.NODE_CERT_DAYS,
+) -> x509.Certificate:
+    """Move a service directory to a new service identity (disaster recovery, issue 6).
+
+    Call it on a stopped service whose ledger secrets are sealed (e.g. just restored by
+    :meth:`notarium.recovery.directory.DirectoryRecovery.restore`), before :func:`open_ledger`.
+    The previous service key is not needed (it is usually what was lost). A new service key and
+    certificate and a new node key and certificate issued by it replace the old ones; the
+    previous service certificate and its endorsement by the new key are kept in
+    ``previous_service_identities/``; then the change is recorded in the ledger
+    (:meth:`Ledger.record_identity_change`) and signed by the new identity. Returns the new
+    service certificate. Not atomic across a crash in its middle (docs/design/recovery.md).
+    """
+    layout = Layout(Path(directory).absolute())
+    config = ServiceConfig.load(layout)
+    now = now or datetime.datetime.now(datetime.UTC)
+    lock = Ledger.lock_directory(layout)
+    try:
+        previous = ids.load_cert(layout.service_cert)
+        chain = load_identity_chain(layout, previous)  # the existing chain must hold before we extend it
+        service_key = ids.new_ec_key()
+        service_cert = ids.service_certificate(service_key, now=now, days=service_cert_days)
+        node_key = ids.new_ec_key()
+        node_cert = ids.node_certificate(
+            node_key.public_key(), service_key, service_cert, hosts=list(config.hosts), now=now, days=node_cert_days
+        )
+        endorsement = ids.endorse_previous_identity(previous, service_key, service_cert, now=now)
+        layout.previous_identities.mkdir(exist_ok=True)
+        n = len(chain) - 1
+        replace(layout.previous_identities / f"{n:04d}.service_cert.pem", ids.cert_pem(previous))
+        replace(layout.service_key, ids.private_pem(service_key), 0o600)
+        replace(layout.node_key, ids.private_pem(node_key), 0o600)
+        replace(layout.node_cert, ids.cert_pem(node_cert))
+        replace(layout.service_cert, ids.cert_pem(service_cert))
+        replace(layout.previous_identities / f"{n:04d}.endorsement.pem", ids.cert_pem(endorsement))
+        node_id = key_id(node_key.public_key())
+        replace(
+            layout.config, ServiceConfig(config.ledger_id, config.ledger_type, node_id, config.hosts).to_json().encode()
+        )
+    finally:
+        os.close(lock)
+    with open_ledger(layout.root) as ledger:
+        txid = ledger.record_identity_change(previous, endorsement)
+        if ledger.wait_committed(txid, timeout=60) != TxStatus.COMMITTED:
+            raise ServiceError(f"the service identity change {txid} did not commit")
+    return service_cert

@@ -64,7 +64,15 @@ from notarium.verify.signature import (
 # then the public header: type, seqno, claims digest, commit evidence digest, max_conflict_version
 _TYPE4 = struct.Struct("<Q16sQIQBQ32s32sQ")
 _TYPE4_PUBLIC_HEADER = 81
-_GOVERNANCE = frozenset({tables.SERVICE_INFO, tables.NODES_INFO, tables.NODES_ENDORSED_CERTS})
+_GOVERNANCE = frozenset(
+    {
+        tables.SERVICE_INFO,
+        tables.NODES_INFO,
+        tables.NODES_ENDORSED_CERTS,
+        tables.PREVIOUS_SERVICE_IDENTITY,
+        tables.PREVIOUS_IDENTITY_ENDORSEMENT,
+    }
+)
 
 
 def _fail(message: str, check: str, seqno: int | None = None, view: int | None = None) -> LedgerAuditError:
@@ -341,6 +349,7 @@ class _Node:
     status: str | None = None
     cert_pem: str | None = None
     key: ec.EllipticCurvePublicKey | None = None
+    epoch: int = 0  # the service identity (0, 1, … in ledger order) that endorsed its certificate
 
 
 class LedgerAuditor:
@@ -366,6 +375,14 @@ class LedgerAuditor:
         self._view = 0
         self._nodes: dict[str, _Node] = {}
         self._service_info_seen = False
+        # the service identity in force: certificate, key, epoch number, seqno that created it;
+        # an identity other than the pinned one is accepted only if the ledger later records an
+        # endorsement chain from it to the pinned one (checked at each change and at the end)
+        self._in_force: x509.Certificate | None = None
+        self._in_force_key: ec.EllipticCurvePublicKey | None = None
+        self._epoch = 0
+        self._created = 0
+        self._unconfirmed: TxId | None = None
         self._open_chunk = False
         self._uncovered: list[tuple[TxId, bytes]] = []
         self.report = AuditReport(service_cert_pinned=service_cert is not None)
@@ -429,7 +446,13 @@ class LedgerAuditor:
 
     def _apply_governance(self, g: GovernanceFacts) -> None:
         if tables.SERVICE_INFO in g.tables:
-            self._apply_service_info(g.tables[tables.SERVICE_INFO], g.txid)
+            self._apply_service_info(g.tables[tables.SERVICE_INFO], g.txid, g.tables)
+        elif not {tables.PREVIOUS_SERVICE_IDENTITY, tables.PREVIOUS_IDENTITY_ENDORSEMENT}.isdisjoint(g.tables):
+            raise _fail(
+                "a previous service identity is recorded without a service identity change",
+                "service-identity-endorsement",
+                *_sv(g.txid),
+            )
         for key, value in g.tables.get(tables.NODES_INFO, {}).items():
             node_id = key.decode(errors="replace")
             if value is None:
@@ -446,13 +469,13 @@ class LedgerAuditor:
             if value is None:
                 self._nodes.pop(node_id, None)
                 continue
-            if self._pinned is None:
+            if self._in_force is None:
                 raise _fail(
                     "a node certificate appears before the service certificate", "node-endorsement", *_sv(g.txid)
                 )
             try:
                 cert = load_pem_cert(value, "node certificate")
-                check_endorsement(cert, self._pinned, "node certificate")
+                check_endorsement(cert, self._in_force, "node certificate")
                 node_key = ec_public_key(cert, "node certificate")
             except VerificationError as exc:
                 raise _fail(f"node {node_id[:16]}: {exc}", "node-endorsement", *_sv(g.txid)) from exc
@@ -465,9 +488,11 @@ class LedgerAuditor:
                     f"node {node_id[:16]}: certificate is not ASCII PEM", "node-endorsement", *_sv(g.txid)
                 ) from exc
             node = self._nodes.setdefault(node_id, _Node())
-            node.cert_pem, node.key = pem, node_key
+            node.cert_pem, node.key, node.epoch = pem, node_key, self._epoch
 
-    def _apply_service_info(self, writes: Mapping[bytes, bytes | None], txid: TxId) -> None:
+    def _apply_service_info(
+        self, writes: Mapping[bytes, bytes | None], txid: TxId, written: Mapping[str, Mapping[bytes, bytes | None]]
+    ) -> None:
         value = writes.get(tables.SINGLETON_KEY)
         if value is None or set(writes) != {tables.SINGLETON_KEY}:
             raise _fail("service.info removed or written under a wrong key", "service-identity", *_sv(txid))
@@ -476,21 +501,72 @@ class LedgerAuditor:
             cert = load_pem_cert(info["cert"], "service certificate")
         except (ValueError, KeyError, TypeError, VerificationError) as exc:
             raise _fail("service.info is malformed", "service-identity", *_sv(txid)) from exc
-        if self._pinned is None:
-            self._pinned = cert
-            self._service_key = ec_public_key(cert, "service certificate")
-            self.report.warnings.append(
-                "no service certificate was pinned: trusted the one the ledger names "
-                "(pass --service-cert to verify against the identity you expect)"
-            )
-        elif cert != self._pinned:
+        if self._in_force is None:
+            if self._pinned is None:
+                self._pinned = cert
+                self._service_key = ec_public_key(cert, "service certificate")
+                self.report.warnings.append(
+                    "no service certificate was pinned: trusted the one the ledger names "
+                    "(pass --service-cert to verify against the identity you expect)"
+                )
+            self._set_identity(cert, txid)
+        elif cert != self._in_force:
+            self._check_identity_change(info, cert, txid, written)
+            self._epoch += 1
+            self._set_identity(cert, txid)
+        elif {tables.PREVIOUS_SERVICE_IDENTITY, tables.PREVIOUS_IDENTITY_ENDORSEMENT} & set(written):
             raise _fail(
-                "service.info names a different service certificate than the pinned one "
-                "(ledger signed by another service)",
-                "service-identity",
+                "a previous service identity is recorded without a service identity change",
+                "service-identity-endorsement",
                 *_sv(txid),
             )
         self._service_info_seen = True
+
+    def _set_identity(self, cert: x509.Certificate, txid: TxId) -> None:
+        try:
+            self._in_force_key = ec_public_key(cert, "service certificate")
+        except VerificationError as exc:
+            raise _fail(str(exc), "service-identity", *_sv(txid)) from exc
+        self._in_force, self._created = cert, txid.seqno
+        if cert == self._pinned or not self.report.service_cert_pinned:
+            self._unconfirmed = None
+        elif self._unconfirmed is None:
+            self._unconfirmed = txid
+
+    def _check_identity_change(
+        self, info: Any, cert: x509.Certificate, txid: TxId, written: Mapping[str, Mapping[bytes, bytes | None]]
+    ) -> None:
+        """A new service identity must certify the one it replaces, in the same transaction."""
+        previous = self._in_force
+        if previous is None:  # never: called only once an identity is in force
+            raise _fail("no service identity to change", "service-identity", *_sv(txid))
+        endorsement_pem = written.get(tables.PREVIOUS_IDENTITY_ENDORSEMENT, {}).get(tables.SINGLETON_KEY)
+        previous_pem = written.get(tables.PREVIOUS_SERVICE_IDENTITY, {}).get(tables.SINGLETON_KEY)
+        if endorsement_pem is None or previous_pem is None:
+            raise _fail(
+                "the service identity changes without a recorded endorsement of the previous one",
+                "service-identity-endorsement",
+                *_sv(txid),
+            )
+        try:
+            endorsement = load_pem_cert(endorsement_pem, "previous identity endorsement")
+            check_endorsement(endorsement, cert, "previous identity endorsement")
+            recorded_previous = load_pem_cert(previous_pem, "previous service identity")
+        except VerificationError as exc:
+            raise _fail(str(exc), "service-identity-endorsement", *_sv(txid)) from exc
+        if recorded_previous != previous or endorsement.public_key() != previous.public_key():
+            raise _fail(
+                "the recorded endorsement does not certify the service identity in force",
+                "service-identity-endorsement",
+                *_sv(txid),
+            )
+        if info.get("previous_service_identity_version") != self._created:
+            raise _fail(
+                f"previous_service_identity_version is {info.get('previous_service_identity_version')!r}, "
+                f"the previous identity was recorded at seqno {self._created}",
+                "service-identity-endorsement",
+                *_sv(txid),
+            )
 
     # --- signatures ---
 
@@ -509,6 +585,8 @@ class LedgerAuditor:
             raise _fail(f"signed by unknown node {s.node[:16]}", "signature-node", seqno, view)
         if node.status != "Trusted":
             raise _fail(f"signed by node {s.node[:16]} in state {node.status}", "signature-node", seqno, view)
+        if node.epoch != self._epoch:
+            raise _fail(f"signed by node {s.node[:16]} of a previous service identity", "signature-node", seqno, view)
         if s.cert_pem is not None and s.cert_pem != node.cert_pem:
             raise _fail(
                 "signature carries a certificate other than the node's endorsed one", "signature-node", seqno, view
@@ -519,10 +597,15 @@ class LedgerAuditor:
             except VerificationError as exc:
                 raise _fail(str(exc), "signature-node", seqno, view) from exc
         try:
-            if not self._service_info_seen or self._service_key is None:
+            if not self._service_info_seen or self._in_force_key is None:
                 raise VerificationError("signature before the service identity was recorded", check="signature-cose")
             if s.cose is not None:
-                _verify_cose(s.cose, self._service_key, s.txid, root)
+                _verify_cose(s.cose, self._in_force_key, s.txid, root)
+            elif self._in_force_key != self._service_key:
+                raise VerificationError(
+                    "COSE root signature by the pinned service key while another identity is in force",
+                    check="signature-cose",
+                )
         except VerificationError as exc:
             raise _fail(str(exc), exc.check or "signature", seqno, view) from exc
         self.report.signatures += 1
@@ -551,6 +634,13 @@ class LedgerAuditor:
         """Final checks; returns the report or raises :class:`LedgerAuditError`."""
         if self.report.chunks == 0:
             raise LedgerAuditError("no ledger chunk files found", check="no-ledger")
+        if self._unconfirmed is not None:
+            raise _fail(
+                "service.info names a different service certificate than the pinned one "
+                "(ledger signed by another service, or by an identity the pinned one never endorsed)",
+                "service-identity",
+                *_sv(self._unconfirmed),
+            )
         if self.report.signatures == 0:
             raise LedgerAuditError(
                 "the ledger holds no signature transaction: nothing in it is verified", check="no-signature"

@@ -14,6 +14,11 @@ TREE = "public:ccf.internal.tree"
 # recovery (docs/design/recovery.md): singleton JSON records, also kept by the index
 RECOVERY_SHARES = "public:ccf.internal.recovery_shares"
 HISTORICAL_LEDGER_SECRET = "public:ccf.internal.historical_encrypted_ledger_secret"  # noqa: S105 (a name)
+# service identity continuity (docs/design/recovery.md): the previous service certificate (PEM), as
+# CCF records it, and notarium's X.509 endorsement of it by the new service key (PEM; CCF keeps a
+# COSE endorsement in public:ccf.internal.previous_service_identity_endorsement instead)
+PREVIOUS_SERVICE_IDENTITY = "public:ccf.gov.service.previous_service_identity"
+PREVIOUS_IDENTITY_ENDORSEMENT = "public:notarium.service.previous_identity_endorsement"
 
 # notarium's application tables: ledger entries, private by default (docs/design/ledger-format.md)
 ENTRIES_PRIVATE = "notarium.entries"
