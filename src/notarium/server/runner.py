@@ -23,6 +23,7 @@ from typing import Any
 from notarium.errors import ServiceError
 from notarium.ledger import EngineConfig, open_ledger
 from notarium.ledger.remote import EngineService
+from notarium.ledger.service import recover_service_identity
 from notarium.server.config import ServerConfig
 from notarium.server.recovery import RecoveryAnnounce, wait_for_shares
 
@@ -68,6 +69,9 @@ async def serve(
                     loop.remove_signal_handler(sig)
         if port is None:
             return
+        # a recovered service starts under a new identity that endorses the previous one
+        new_cert = await asyncio.to_thread(recover_service_identity, directory)
+        log.warning("recovered: new service identity %s (clients must pin the new service_cert.pem)", new_cert.subject)
         config = replace(config, port=port)
     # the front sequences (see notarium.ledger.remote): the engine signs only when told
     ledger = open_ledger(directory, replace(engine or EngineConfig(), auto_sign=False))
