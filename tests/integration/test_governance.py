@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from integration.server import Server, clean_env, running
 from integration.test_ops import assert_no_secrets, secrets_of
+from notarium.auditing import audit, find_target
 from notarium.governance.request import sign_request
 from notarium.ledger import init_service
 from notarium.ledger.identity import cert_pem, load_cert, load_private_ec, private_pem, public_pem, self_signed_identity
@@ -178,6 +180,8 @@ def gov(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gov]:
         assert server.stop() == 0, "".join(server.output[-50:])
         extra = [work / f"{n}_combined.pem" for n in ("alice", "bob", "carol", "dave")]
         assert_no_secrets("".join(server.output), secrets_of(directory, [p for p in extra if p.exists()]))
+    report = audit(find_target(directory))  # renewals, rekeys and governance included
+    assert report.unsigned_tail == 0
 
 
 def test_members_are_live(gov: Gov) -> None:
@@ -363,3 +367,37 @@ def test_members_hold_recovery_shares_and_rekey_is_governed(gov: Gov) -> None:
     gov.committed()
     listed = gov.admin("GET", "/app/transactions", params={"collectionId": "rekey", **API})
     assert [e["contents"] for e in listed.json()["entries"]] == ["before", "after"]
+
+
+def _served_cert(gov: Gov) -> x509.Certificate:
+    host, port = gov.server.url.removeprefix("https://").rsplit(":", 1)
+    return x509.load_pem_x509_certificate(ssl.get_server_certificate((host, int(port))).encode())
+
+
+def test_certificate_renewals_are_governed(gov: Gov) -> None:
+    """renew_node_certificate and renew_service_certificate, once accepted, give new validity
+    periods to the same keys: the node serves its new certificate, /ledgerIdentity names the new
+    service certificate, and clients pinning the old one keep working."""
+    old_node = _served_cert(gov)
+    pid = gov.propose(0, {"name": "renew_node_certificate", "args": {"validity_period_days": 30}})
+    gov.vote(0, pid)
+    assert gov.vote(1, pid) == "Accepted"
+    new_node = _served_cert(gov)
+    assert new_node.public_key() == old_node.public_key()
+    days = (new_node.not_valid_after_utc - new_node.not_valid_before_utc).days
+    assert 29 <= days <= 31, days
+
+    old_service = x509.load_pem_x509_certificate(gov.server.service_cert.read_bytes())
+    pid = gov.propose(2, {"name": "renew_service_certificate", "args": {"validity_period_days": 100}})
+    gov.vote(1, pid)
+    assert gov.vote(2, pid) == "Accepted"
+    identity = gov.get("/ledgerIdentity/ledger").json()["ledgerTlsCertificate"]
+    new_service = x509.load_pem_x509_certificate(identity.encode())
+    assert new_service != old_service
+    assert new_service.public_key() == old_service.public_key()
+    assert 99 <= (new_service.not_valid_after_utc - new_service.not_valid_before_utc).days <= 101
+    assert gov.server.service_cert.read_bytes() == identity.encode()  # and in the service directory
+    pinned_before = gov.work / "old_service_cert.pem"
+    pinned_before.write_bytes(cert_pem(old_service))
+    r = requests.get(gov.server.url + "/app/ping", verify=str(pinned_before), timeout=10)
+    assert r.status_code == 401  # TLS with the old pinned certificate works (no client cert: 401)

@@ -36,7 +36,8 @@ MAX_RECOVERY_THRESHOLD = 254
 # effects carried out after the proposal's transaction commits (see service.Effects)
 REKEY = "trigger_ledger_rekey"
 RESHARE = "refresh_recovery_shares"
-Effect = str
+RENEW = "renew_certificates"  # carried as (RENEW, service_days | None, node_days | None)
+Effect = str | tuple[str, int | None, int | None]
 
 
 class ActionFailedError(Exception):
@@ -444,6 +445,19 @@ def _intent(name: str, effect: Effect | None = None) -> Callable[[ApplyContext, 
     return apply
 
 
+def _renewal(name: str, *, service: bool) -> Callable[[ApplyContext, Mapping[str, Any]], None]:
+    """Recorded like an intent, and carried out by the engine once committed (a new validity for
+    the same keys): the service certificate (with the node's), or the node certificate."""
+    record = _intent(name)
+
+    def apply(ctx: ApplyContext, a: Mapping[str, Any]) -> None:
+        record(ctx, a)
+        days = a.get("validity_period_days")
+        ctx.effects.append((RENEW, days or 3650, None) if service else (RENEW, None, days or 365))
+
+    return apply
+
+
 Validator = Callable[[object], dict[str, Any]]
 Applier = Callable[[ApplyContext, Mapping[str, Any]], None]
 
@@ -459,8 +473,8 @@ ACTIONS: Mapping[str, tuple[Validator, Applier]] = {
     "transition_node_to_trusted": (_v_node, _a_trust_node),
     "remove_node": (_v_node, _a_remove_node),
     "trigger_ledger_rekey": (_v_empty, _intent("trigger_ledger_rekey", REKEY)),
-    "renew_service_certificate": (_v_renew, _intent("renew_service_certificate")),
-    "renew_node_certificate": (_v_renew, _intent("renew_node_certificate")),
+    "renew_service_certificate": (_v_renew, _renewal("renew_service_certificate", service=True)),
+    "renew_node_certificate": (_v_renew, _renewal("renew_node_certificate", service=False)),
     "transition_service_to_open": (_v_open, _intent("transition_service_to_open")),
 }
 

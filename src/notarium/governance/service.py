@@ -26,10 +26,12 @@ from typing import Any, Protocol
 from notarium.governance import tables as t
 from notarium.governance.actions import (
     REKEY,
+    RENEW,
     RESHARE,
     ActionCall,
     ActionFailedError,
     ApplyContext,
+    Effect,
     Overlay,
     active_members,
     apply_actions,
@@ -77,6 +79,8 @@ class Effects(Protocol):
 
     async def refresh_recovery_shares(self) -> None: ...
 
+    async def renew_certificates(self, service_days: int | None, node_days: int | None) -> None: ...
+
 
 class RecordedOnly:
     """Effects not wired to an engine: the request is on the ledger (``INTENTS``), nothing more."""
@@ -86,6 +90,9 @@ class RecordedOnly:
 
     async def refresh_recovery_shares(self) -> None:
         log.warning("new recovery shares were requested and recorded; this engine does not issue them yet")
+
+    async def renew_certificates(self, service_days: int | None, node_days: int | None) -> None:
+        log.warning("a certificate renewal was accepted and recorded; this engine does not carry it out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +240,7 @@ class Governance:
         info: dict[str, Any],
         calls: list[ActionCall],
         state_digest: str,
-    ) -> tuple[Overlay, list[str]]:
+    ) -> tuple[Overlay, list[Effect]]:
         """Resolve the proposal; if Accepted apply its actions (or mark it Failed). Updates ``info``."""
         view = Overlay(snapshot)
         raw = snapshot[t.CONSTITUTION].get(t.SINGLETON_KEY)
@@ -241,7 +248,7 @@ class Governance:
         active = active_members(view)
         state = constitution.resolve([c.name for c in calls], info["ballots"], active)
         info["state"] = state.value
-        effects: list[str] = []
+        effects: list[Effect] = []
         if state in (ProposalState.ACCEPTED, ProposalState.REJECTED):
             info["final_votes"] = {m: v for m, v in info["ballots"].items() if m in active}
         if state == ProposalState.ACCEPTED:
@@ -256,7 +263,7 @@ class Governance:
         view.put(t.PROPOSALS_INFO, proposal_id.encode(), _json(info))
         return view, effects
 
-    async def _finish(self, request_writes: Writes, view: Overlay, effects: list[str]) -> frozenset[str]:
+    async def _finish(self, request_writes: Writes, view: Overlay, effects: list[Effect]) -> frozenset[str]:
         writes: Writes = {table: dict(w) for table, w in view.writes.items()}
         for table, w in request_writes.items():
             writes.setdefault(table, {}).update(w)
@@ -267,6 +274,8 @@ class Governance:
                     await self._effects.trigger_ledger_rekey()
                 elif effect == RESHARE:
                     await self._effects.refresh_recovery_shares()
+                elif isinstance(effect, tuple) and effect[0] == RENEW:
+                    await self._effects.renew_certificates(effect[1], effect[2])
             except Exception:  # the decision is on the ledger; the effect is the engine's to retry
                 log.exception("governance effect %s failed after commit", effect)
         return frozenset(writes)

@@ -18,6 +18,8 @@ A crash loses at most the transactions after the last durable signature; they be
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime
 import fcntl
 import hashlib
 import json
@@ -34,11 +36,12 @@ from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.x509.oid import NameOID
 
 from notarium.errors import LedgerError, ServiceError, VerificationError
 from notarium.ledger.durable import replace
 from notarium.ledger.fastcrypto import HmacKey, RandomPool
-from notarium.ledger.identity import NodeIdentity, cert_pem
+from notarium.ledger.identity import NODE_CERT_DAYS, NodeIdentity, cert_pem, node_certificate, service_certificate
 from notarium.ledger.index import (
     KIND_ENTRY,
     KIND_OTHER,
@@ -1184,6 +1187,49 @@ class Ledger:
     def service_cert(self) -> x509.Certificate:
         return self.identity.service_cert
 
+    def renew_certificates(
+        self, *, service_days: int | None = None, node_days: int | None = None, seqno: int | None = None
+    ) -> TxId:
+        """Renew the service certificate (same key, new validity: not a new identity) and/or this
+        node's certificate (same key, issued again by the service key), record them in the ledger
+        (``service.info``, ``nodes.endorsed_certificates``) and put them in the service directory.
+        Receipts, signatures and pinned copies of the previous certificates keep verifying: the
+        keys do not change. A renewed service certificate always comes with a renewed node one."""
+        _renewal_days(service_days, "service_days")
+        _renewal_days(node_days, "node_days")
+        if service_days is None and node_days is None:
+            raise ValueError("renew the service certificate, the node certificate, or both")
+        now = datetime.datetime.now(datetime.UTC)
+        ident = self.identity
+        service_cert = ident.service_cert
+        public: dict[str, dict[bytes, bytes | None]] = {}
+        if service_days is not None:
+            name = service_cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+            service_cert = service_certificate(ident.service_key, now=now, days=service_days, name=str(name))
+            raw = self._index.state_get(tables.SERVICE_INFO, tables.SINGLETON_KEY)
+            info = json.loads(raw) if raw is not None else {}
+            public[tables.SERVICE_INFO] = {
+                tables.SINGLETON_KEY: _json_bytes({**info, "cert": cert_pem(service_cert).decode()})
+            }
+        node_cert = node_certificate(
+            ident.node_key.public_key(),
+            ident.service_key,
+            service_cert,
+            hosts=list(self.service.hosts),
+            now=now,
+            days=node_days or NODE_CERT_DAYS,
+        )
+        public[tables.NODES_ENDORSED_CERTS] = {self._node_id.encode(): cert_pem(node_cert)}
+        txid = self.append(public, seqno=seqno)
+        if service_days is not None:
+            replace(self.layout.service_cert, cert_pem(service_cert))
+        replace(self.layout.node_cert, cert_pem(node_cert))
+        self.identity = dataclasses.replace(ident, service_cert=service_cert, node_cert=node_cert)
+        self._node_cert_pem = cert_pem(node_cert).decode()
+        self._identities = [service_cert, *self._identities[1:]]
+        log.info("certificates renewed at %s (service: %s, node: %s)", txid, service_days, node_days or NODE_CERT_DAYS)
+        return txid
+
     def record_identity_change(self, previous: x509.Certificate, endorsement: x509.Certificate) -> TxId:
         """Record that this ledger's service identity replaces ``previous`` (which ``endorsement``,
         issued by the current service key, certifies): ``service.info`` names the current
@@ -1236,6 +1282,11 @@ class Ledger:
             self._close_batch_locked()
         log.info("service identity change recorded at %s (recovery %d)", written, new_info["recovery_count"])
         return written
+
+
+def _renewal_days(value: int | None, what: str) -> None:
+    if value is not None and (type(value) is not int or not 1 <= value <= 3650):
+        raise ValueError(f"{what} must be an integer number of days from 1 to 3650")
 
 
 def _json_bytes(obj: object) -> bytes:

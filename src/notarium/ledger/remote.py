@@ -59,6 +59,7 @@ CALLS = frozenset(
     {
         "append",
         "append_entry",
+        "renew_certificates",
         "sign",
         "status",
         "lookup_entry",
@@ -401,6 +402,10 @@ class RemoteLedger:
 
     async def _sequenced(self, method: str, *args: Any) -> TxId:
         """Hand out the next TxId for ``method(*args)`` and send it; the engine checks the seqno."""
+        return await self._sequenced_kw(method, *args)
+
+    async def _sequenced_kw(self, method: str, *args: Any, **kwargs: Any) -> TxId:
+        """:meth:`_sequenced` with keyword arguments for ``method``."""
         limits = self.facts.engine
         while self._next - self._engine.committed.seqno > limits.max_unsigned and not self.closed.is_set():
             room = cast(asyncio.Future[None], cast(asyncio.AbstractEventLoop, self._loop).create_future())
@@ -409,7 +414,7 @@ class RemoteLedger:
         if self.broken is not None:
             raise LedgerError(f"this server takes no more writes: {self.broken}")
         txid = TxId(self._view, self._next)
-        self._enqueue(0, method, args, {"seqno": txid.seqno})
+        self._enqueue(0, method, args, {**kwargs, "seqno": txid.seqno})
         self._next += 1
         self._unsigned += 1
         if self._unsigned >= limits.signature_tx_count:
@@ -450,6 +455,18 @@ class RemoteLedger:
         """:meth:`Ledger.reissue_recovery_shares` (checked here first: the engine must not refuse it)."""
         check_recovery_members(members, threshold)
         return await self._sequenced("reissue_recovery_shares", dict(members), threshold)
+
+    async def renew_certificates(self, *, service_days: int | None, node_days: int | None) -> TxId:
+        """:meth:`Ledger.renew_certificates` (checked here first: the engine must not refuse it);
+        then :attr:`facts` carry the renewed certificates."""
+        for value in (service_days, node_days):
+            if value is not None and (type(value) is not int or not 1 <= value <= 3650):
+                raise ValueError("certificate validity must be from 1 to 3650 days")
+        if service_days is None and node_days is None:
+            raise ValueError("renew the service certificate, the node certificate, or both")
+        txid = await self._sequenced_kw("renew_certificates", service_days=service_days, node_days=node_days)
+        self.facts = cast(EngineFacts, await self._call("facts"))
+        return txid
 
     async def rekey(self) -> TxId:
         """:meth:`Ledger.rekey`: a new ledger secret for every later transaction."""

@@ -45,10 +45,17 @@ class EngineEffects:
     def __init__(self, ledger: RemoteLedger, wait: Callable[[TxId], Awaitable[TxStatus]]) -> None:
         self._ledger = ledger
         self._wait = wait
+        self.renewed: Callable[[], None] | None = None
 
     async def _committed(self, txid: TxId, what: str) -> None:
         if await self._wait(txid) != TxStatus.COMMITTED:
             raise LedgerError(f"the {what} at {txid} did not commit")
+
+    async def renew_certificates(self, service_days: int | None, node_days: int | None) -> None:
+        txid = await self._ledger.renew_certificates(service_days=service_days, node_days=node_days)
+        await self._committed(txid, "certificate renewal")
+        if self.renewed is not None:
+            self.renewed()  # the front serves the renewed node certificate to new connections
 
     async def trigger_ledger_rekey(self) -> None:
         await self._committed(await self._ledger.rekey(), "ledger rekey")

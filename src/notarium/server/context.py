@@ -63,11 +63,12 @@ class ServerContext:
     access_changes: asyncio.Lock = field(default_factory=asyncio.Lock)
     # consortium governance (routes/gov.py): signed proposals and ballots, applied to the ledger
     governance: Governance = field(init=False)
+    # what governance has the engine do (rekey, shares, renewals); the front hooks `renewed`
+    effects: EngineEffects = field(init=False)
 
     def __post_init__(self) -> None:
-        self.governance = Governance(
-            LedgerStore(self.ledger, self.commits.wait), EngineEffects(self.ledger, self.commits.wait)
-        )
+        self.effects = EngineEffects(self.ledger, self.commits.wait)
+        self.governance = Governance(LedgerStore(self.ledger, self.commits.wait), self.effects)
 
     @classmethod
     async def create(cls, ledger: RemoteLedger, config: ServerConfig) -> ServerContext:

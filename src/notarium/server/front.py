@@ -78,10 +78,15 @@ async def run_front(sock: socket.socket) -> int:
     await runner.setup()
     gate = Gate()
     plain = None
+    tls = [_tls(ledger)]
+
+    def renewed() -> None:  # certificates renewed by governance: new connections get the new ones
+        tls[0] = _tls(ledger)
+
+    ctx.effects.renewed = renewed
     try:
-        tls = _tls(ledger)
         server = await loop.create_server(
-            lambda: TLSServerProtocol(tls, runner.server, gate),  # type: ignore[arg-type]
+            lambda: TLSServerProtocol(tls[0], runner.server, gate),  # type: ignore[arg-type]
             config.host,
             config.port,
             reuse_address=True,

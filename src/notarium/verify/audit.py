@@ -510,6 +510,9 @@ class LedgerAuditor:
                     "(pass --service-cert to verify against the identity you expect)"
                 )
             self._set_identity(cert, txid)
+        elif cert != self._in_force and _same_key(cert, self._in_force):
+            # a renewed certificate of the same service key (new validity): not a new identity
+            self._set_identity(cert, txid)
         elif cert != self._in_force:
             self._check_identity_change(info, cert, txid, written)
             self._epoch += 1
@@ -528,7 +531,7 @@ class LedgerAuditor:
         except VerificationError as exc:
             raise _fail(str(exc), "service-identity", *_sv(txid)) from exc
         self._in_force, self._created = cert, txid.seqno
-        if cert == self._pinned or not self.report.service_cert_pinned:
+        if self._pinned is None or _same_key(cert, self._pinned) or not self.report.service_cert_pinned:
             self._unconfirmed = None
         elif self._unconfirmed is None:
             self._unconfirmed = txid
@@ -647,6 +650,12 @@ class LedgerAuditor:
             )
         self._check_uncovered()
         return self.report
+
+
+def _same_key(a: x509.Certificate, b: x509.Certificate) -> bool:
+    """Two certificates of one key (a renewal changes the validity, never the key)."""
+    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return a.public_key().public_bytes(der, spki) == b.public_key().public_bytes(der, spki)
 
 
 def _sv(txid: TxId) -> tuple[int, int]:
