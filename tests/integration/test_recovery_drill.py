@@ -1,7 +1,8 @@
-"""A disaster-recovery drill over HTTP: the sealed ledger secret is deleted; `notarium serve
---recover` waits; members fetch their encrypted shares and decrypt them locally (`notarium
-recovery share`), a wrong share is refused at once, two of three shares restore the ledger
-secrets (`notarium recovery submit`), and the service opens on the same port under a new
+"""A disaster-recovery drill over HTTP: a three-member consortium (formed by signed proposals;
+recovery threshold 2) and a ledger with private entries and public state; the sealed ledger
+secret is deleted; `notarium serve --recover` waits; members fetch their encrypted shares and
+decrypt them locally (`notarium recovery share`), a wrong share is refused at once, two of
+three shares restore the ledger secrets (`notarium recovery submit`), and the service opens on the same port under a new
 service identity that endorses the previous one: every old entry is readable, old transactions'
 receipts verify against the new certificate (notarium and the Azure SDK 1.1.1 and 2.0.0b2),
 `notarium audit` pinned to the new certificate and the `ccf` package's validator accept the files.
@@ -10,7 +11,6 @@ No share or secret appears in the server's output."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -22,14 +22,15 @@ from pathlib import Path
 
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from integration.oracle import JsonCase, ccf_validate, sdk_verify_receipts
-from integration.server import clean_env
+from integration.server import clean_env, running
+from integration.test_governance import API, PROPOSALS, Member, new_member
+from integration.test_ops import assert_no_secrets, secrets_of
 from notarium.auditing import audit, find_target
-from notarium.ledger import EngineConfig, init_service, open_ledger
-from notarium.ledger.identity import private_pem, public_pem
-from notarium.types import TxStatus
+from notarium.ledger import init_service, open_ledger
+from notarium.ledger.identity import cert_pem, load_cert, load_private_ec, private_pem
+from notarium.recovery.directory import scan_recovery_records
 from notarium.verify import verify_json_receipt
 
 TIMEOUT = 60
@@ -41,19 +42,77 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def form_consortium(directory: Path, tmp_path: Path) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
+    """member0 adds member1 and member2 (with encryption keys) and sets the recovery threshold to 2,
+    by signed proposals; entries and a user are written. Returns the members' certificate and
+    encryption-key files by id, and the entries written by TxId."""
+    member0 = Member(load_cert(directory / "member0_cert.pem"), load_private_ec(directory / "member0_privk.pem"))
+    others = [new_member("member1"), new_member("member2")]
+    certs = {member0.id: directory / "member0_cert.pem"}
+    enc_keys = {member0.id: directory / "member0_enc_privk.pem"}
+    for n, m in enumerate(others, start=1):
+        certs[m.id] = tmp_path / f"member{n}_cert.pem"
+        certs[m.id].write_bytes(cert_pem(m.cert))
+        assert m.enc_key is not None
+        enc_keys[m.id] = tmp_path / f"member{n}_enc_privk.pem"
+        enc_keys[m.id].write_bytes(private_pem(m.enc_key))
+    with running(directory) as srv:
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = str(srv.service_cert)
+
+        def passed(*actions: dict[str, object]) -> None:
+            r = s.post(
+                srv.url + PROPOSALS + ":create",
+                data=member0.sign("proposal", {"actions": list(actions)}),
+                params=API,
+                headers={"Content-Type": "application/cose"},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            pid = r.json()["proposalId"]
+            r = s.post(
+                f"{srv.url}{PROPOSALS}/{pid}/ballots/{member0.id}:submit",
+                data=member0.sign("ballot", {"ballot": True}, pid),
+                params=API,
+                headers={"Content-Type": "application/cose"},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["proposalState"] == "Accepted"
+
+        passed(*(m.set_member() for m in others))
+        passed({"name": "set_recovery_threshold", "args": {"recovery_threshold": 2}})
+        deadline = time.monotonic() + TIMEOUT
+        while (record := scan_recovery_records(directory / "ledger")[0]) is None or record.threshold != 2:
+            assert time.monotonic() < deadline, "the shares were not re-issued"
+            time.sleep(0.05)
+        assert set(record.members) == set(certs)
+
+        s.cert = str(srv.admin_pem)
+        written = {}
+        for i in range(5):
+            r = s.post(srv.url + "/app/transactions", params={"collectionId": "drill"}, json={"contents": f"entry {i}"})
+            assert r.status_code == 200, r.text
+            written[r.headers["x-ms-ccf-transaction-id"]] = f"entry {i}"
+        r = s.patch(  # a public write: users are public ledger state
+            srv.url + "/app/users/" + READER_ID,
+            data=json.dumps({"assignedRole": "Reader"}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert r.status_code == 200, r.text
+        assert srv.stop() == 0
+    return certs, enc_keys, written
+
+
+READER_ID = "5e2f3a4b-0000-4000-8000-00000000d111"
+
+
 def test_disaster_recovery_drill(tmp_path: Path) -> None:
     directory = tmp_path / "ledger"
     init_service(directory)
-    keys = {os.urandom(32).hex(): rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3)}
-    key_files = {}
-    for member, key in keys.items():
-        key_files[member] = tmp_path / f"{member[:8]}_enc_privk.pem"
-        key_files[member].write_bytes(private_pem(key))
-    with open_ledger(directory, EngineConfig(signature_interval_ms=5)) as led:
-        led.reissue_recovery_shares({m: public_pem(k.public_key()) for m, k in keys.items()}, 2)
-        written = {str(led.append_entry(f"private entry {i}", "drill")): f"private entry {i}" for i in range(5)}
-        public = led.append({"public:drill.settings": {b"mode": b"public value"}})
-        led.wait_committed(led.append_entry("last"), timeout=10)
+    certs, enc_keys, written = form_consortium(directory, tmp_path)
+    secrets = secrets_of(directory, [])  # what must never be logged, the ledger secret included
     (directory / "secrets" / "ledger_secret.sealed").unlink()
     old_cert_pem = (directory / "service_cert.pem").read_bytes()
 
@@ -99,20 +158,21 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
             )
 
         share_files = {}
-        for member in keys:
+        for member in certs:
             share_files[member] = tmp_path / f"{member[:8]}.share"
+            enc_key = str(enc_keys[member])
             got = cli(
-                "share", str(share_files[member]), "--member-id", member, "--member-enc-key", str(key_files[member])
+                "share", str(share_files[member]), "--member-cert", str(certs[member]), "--member-enc-key", enc_key
             )
             assert got.returncode == 0, got.stderr
             assert share_files[member].stat().st_mode & 0o077 == 0
-        a, b, _c = sorted(keys)
-        wrong = cli("submit", str(share_files[b]), "--member-id", a, "--json")
+        a, b, _c = sorted(certs)
+        wrong = cli("submit", str(share_files[b]), "--member-cert", str(certs[a]), "--json")
         assert wrong.returncode == 1
         assert "InvalidRecoveryShare" in wrong.stderr
         status = cli("status", "--json")
         assert json.loads(status.stdout)["submitted"] == 0
-        first = cli("submit", str(share_files[a]), "--member-id", a, "--json")
+        first = cli("submit", str(share_files[a]), "--member-cert", str(certs[a]), "--json")
         assert first.returncode == 0, first.stderr
         assert json.loads(first.stdout)["status"] == "WaitingForRecoveryShares"
         assert (
@@ -123,7 +183,7 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
             ).status_code
             == 503
         )  # nothing else is served while recovering
-        second = cli("submit", str(share_files[b]), "--member-id", b, "--json")
+        second = cli("submit", str(share_files[b]), "--member-cert", str(certs[b]), "--json")
         assert second.returncode == 0, second.stderr
         assert json.loads(second.stdout)["status"] == "Open"
 
@@ -157,12 +217,12 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
         time.sleep(0.1)  # the reader thread sees the end of the output
         if proc.stdout is not None:
             proc.stdout.close()
-    with open_ledger(directory) as led:  # the public write came through too, in clear, committed
-        assert led.status(public) == TxStatus.COMMITTED
-    assert any(b"public value" in f.read_bytes() for f in (directory / "ledger").iterdir())
+    with open_ledger(directory) as led:  # the public state came through too
+        assert READER_ID.lower().encode() in led.state("public:notarium.users")
     assert audit(find_target(directory)).transactions > len(written)  # pinned to the new certificate
     validation = ccf_validate(directory / "ledger", directory / "service_cert.pem")
     assert validation.ok, validation
     output = "".join(lines)
     for member, path in share_files.items():
         assert path.read_text().strip() not in output, f"the share of {member[:8]} was logged"
+    assert_no_secrets(output, secrets)
