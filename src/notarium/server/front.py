@@ -8,6 +8,7 @@ on SIGTERM/SIGINT (finishing requests in flight) or when the engine process goes
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -103,6 +104,10 @@ async def run_front(sock: socket.socket) -> int:
         where = f"{config.host} port {config.port}"
         print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr, flush=True)
         return EXIT_LISTEN_FAILED
+    # everything loaded so far lives as long as the process: keep it out of the collector's way
+    # (a full collection would otherwise walk every module's objects, many times a second)
+    gc.collect()
+    gc.freeze()
     plain_port = plain.sockets[0].getsockname()[1] if plain is not None else None
     await ledger.notice("listening", server.sockets[0].getsockname()[1], plain_port)
     engine_gone = asyncio.ensure_future(ledger.closed.wait())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -75,6 +76,8 @@ async def serve(
         config = replace(config, port=port)
     # the front sequences (see notarium.ledger.remote): the engine signs only when told
     ledger = open_ledger(directory, replace(engine or EngineConfig(), auto_sign=False))
+    gc.collect()
+    gc.freeze()  # the engine's long-lived objects: out of the collector's way (see front.py)
     ours, theirs = socket.socketpair()
     service = EngineService(ledger, ours, config, notice)
     front: asyncio.subprocess.Process | None = None
