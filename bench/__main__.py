@@ -14,6 +14,7 @@ Results are printed and written to bench/out/results.json (a run with --only upd
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -211,31 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         print("audit:", json.dumps(results["audit"], indent=2), flush=True)
     if ledger_dir is not None:
         shutil.rmtree(ledger_dir.parent, ignore_errors=True)
-    if "http" in only:
-        from bench.http import bench_http
-
-        results["http"] = bench_http(args.quick)
-        print("http:", json.dumps(results["http"], indent=2), flush=True)
-    if "client" in only:
-        from bench.client import bench_client
-
-        results["client"] = bench_client(args.quick)
-        print("client:", json.dumps(results["client"], indent=2), flush=True)
-    if "export" in only:
-        from bench.export import bench_export
-
-        results["export"] = bench_export(args.quick)
-        print("export:", json.dumps(results["export"], indent=2), flush=True)
-    if "tokens" in only:
-        from bench.tokens import bench_tokens
-
-        results["tokens"] = bench_tokens(args.quick)
-        print("tokens:", json.dumps(results["tokens"], indent=2), flush=True)
-    if "recovery" in only:
-        from bench.recovery import bench_recovery
-
-        results["recovery"] = bench_recovery(args.quick)
-        print("recovery:", json.dumps(results["recovery"], indent=2), flush=True)
+    # the sections that run a server or a client of their own: module bench.NAME, function bench_NAME
+    for name in ("http", "client", "export", "tokens", "recovery"):
+        if name in only:
+            run = getattr(importlib.import_module(f"bench.{name}"), f"bench_{name}")
+            results[name] = run(args.quick)
+            print(f"{name}:", json.dumps(results[name], indent=2), flush=True)
     path = OUT / "results.json"
     if args.only and path.exists():  # a partial run keeps the other sections of the last full one
         previous = json.loads(path.read_text())
