@@ -21,6 +21,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from notarium.cli.ledger import add_ledger_options
 from notarium.client.errors import ClientError
 from notarium.client.profile import load_profile
 from notarium.errors import NotariumError, ServiceError
@@ -49,9 +50,7 @@ def register(sub: Any) -> None:
         p: argparse.ArgumentParser = gsub.add_parser(name, help=help_text, description=help_text)
         g = p.add_argument_group("connection and member identity")
         g.add_argument("--dir", type=Path, metavar="DIR", help="service directory: member0's files, service_cert.pem")
-        g.add_argument("--profile", type=Path, metavar="FILE", help="connection profile (endpoint, service cert)")
-        g.add_argument("--endpoint", metavar="URL", help="the ledger's URL")
-        g.add_argument("--service-cert", type=Path, metavar="FILE", help="the ledger's service certificate (pinned)")
+        add_ledger_options(g)
         g.add_argument("--member-cert", type=Path, metavar="FILE", help="the member's certificate (PEM)")
         g.add_argument("--member-key", type=Path, metavar="FILE", help="the member's private key (PEM)")
         p.add_argument("--json", action="store_true", help="print one JSON document")

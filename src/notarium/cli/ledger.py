@@ -35,11 +35,17 @@ from notarium.verify.receipt import ReceiptVerifier
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_VERIFY, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 
-def _connection_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("connection (default: the profile)")
+def add_ledger_options(g: Any) -> None:
+    """Where the ledger is and which service certificate to pin (``--profile``, ``--endpoint``,
+    ``--service-cert``): every command that talks to a ledger takes these."""
     g.add_argument("--profile", type=Path, metavar="FILE", help="connection profile (default: $NOTARIUM_PROFILE)")
     g.add_argument("--endpoint", metavar="URL", help="the ledger's URL, e.g. https://127.0.0.1:8443")
     g.add_argument("--service-cert", type=Path, metavar="FILE", help="the ledger's service certificate (pinned)")
+
+
+def _connection_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection (default: the profile)")
+    add_ledger_options(g)
     g.add_argument("--cert", type=Path, metavar="FILE", help="your client certificate (PEM; may include the key)")
     g.add_argument("--key", type=Path, metavar="FILE", help="your client key, if not in --cert")
     p.add_argument("--json", action="store_true", help="print one JSON document (for scripts)")

@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
+from notarium.cli.ledger import add_ledger_options
 from notarium.client.errors import ApiError, ClientError, UnreachableError
 from notarium.client.profile import load_profile
 from notarium.recovery.shares import decrypt_share
@@ -39,9 +40,7 @@ def register(sub: Any) -> None:
     p.add_argument("--member-id", help="the member's id (SHA-256 fingerprint of its certificate)")
     p.add_argument("--member-cert", type=Path, help="the member's certificate (gives its id)")
     p.add_argument("--member-enc-key", type=Path, help="share: the member's RSA encryption private key (PEM)")
-    p.add_argument("--profile", type=Path, help="connection profile (default: $NOTARIUM_PROFILE)")
-    p.add_argument("--endpoint", help="the ledger's URL")
-    p.add_argument("--service-cert", type=Path, help="the service certificate to pin")
+    add_ledger_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=handle)
 
