@@ -2,9 +2,9 @@
 (another process), on 127.0.0.1 only.
 
 In one run, against one fresh service with the default engine settings (a signature every <= 10 ms):
-  (a) no-op baseline   GET /app/ping, 64 pipelined keep-alive connections       } rounds interleaved,
-  (b) appends          POST 256-byte entries, same connections and window        } medians reported,
-  (d) reads            GET /app/transactions/{txid} of committed appends         } ratio (b)/(a)
+  (a) no-op baseline   GET /app/ping, 64 pipelined keep-alive connections       } alternating every 0.6 s
+  (b) appends          POST 256-byte entries, same connections and window        } in each run: ratio (b)/(a)
+  (d) reads            GET /app/transactions/{txid} of committed appends, after each run; medians reported
   (c) commit latency   open loop at half the median append rate: POST -> observed Committed, p50/p99
 and then, on a second service pre-filled in-process with 1M entries before the server starts:
   (e) server resident memory right after startup and after read and append load.
@@ -39,6 +39,8 @@ PAYLOAD = "x" * 256
 _SERVING = re.compile(rb"serving (https://127\.0\.0\.1:\d+)")
 
 CONNECTIONS = 64
+PHASE_S = 0.6  # mode ratio: ping and append alternate this often (the VM's speed drifts over seconds)
+SETTLE_S = 0.15  # loadgen's default: the changeover at each phase, not counted
 WINDOW = 8  # requests in flight per connection
 QUIET_MAX_WAIT_S = 15.0  # before each measurement, wait at most this long for the shared machine to calm down
 QUIET_CORES = 0.25  # "calm": at most this many cores busy outside the (idle) server
@@ -218,45 +220,51 @@ def _write_txids(path: Path, txids: list[str], n: int = 20_000) -> Path:
     return path
 
 
-def throughput(svc: Service, scratch: Path, rounds: int, duration: float) -> dict[str, Any]:
-    """(a), (b), (d): no-op, append and read rounds interleaved, so that all see the same machine noise."""
-    pings: list[dict[str, Any]] = []
-    appends: list[dict[str, Any]] = []
+def _brief_ratio(r: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "ping_rate",
+        "append_rate",
+        "ratio",
+        "ratio_per_pair",
+        "front_cpu_us_per_request",
+        "front_util",
+        "errors",
+        "statuses",
+        "client_cpu_util",
+        "server_processes",
+        "others_cpu_util",
+        "quiet_wait_s",
+        "busy_cores_before",
+    )
+    return {k: r[k] for k in keys if k in r}
+
+
+def throughput(svc: Service, scratch: Path, rounds: int, phases: int, duration: float) -> dict[str, Any]:
+    """(a), (b): the no-op and appends alternate every PHASE_S seconds within each run (loadgen mode
+    ``ratio``), so that both see the same machine; (d) reads of the appended entries after each run."""
+    runs: list[dict[str, Any]] = []
     gets: list[dict[str, Any]] = []
     txids: list[str] = []
     for i in range(rounds):
-        pings.append(loadgen(svc, "ping", duration=duration))
         out = scratch / f"appended-{i}.txt"
-        appends.append(loadgen(svc, "append", duration=duration, txids_out=out))
+        runs.append(loadgen(svc, "ratio", duration=phases * PHASE_S, phases=phases, phase=PHASE_S, txids_out=out))
         txids += out.read_text().split()
         time.sleep(0.1)  # every appended entry is committed well before this (signatures every <= 10 ms)
         sample = _write_txids(scratch / f"get-{i}.txt", txids)
         gets.append(loadgen(svc, "get", duration=duration, txids=sample, expect='"Ready"'))
-    ping_med = statistics.median(r["rate"] for r in pings)
-    append_med = statistics.median(r["rate"] for r in appends)
+    ping_med = statistics.median(r["ping_rate"] for r in runs)
     get_med = statistics.median(r["rate"] for r in gets)
-
-    def per_core(runs: list[dict[str, Any]]) -> int:
-        """Median rate per second of server CPU: what one uncontended core would serve (noise-robust)."""
-        value: float = statistics.median(r["rate"] / max(r.get("server_cpu_util") or 1.0, 1e-3) for r in runs)
-        return round(value)
-
     return {
-        "noop_ping": {
-            "median_per_s": round(ping_med),
-            "median_per_server_core_s": per_core(pings),
-            "rounds": [_brief(r) for r in pings],
-        },
-        "appends": {
-            "median_per_s": round(append_med),
-            "median_per_server_core_s": per_core(appends),
-            "rounds": [_brief(r) for r in appends],
-        },
-        "appends_over_noop": round(append_med / ping_med, 3),
-        "appends_over_noop_per_round": [round(a["rate"] / p["rate"], 3) for a, p in zip(appends, pings, strict=True)],
+        "noop_ping": {"median_per_s": round(ping_med)},
+        "appends": {"median_per_s": round(statistics.median(r["append_rate"] for r in runs))},
+        "appends_over_noop": round(statistics.median(r["ratio"] for r in runs), 3),
+        "appends_over_noop_per_round": [r["ratio"] for r in runs],
+        "ratio_rounds": [_brief_ratio(r) for r in runs],
         "get_by_txid": {
             "median_per_s": round(get_med),
-            "median_per_server_core_s": per_core(gets),
+            "median_per_server_core_s": round(
+                statistics.median(r["rate"] / max(r.get("server_cpu_util") or 1.0, 1e-3) for r in gets)
+            ),
             "rounds": [_brief(r) for r in gets],
             "over_noop": round(get_med / ping_med, 3),
         },
@@ -362,8 +370,9 @@ def _target(value: float, target: float, at_most: bool = False) -> dict[str, Any
 
 
 def bench_http(quick: bool) -> dict[str, Any]:
-    rounds = 1 if quick else 5  # interleaved; the medians are what counts on a noisy shared machine
+    rounds = 1 if quick else 5  # the medians are what counts on a noisy shared machine
     duration = 2.0 if quick else 5.0
+    phases = 10 if quick else 40  # per ratio run: half no-op, half appends, alternating
     total = 100_000 if quick else 1_000_000
     scratch = Path(tempfile.mkdtemp(prefix="notarium-http-", dir=OUT))
     engine = EngineConfig()
@@ -376,6 +385,7 @@ def bench_http(quick: bool) -> dict[str, Any]:
             "tls": "TLS 1.3 (stdlib ssl client, pyOpenSSL server), client certificate (user0)",
             "payload_bytes": len(PAYLOAD),
             "rounds": rounds,
+            "ratio_runs": f"{phases} alternating phases of {PHASE_S} s (first {SETTLE_S} s of each not counted)",
             "measured_s_per_round": duration,
             "warmup_s_per_round": 1.0,
             "signature_interval_ms": engine.signature_interval_ms,
@@ -397,7 +407,7 @@ def bench_http(quick: bool) -> dict[str, Any]:
         svc = start_server(d)
         try:
             results["server_startup_s"] = round(svc.startup_s, 2)
-            tp = throughput(svc, scratch, rounds, duration)
+            tp = throughput(svc, scratch, rounds, phases, duration)
             tp.pop("_txids")
             results.update(tp)
             half = tp["appends"]["median_per_s"] / 2
@@ -408,11 +418,8 @@ def bench_http(quick: bool) -> dict[str, Any]:
         results["memory_1m" if total == 1_000_000 else f"memory_{total // 1000}k"] = mem = memory_at_scale(
             scratch, total, duration
         )
-        noise = [
-            r.get("others_cpu_util") or 0.0
-            for section in (results["noop_ping"], results["appends"], results["get_by_txid"], results["commit_latency"])
-            for r in section["rounds"]
-        ]
+        measured = [results["ratio_rounds"], results["get_by_txid"]["rounds"], results["commit_latency"]["rounds"]]
+        noise = [r.get("others_cpu_util") or 0.0 for section in measured for r in section]
         # cores the rest of this shared machine used during the measured windows: > ~0.3 means a noisy run
         results["others_cpu_util_max"] = max(noise)
         results["targets"] = {

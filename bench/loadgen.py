@@ -12,6 +12,10 @@ Modes:
   get      GET /app/transactions/{txid} from ``--txids``
   commit   open loop at ``--rate`` POSTs/s; time from sending a POST until its transaction is observed
            Committed by GET /app/transactions/{txid}/status polls on a separate set of connections
+  ratio    ping and append in alternating phases of ``--phase`` seconds on the same connections, so
+           that both see the same machine: on a shared VM whose speed drifts over seconds, this is
+           the robust way to measure appends against the no-op (each rate counts only the answers
+           of its own kind inside its own phases, after ``--settle`` seconds of changeover)
 
 Runs end after ``--duration`` seconds (after ``--warmup``, which is not counted) or after exactly
 ``--requests`` requests; either way every wait is bounded (``--drain-timeout``).
@@ -461,6 +465,128 @@ class ClosedLoop:
         }
 
 
+class Alternating(ClosedLoop):
+    """Mode ``ratio``: the closed loop of :class:`ClosedLoop`, its request kind switching between
+    ping and append every ``--phase`` seconds. Each kind's rate counts its own answers inside its own
+    phases only, after ``--settle`` seconds (the window of the previous kind drains meanwhile)."""
+
+    KINDS = ("ping", "append")
+
+    def __init__(self, args: argparse.Namespace, kinds: dict[str, list[bytes]]) -> None:
+        super().__init__(args, kinds["ping"])
+        self.kinds = kinds
+        self.kind = "ping"
+        self.counting_from = float("inf")
+        self.counts: Counter[str] = Counter()
+
+    def fill(self, conn: Conn, n: int) -> None:
+        batch = self._take(n)
+        if batch:
+            self.sent += len(batch)
+            self.inflight += len(batch)
+            conn.send(batch, [self.kind] * len(batch))
+
+    def on_responses(self, conn: Conn, responses: list[Response]) -> None:
+        now = time.perf_counter()
+        counting = now >= self.counting_from
+        for status, txid, _body in responses:
+            _, kind = conn.inflight.popleft()
+            self.statuses[status] += 1
+            if counting and kind == self.kind:
+                self.counts[kind] += 1
+            if self.save_txids and txid is not None and status == 200 and len(self.txids) < MAX_SAVED_TXIDS:
+                self.txids.append(txid)
+        n = len(responses)
+        self.inflight -= n
+        self.total_answers += n
+        self.fill(conn, n)
+        if self.inflight == 0 and not self.sending:
+            self.idle.set()
+
+    def _switch(self, kind: str) -> None:
+        self.kind = kind
+        self.requests = self.kinds[kind]
+
+    async def run(self, conns: list[Conn]) -> dict[str, Any]:
+        args = self.args
+        for c in conns:
+            self.fill(c, args.window)
+        for i in range(max(1, round(args.warmup / args.phase))):  # warm up both kinds, not counted
+            self._switch(self.KINDS[i % 2])
+            await asyncio.sleep(args.phase)
+        seconds: Counter[str] = Counter()
+        front_cpu: Counter[str] = Counter()
+        server = ServerCpu(args.server_pid)
+        pairs: list[dict[str, float]] = []
+        cpu0, t0 = _cpu_self(), time.perf_counter()
+        for i in range(args.phases):
+            kind = self.KINDS[i % 2]
+            self._switch(kind)
+            await asyncio.sleep(args.settle)
+            before_n, before_cpu = self.counts[kind], _front_cpu(server)
+            self.counting_from = start = time.perf_counter()
+            await asyncio.sleep(args.phase - args.settle)
+            self.counting_from = float("inf")
+            took = time.perf_counter() - start
+            n, cpu = self.counts[kind] - before_n, _front_cpu(server) - before_cpu
+            seconds[kind] += took
+            front_cpu[kind] += cpu
+            if kind == "ping":
+                pairs.append({"ping": n / took})
+            else:
+                pairs[-1]["append"] = n / took
+        self.sending = False
+        wall = time.perf_counter() - t0
+        client_cpu = _cpu_self() - cpu0
+        server_cpu = server.report(wall, client_cpu)
+        if self.inflight == 0:
+            self.idle.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), args.drain_timeout)
+        if self.save_txids:
+            Path(args.txids_out).write_bytes(b"\n".join(self.txids) + b"\n")
+        rates = {k: self.counts[k] / seconds[k] for k in self.KINDS if seconds[k] > 0}
+        ratios = sorted(p["append"] / p["ping"] for p in pairs if "append" in p and p["ping"] > 0)
+        errors = sum(v for k, v in self.statuses.items() if k != 200)
+        return {
+            "mode": args.mode,
+            "connections": len(conns),
+            "window": args.window,
+            "phases": args.phases,
+            "phase_s": args.phase,
+            "settle_s": args.settle,
+            "duration_s": round(wall, 3),
+            "ping_rate": round(rates.get("ping", 0.0), 1),
+            "append_rate": round(rates.get("append", 0.0), 1),
+            # over all phases: counted answers over counted seconds, for each kind
+            "ratio": round(rates["append"] / rates["ping"], 3) if rates.get("ping") and "append" in rates else None,
+            "ratio_per_pair": {
+                "median": round(ratios[len(ratios) // 2], 3) if ratios else None,
+                "min": round(ratios[0], 3) if ratios else None,
+                "max": round(ratios[-1], 3) if ratios else None,
+            },
+            # front CPU microseconds per answer of each kind (what decides the ratio when the front is the limit)
+            "front_cpu_us_per_request": {
+                k: round(front_cpu[k] / self.counts[k] * 1e6, 1) for k in self.KINDS if self.counts[k]
+            },
+            # the front's CPU use in each kind's counted seconds (1.0: a core busy, the front is the limit)
+            "front_util": {k: round(front_cpu[k] / seconds[k], 3) for k in self.KINDS if seconds[k] > 0},
+            "sent": self.sent,
+            "answered": self.total_answers,
+            "unanswered": self.inflight,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "errors": errors + len(self.conn_errors),
+            "conn_errors": self.conn_errors[:10],
+            "client_cpu_util": round(client_cpu / wall, 3) if wall > 0 else None,
+            **server_cpu,
+        }
+
+
+def _front_cpu(server: ServerCpu) -> float:
+    """CPU seconds the HTTP front process has used so far (0 without --server-pid)."""
+    return sum(u + st for (pid, _tid), (u, st) in server.sample().items() if process_name(pid) == "front")
+
+
 # --- open loop: commit latency -------------------------------------------------------------------
 
 
@@ -649,7 +775,7 @@ class CommitLatency:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.splitlines()[0])
     p.add_argument("url", help="https://127.0.0.1:PORT")
-    p.add_argument("mode", choices=["ping", "append", "get", "commit"])
+    p.add_argument("mode", choices=["ping", "append", "get", "commit", "ratio"])
     p.add_argument("--cacert", required=True, help="the service certificate (PEM)")
     p.add_argument("--cert", help="the user's certificate and key (combined PEM)")
     p.add_argument("--token", help="authenticate with this bearer token instead of a client certificate")
@@ -669,10 +795,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-inflight", type=int, default=20_000, help="open loop: most POSTs unanswered")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="most seconds to wait for answers at the end")
     p.add_argument("--connect-timeout", type=float, default=30.0)
+    p.add_argument("--phase", type=float, default=0.6, help="seconds per phase (mode ratio)")
+    p.add_argument("--phases", type=int, default=40, help="measured phases, half of each kind (mode ratio)")
+    p.add_argument("--settle", type=float, default=0.15, help="uncounted changeover at each phase (mode ratio)")
     p.add_argument("--server-pid", type=int, help="report this process's CPU use over the measured window")
     args = p.parse_args(argv)
     if args.connections < 1 or args.window < 1 or args.duration <= 0 or args.warmup < 0 or args.rate <= 0:
         p.error("connections, window, duration and rate must be positive")
+    if args.mode == "ratio" and not (0 <= args.settle < args.phase and args.phases >= 2):
+        p.error("mode ratio needs 0 <= --settle < --phase and at least 2 --phases")
     if args.mode == "get" and not args.txids:
         p.error("mode get needs --txids")
     if (args.cert is None) == (args.token is None):
@@ -680,6 +811,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         p.error("this load generator only targets the local machine")
     return args
+
+
+def closed_loop_requests(args: argparse.Namespace, authority: str) -> list[bytes]:
+    """The requests modes ping, append and get send, in turn."""
+    if args.mode == "ping":
+        return [ping_request(authority)]
+    if args.mode == "append":
+        return [post_request(authority, args.payload, args.collection)]
+    txids = [t.strip() for t in Path(args.txids).read_text().split() if t.strip()]
+    if not txids:
+        raise SystemExit("no transaction ids in " + args.txids)
+    return [entry_request(authority, t) for t in txids]
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
@@ -713,17 +856,13 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             for c in posts + polls:
                 c.close()
-    if args.mode == "ping":
-        requests = [ping_request(authority)]
-    elif args.mode == "append":
-        requests = [post_request(authority, args.payload, args.collection)]
+    loop_: ClosedLoop
+    if args.mode == "ratio":
+        kinds = {"ping": [ping_request(authority)], "append": [post_request(authority, args.payload, args.collection)]}
+        loop_ = Alternating(args, kinds)
     else:
-        txids = [t.strip() for t in Path(args.txids).read_text().split() if t.strip()]
-        if not txids:
-            raise SystemExit("no transaction ids in " + args.txids)
-        requests = [entry_request(authority, t) for t in txids]
-    loop_ = ClosedLoop(args, requests)
-    want_txid = args.mode == "append" and bool(args.txids_out)
+        loop_ = ClosedLoop(args, closed_loop_requests(args, authority))
+    want_txid = args.mode in ("append", "ratio") and bool(args.txids_out)
     conns = await open_connections(
         args.connections,
         host,

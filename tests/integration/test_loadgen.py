@@ -90,4 +90,18 @@ def test_pipelined_load_against_a_real_server(tmp_path: Path) -> None:
         assert commit["errors"] == 0
         assert commit["committed"] == commit["posted"] > 50
         assert commit["not_committed"] == 0
+        ratio = _loadgen(
+            server.url, d, "ratio", "--phases", "4", "--phase", "0.3", "--settle", "0.1", "--warmup", "0.3",
+            "--server-pid", str(server.process.pid), "--txids-out", str(txids), *common,
+        )  # fmt: skip
+        assert ratio["errors"] == 0
+        assert ratio["unanswered"] == 0
+        assert ratio["ping_rate"] > 0
+        assert ratio["append_rate"] > 0
+        assert ratio["ratio"] == round(ratio["append_rate"] / ratio["ping_rate"], 3)
+        assert set(ratio["front_cpu_us_per_request"]) == {"ping", "append"}
+        # only the appends' answers carry transaction ids, each a new one
+        alternated = txids.read_text().split()
+        assert alternated
+        assert not set(alternated) & set(saved)
         assert server.stop() == 0

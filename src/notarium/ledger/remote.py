@@ -34,7 +34,7 @@ import queue
 import socket
 import struct
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -400,12 +400,9 @@ class RemoteLedger:
 
     # --- sequencing ----------------------------------------------------------------------------
 
-    async def _sequenced(self, method: str, *args: Any) -> TxId:
-        """Hand out the next TxId for ``method(*args)`` and send it; the engine checks the seqno."""
-        return await self._sequenced_kw(method, *args)
-
-    async def _sequenced_kw(self, method: str, *args: Any, **kwargs: Any) -> TxId:
-        """:meth:`_sequenced` with keyword arguments for ``method``."""
+    async def _sequenced(self, method: str, *args: Any, **kwargs: Any) -> TxId:
+        """Hand out the next TxId for ``method(*args, **kwargs)`` and send it; the engine checks the
+        seqno."""
         limits = self.facts.engine
         while self._next - self._engine.committed.seqno > limits.max_unsigned and not self.closed.is_set():
             room = cast(asyncio.Future[None], cast(asyncio.AbstractEventLoop, self._loop).create_future())
@@ -414,7 +411,8 @@ class RemoteLedger:
         if self.broken is not None:
             raise LedgerError(f"this server takes no more writes: {self.broken}")
         txid = TxId(self._view, self._next)
-        self._enqueue(0, method, args, {**kwargs, "seqno": txid.seqno})
+        kwargs["seqno"] = txid.seqno
+        self._enqueue(0, method, args, kwargs)
         self._next += 1
         self._unsigned += 1
         if self._unsigned >= limits.signature_tx_count:
@@ -448,8 +446,8 @@ class RemoteLedger:
         check_write_set(public, private)  # before a seqno is promised: the engine must not refuse it
         return await self._sequenced("append", public, private)
 
-    async def append_entry(self, contents: str, collection_id: str, tags: str | None) -> TxId:
-        return await self._sequenced("append_entry", contents, collection_id, tags)
+    def append_entry(self, contents: str, collection_id: str, tags: str | None) -> Awaitable[TxId]:
+        return self._sequenced("append_entry", contents, collection_id, tags)  # the hot path: one coroutine
 
     async def reissue_recovery_shares(self, members: Mapping[str, str], threshold: int) -> TxId:
         """:meth:`Ledger.reissue_recovery_shares` (checked here first: the engine must not refuse it)."""
@@ -464,7 +462,7 @@ class RemoteLedger:
                 raise ValueError("certificate validity must be from 1 to 3650 days")
         if service_days is None and node_days is None:
             raise ValueError("renew the service certificate, the node certificate, or both")
-        txid = await self._sequenced_kw("renew_certificates", service_days=service_days, node_days=node_days)
+        txid = await self._sequenced("renew_certificates", service_days=service_days, node_days=node_days)
         self.facts = cast(EngineFacts, await self._call("facts"))
         return txid
 

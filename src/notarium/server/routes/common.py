@@ -34,10 +34,14 @@ async def json_value(request: web.Request) -> Any:
     if not raw:
         raise bad_input("At #/: Expected object, found an empty body.")
     try:
-        body = json.loads(raw)
+        # JSON bodies are UTF-8 (RFC 8259 §8.1); decoding first skips json.loads' encoding sniffing
+        body = _DECODER.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError):
         raise bad_input("The request body is not valid JSON.") from None
     return body
+
+
+_DECODER = json.JSONDecoder()
 
 
 _QUERY: web.RequestKey[dict[str, str]] = web.RequestKey("query", dict)

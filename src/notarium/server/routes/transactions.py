@@ -7,6 +7,7 @@ from aiohttp import web
 from notarium.auth.rbac import Action
 from notarium.ledger import DEFAULT_COLLECTION, LedgerEntry
 from notarium.server.app import TXID_HEADER, context, json_response, requires
+from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError, bad_input, not_found
 from notarium.server.routes.common import json_object, next_link, path_txid, query, query_txid
 from notarium.types import TxId, TxStatus
@@ -32,9 +33,9 @@ def _entry_json(e: LedgerEntry) -> dict[str, object]:
     return body
 
 
-def _collection(request: web.Request) -> str:
+def _collection(request: web.Request, ctx: ServerContext | None = None) -> str:
     collection = query(request).get("collectionId", DEFAULT_COLLECTION)
-    limit = context(request).config.max_collection_id_bytes
+    limit = (ctx or context(request)).config.max_collection_id_bytes
     if not collection:
         raise bad_input("collectionId must not be empty.")
     size = len(collection.encode("utf-8", "surrogatepass"))
@@ -43,58 +44,72 @@ def _collection(request: web.Request) -> str:
     return collection
 
 
-def _tags(request: web.Request) -> list[str]:
+def _tags(request: web.Request, ctx: ServerContext) -> list[str]:
     text = query(request).get("tags")
     if text is None:
         return []
     tags = text.split(",")
-    limit = context(request).config.max_tag_bytes
+    limit = ctx.config.max_tag_bytes
     for tag in tags:
         if not tag or len(tag.encode()) > limit:
             raise bad_input(f"tags must be a comma-separated list of non-empty tags of at most {limit} bytes.")
     return list(dict.fromkeys(tags))
 
 
+_NOT_UNICODE = "Entry contents and collection ids must be valid Unicode text."
+
+
 @requires(Action.TRANSACTIONS_WRITE)
 async def append(request: web.Request) -> web.StreamResponse:
     """Append an entry; answers at once with its transaction id (Pending until committed)."""
     ctx = context(request)
-    collection = _collection(request)
-    tags = _tags(request)
+    config = ctx.config
+    collection = _collection(request, ctx)
+    tags = _tags(request, ctx)
     body = await json_object(request)
     contents = body.get("contents")
     if not isinstance(contents, str):
         raise bad_input("At #/contents: Expected string." if "contents" in body else "At #/: Missing contents.")
-    for hooks in ("preHooks", "postHooks"):
-        if hooks in body and not isinstance(body[hooks], list):
-            raise bad_input(f"At #/{hooks}: Expected array.")
-        if body.get(hooks):
-            raise ApiError(
-                501, "NotImplemented", "Hooks run user-defined functions, which this ledger does not support."
-            )
+    if len(body) > 1:  # hooks are the only other members ACL knows
+        for hooks in ("preHooks", "postHooks"):
+            if hooks in body and not isinstance(body[hooks], list):
+                raise bad_input(f"At #/{hooks}: Expected array.")
+            if body.get(hooks):
+                raise ApiError(
+                    501, "NotImplemented", "Hooks run user-defined functions, which this ledger does not support."
+                )
     size = len(contents.encode("utf-8", "surrogatepass"))
-    if size > ctx.config.max_entry_bytes:
+    if size > config.max_entry_bytes:
         raise ApiError(
             400,
             "EntrySizeCapacityExceeded",
-            f"Entry contents of {size} bytes exceed the limit of {ctx.config.max_entry_bytes} bytes.",
+            f"Entry contents of {size} bytes exceed the limit of {config.max_entry_bytes} bytes.",
         )
-    try:
-        contents.encode()
-        collection.encode()
-    except UnicodeEncodeError:
-        raise bad_input("Entry contents and collection ids must be valid Unicode text.") from None
+    if size != len(contents) and not _is_unicode(contents):  # only non-ASCII text can hold a lone surrogate
+        raise bad_input(_NOT_UNICODE)
+    if not collection.isascii() and not _is_unicode(collection):
+        raise bad_input(_NOT_UNICODE)
     is_new = collection not in ctx.collections and collection != DEFAULT_COLLECTION
-    if is_new and len(ctx.collections - {DEFAULT_COLLECTION}) >= ctx.config.max_collections:
-        raise ApiError(400, "CollectionCapacityExceeded", f"The ledger holds {ctx.config.max_collections} collections.")
-    new_tags = [t for t in tags if t not in ctx.tags]
-    if new_tags and len(ctx.tags) + len(new_tags) > ctx.config.max_tags:
-        raise ApiError(400, "TagCapacityExceeded", f"The ledger holds {ctx.config.max_tags} tags.")
+    if is_new and len(ctx.collections - {DEFAULT_COLLECTION}) >= config.max_collections:
+        raise ApiError(400, "CollectionCapacityExceeded", f"The ledger holds {config.max_collections} collections.")
+    new_tags = [t for t in tags if t not in ctx.tags] if tags else tags
+    if new_tags and len(ctx.tags) + len(new_tags) > config.max_tags:
+        raise ApiError(400, "TagCapacityExceeded", f"The ledger holds {config.max_tags} tags.")
     # counted before the append is awaited, so that concurrent appends cannot overshoot the limits
     ctx.collections.add(collection)
-    ctx.tags.update(new_tags)
+    if new_tags:
+        ctx.tags.update(new_tags)
     txid = await ctx.ledger.append_entry(contents, collection, ",".join(tags) if tags else None)
     return json_response({"collectionId": collection}, headers={TXID_HEADER: str(txid)})
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogates), i.e. encodes as UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _not_issued(txid: TxId, state: TxStatus) -> ApiError:
