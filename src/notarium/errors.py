@@ -7,7 +7,10 @@ CLI) can catch one class and print :meth:`NotariumError.diagnostics`::
     ├── VerificationError        untrusted bytes failed a check (parse failures included)
     │   └── LedgerAuditError     a ledger failed the audit; names the TxId and the check
     ├── ServiceError             a service directory is missing, locked or inconsistent
+    │   └── StorageError         the PostgreSQL store failed or refused an operation
+    │       └── FencedError      this node no longer holds the lease: it must stop writing
     └── LedgerError              the engine refused an operation (closed, bad write set, ...)
+        └── NotPrimaryError      a write reached a node that is not the primary
 
 Caller misuse (wrong argument types, impossible values) raises plain ``ValueError`` or
 ``TypeError``, never one of these.
@@ -60,5 +63,20 @@ class ServiceError(NotariumError):
     """A service directory is missing, already exists, is locked, or is inconsistent."""
 
 
+class StorageError(ServiceError):
+    """The PostgreSQL store failed or refused an operation (never shows the connection password)."""
+
+
+class FencedError(StorageError):
+    """A write was refused because the writer no longer holds the lease ``(view, holder)``.
+
+    Nothing was written; the node must stop writing (another node sequences now).
+    """
+
+
 class LedgerError(NotariumError):
     """The ledger engine refused an operation."""
+
+
+class NotPrimaryError(LedgerError):
+    """A write reached a replicated ledger that is not the primary (docs/design/ha.md)."""

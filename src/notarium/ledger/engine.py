@@ -27,10 +27,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _encode_json_string
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
 
-from notarium.errors import LedgerError, ServiceError, VerificationError
+from notarium.errors import LedgerError, NotPrimaryError, ServiceError, VerificationError
 from notarium.ledger.durable import replace
 from notarium.ledger.fastcrypto import HmacKey, RandomPool
 from notarium.ledger.identity import NODE_CERT_DAYS, NodeIdentity, cert_pem, node_certificate, service_certificate
@@ -107,6 +107,17 @@ log = logging.getLogger("notarium.ledger")
 DEFAULT_COLLECTION = "subledger:0"
 # public internal tables whose latest values the index keeps too (besides tables.STATE_PREFIXES)
 _INDEXED_INTERNAL = frozenset({tables.RECOVERY_SHARES, tables.HISTORICAL_LEDGER_SECRET})
+
+
+LogRow = tuple[int, int, bool, bytes]
+"""One transaction of a replicated log: seqno, view, is a signature, the entry's bytes."""
+
+
+class ReplicaLog(Protocol):
+    """Where a replicated ledger commits (notarium.ledger.storage.postgres.PostgresLog): the
+    primary appends each signed batch, fenced by its lease, before it counts as Committed."""
+
+    def append(self, view: int, holder: str, rows: Sequence[LogRow]) -> None: ...
 
 
 class _SecretKey:
@@ -249,9 +260,15 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         genesis: Tables | None = None,
         sealer: Sealer | None = None,
+        replica: ReplicaLog | None = None,
     ) -> None:
         """``ledger_secret``: the secrets in force (one secret: in force from seqno 1). ``sealer``
-        keeps them across restarts: a rekey seals the new secret there before using it."""
+        keeps them across restarts: a rekey seals the new secret there before using it.
+
+        ``replica``: a replicated ledger (docs/design/ha.md). The ledger opens as a *follower*: it
+        takes no writes, and :meth:`follow` verifies transactions read from the replicated log and
+        adds them to the local files; :meth:`promote` makes it the primary of a view, whose signed
+        batches go to ``replica`` (fenced by the lease) before they count as Committed."""
         self.layout = layout
         self.service = service
         self.identity = identity
@@ -261,6 +278,9 @@ class Ledger:
         self._private = service.ledger_type == "Private"
         self._entries_table = tables.ENTRIES_PRIVATE if self._private else tables.ENTRIES_PUBLIC
         self._sealer = sealer
+        self._replica = replica
+        self._primary = replica is None  # a replicated ledger sequences only once promoted
+        self._known_view = 0  # follower: the newest view the service is known to have begun
         self._set_secrets(
             ledger_secret if isinstance(ledger_secret, LedgerSecrets) else LedgerSecrets.single(ledger_secret)
         )
@@ -311,17 +331,21 @@ class Ledger:
         """Bring index and tree in line with the durable, signed prefix of the chunk files."""
         tree, start = self._tree_from_index()
         last_view, last_good = self._replay(tree, start)
-        if last_good == 0 and start == 1 and (genesis is None or self._chunks.chunks):
+        empty_replica = self._replica is not None and not self._chunks.chunks  # filled from the log
+        if last_good == 0 and start == 1 and (genesis is None or self._chunks.chunks) and not empty_replica:
             raise ServiceError(f"{self.layout.root} holds no signed transaction; it is not a usable ledger")
         self._tree = tree
         self._committed = last_good
         self._drop_unrecorded_secrets(last_good)
         self._next = tree.frontier.size
         self._flushed = tree.frontier.copy()
-        # A new view at every start, recorded durably before any TxId is handed out in it, so
-        # that seqnos dropped in an earlier run stay Invalid and are never reported Committed.
-        self._view = max(last_view, _read_view(self.layout)) + 1
-        _write_view(self.layout, self._view)
+        if self._replica is None:
+            # A new view at every start, recorded durably before any TxId is handed out in it, so
+            # that seqnos dropped in an earlier run stay Invalid and are never reported Committed.
+            self._view = max(last_view, _read_view(self.layout)) + 1
+            _write_view(self.layout, self._view)
+        else:  # a follower: views are the lease's (promote); until then, that of the last signature
+            self._view = last_view
         self._committed_view = last_view
         self._pending = _Pending(self._next)
         self._closed_batches: list[_Pending] = []  # awaiting their signature, in seqno order
@@ -383,7 +407,7 @@ class Ledger:
         the record (``public:ccf.internal.recovery_shares``). ``ValueError`` on a bad threshold or
         key; ``seqno`` as in :meth:`append`."""
         with self._lock_obj:
-            self._check_open()
+            self._check_writable()
             self._check_seqno(seqno)
             record = issue_shares(self._ring[0].latest, members, threshold)
             txid = self._append_tables_locked({tables.RECOVERY_SHARES: {tables.SINGLETON_KEY: record.to_json()}})
@@ -398,7 +422,7 @@ class Ledger:
         (``public:ccf.internal.historical_encrypted_ledger_secret``) and recovery shares of the new
         one for the current recovery members. The new secret is sealed locally first."""
         with self._lock_obj:
-            self._check_open()
+            self._check_writable()
             self._check_seqno(seqno)
             if self._sealer is None:
                 raise LedgerError("this ledger has no sealer to keep a new ledger secret in")
@@ -682,10 +706,10 @@ class Ledger:
         seqno: int | None,
     ) -> TxId:
         with self._lock_obj:
-            self._check_open()
+            self._check_writable()
             while self._next - self._committed > self.config.max_unsigned and not self._closing:
                 self._done.wait(1.0)
-                self._check_open()
+                self._check_writable()
             self._check_seqno(seqno)
             return self._append_locked(public, private, claims, kind, collection, extras)
 
@@ -698,7 +722,7 @@ class Ledger:
         when given, is checked as in :meth:`append`). A batch may be empty: the receipt of the
         newest signature needs a later one."""
         with self._lock_obj:
-            self._check_open()
+            self._check_writable()
             self._check_seqno(seqno)
             self._close_batch_locked()
             return TxId(self._view, self._next - 1)
@@ -760,11 +784,13 @@ class Ledger:
         with self._lock_obj:
             self._work.notify()
 
-    def _check_open(self) -> None:
+    def _check_writable(self) -> None:
         if self._failure is not None:
             raise LedgerError(f"the ledger stopped after a storage failure: {self._failure}")
         if self._closing or self._closed:
             raise LedgerError("the ledger is closed")
+        if not self._primary:
+            raise NotPrimaryError("this node is not the primary: writes go to the primary")
 
     def _sign_batch(self, batch: _Pending) -> None:
         """Flusher only: add the batch's leaves to the tree, then its signature transaction."""
@@ -850,7 +876,16 @@ class Ledger:
     def _write_batches(
         self, batches: list[_Pending], new_tiles: list[tuple[int, bytes]], flushed: Frontier, signed_at: int
     ) -> None:
-        """Persist signed batches, completing a chunk at each signature past chunk_size; fsync; index."""
+        """Persist signed batches: to the replicated log first if there is one (that is what makes
+        them Committed), then to the local files (fsync), completing a chunk at each signature past
+        chunk_size; then index them."""
+        if self._replica is not None:
+            rows = [
+                (row[0], row[1], row[2] == KIND_SIGNATURE, entry)
+                for batch in batches
+                for row, entry in zip(batch.rows, batch.entries, strict=True)
+            ]
+            self._replica.append(self._view, self._node_id, rows)
         index = _IndexBatch()
         for batch in batches:
             locations = self._chunks.append(batch.first_seqno, batch.entries)
@@ -869,6 +904,133 @@ class Ledger:
         self._index.commit_batch(
             index.rows, new_tiles, IndexState(signed_at, flushed.size, flushed.peaks), index.tags, index.writes
         )
+
+    # ------------------------------------------------------------------ replication (docs/design/ha.md)
+
+    @property
+    def is_primary(self) -> bool:
+        return self._primary
+
+    @property
+    def replicated(self) -> bool:
+        return self._replica is not None
+
+    def note_view(self, view: int) -> None:
+        """Follower: the service has begun ``view`` (its lease says so). TxIds of that view past the
+        committed ones are then Pending here, as on the primary, until they commit or a verified
+        signature of a later view shows they never will."""
+        with self._lock_obj:
+            self._known_view = max(self._known_view, view)
+
+    def follow(self, rows: Sequence[LogRow]) -> int:
+        """Follower: verify transactions read from the replicated log (from the one after the
+        committed one, in order) and add each signed run of them to the local files and index.
+        Transactions after the last signature in ``rows`` are left for a later call. Returns the
+        committed seqno.
+
+        Nothing in ``rows`` is trusted: a gap, a malformed entry, a view going back, or a
+        signature that does not verify against the Merkle tree raises ``VerificationError`` and
+        adds nothing of the run it is in."""
+        with self._lock_obj:
+            if self._primary:
+                raise LedgerError("the primary does not follow the log")
+            if self._closing or self._closed or self._failure is not None:
+                raise LedgerError("the ledger is closed")
+            expected, view = self._committed + 1, self._committed_view
+        batches: list[_Pending] = []
+        batch = _Pending(expected)
+        frontier = self._tree.frontier.copy()  # the follower's tree changes only here
+        since: list[bytes] = []
+        last_flushed = self._flushed
+        for seqno, row_view, is_signature, data in rows:
+            if seqno != expected:
+                raise VerificationError(
+                    f"the replicated log has seqno {seqno} where {expected} was expected (a transaction is missing)",
+                    check="log-sequence",
+                )
+            buf = memoryview(data)
+            e = parse_entry(buf, 0, len(buf))
+            if e.end != len(buf) or e.seqno != seqno or e.iv_seqno != seqno or e.view != row_view:
+                raise VerificationError(f"transaction {seqno} of the replicated log is malformed", check="log-entry")
+            if e.view < view:
+                raise VerificationError(f"transaction {seqno} goes back to view {e.view}", check="log-view")
+            view = e.view
+            leaf = _leaf_of(buf, e)
+            public = decode_tables(buf, e.tables_start, e.public_end) if e.tables_start < e.public_end else {}
+            kind, collection = KIND_OTHER, None
+            tags: list[str] = []
+            if not SIGNATURE_TABLES.isdisjoint(public):
+                self._verify_signature(public, TxId(e.view, seqno), frontier.root())
+                if any(r[1] != e.view for r in batch.rows):
+                    raise VerificationError(f"signature {e.view}.{seqno} signs another view's transactions")
+                kind = KIND_SIGNATURE
+            else:
+                found = self._entry_of(buf, e, public)
+                if found is not None:
+                    kind, (collection, tags) = KIND_ENTRY, found
+            if is_signature != (kind == KIND_SIGNATURE):
+                raise VerificationError(f"transaction {seqno} is mislabelled in the replicated log", check="log-entry")
+            batch.entries.append(bytes(data))
+            batch.rows.append((seqno, e.view, kind, collection, leaf))
+            writes = _state_writes(public)
+            if tags or writes:
+                batch.extras[seqno] = (tags, writes)
+            if kind == KIND_SIGNATURE:
+                last_flushed = frontier.copy()
+                since = [leaf]
+                batch.signature_seqno = seqno
+                batches.append(batch)
+                batch = _Pending(seqno + 1)
+            frontier.append(leaf)
+            expected += 1
+        if not batches:
+            return self.committed.seqno
+        with self._tree_lock:
+            for b in batches:
+                for r in b.rows:
+                    self._tree.append(r[4])
+            new_tiles, self._tree.new_tiles = self._tree.new_tiles, []
+            self._flushed, self._since_signature = last_flushed, since
+        signed_at = batches[-1].signature_seqno
+        self._write_batches(batches, new_tiles, last_flushed, signed_at)
+        for b in batches:
+            for _seqno, (_tags, writes) in b.extras.items():
+                self._note_state(writes)
+        with self._lock_obj:
+            self._committed = signed_at
+            self._committed_view = self._view = batches[-1].rows[-1][1]
+            self._next = signed_at + 1
+            self._pending = _Pending(self._next)
+            self._done.notify_all()
+        for listener in list(self._listeners):
+            listener(signed_at)
+        return signed_at
+
+    def _note_state(self, writes: list[tuple[str, bytes, bytes | None]]) -> None:
+        """Follower: keep the in-memory copies of replicated state current."""
+        for table, key, value in writes:
+            if table == tables.RECOVERY_SHARES and key == tables.SINGLETON_KEY and value is not None:
+                try:
+                    self._recovery = RecoverySharesRecord.from_json(value)
+                except ValueError:
+                    log.warning("an unreadable recovery shares record was replicated; run `notarium audit`")
+
+    def promote(self, view: int) -> None:
+        """Follower → primary of ``view`` (its lease's), sequencing after the committed prefix. The
+        caller has made the replicated log end there (its unsigned tail dropped, fenced) and then
+        places the view's first signature (:meth:`sign`)."""
+        with self._lock_obj:
+            if self._replica is None:
+                raise LedgerError("only a replicated ledger is promoted")
+            if self._primary:
+                raise LedgerError("this node is already the primary")
+            if view <= self._committed_view:
+                raise LedgerError(f"view {view} does not follow the committed view {self._committed_view}")
+            self._view = self._known_view = view
+            self._next = self._committed + 1
+            self._pending = _Pending(self._next)
+            self._primary = True
+        log.info("primary of view %d from seqno %d", view, self._committed + 1)
 
     def close(self) -> None:
         """Sign and persist everything appended, complete the current chunk, release the directory."""
@@ -953,10 +1115,15 @@ class Ledger:
         return self._classify(txid)[0]
 
     def _classify(self, txid: TxId) -> tuple[TxStatus, TxLocation | None]:
-        """The status of ``txid`` and, if Committed, its index row (one index lookup at most)."""
+        """The status of ``txid`` and, if Committed, its index row (one index lookup at most).
+
+        A follower answers Invalid past its committed prefix only when a verified signature of a
+        later view exists (that view began at or before it, so ``txid`` can never commit), and
+        Pending for the views begun since: never Invalid where another node says Committed."""
         v, s = txid.view, txid.seqno
         with self._lock_obj:
             committed, view, next_seqno = self._committed, self._view, self._next
+            primary, known_view = self._primary, self._known_view
         if s == 0:
             return TxStatus.UNKNOWN, None
         if s <= committed:
@@ -964,11 +1131,11 @@ class Ledger:
             if row is None:
                 raise ServiceError(f"committed seqno {s} is missing from the index; run `notarium reindex`")
             return (TxStatus.COMMITTED, row) if row.view == v else (TxStatus.INVALID, None)
-        if v < view:
+        if v < view:  # a follower's view is that of its last verified signature
             return TxStatus.INVALID, None
-        if v == view and s < next_seqno:
-            return TxStatus.PENDING, None
-        return TxStatus.UNKNOWN, None
+        if primary:
+            return (TxStatus.PENDING, None) if v == view and s < next_seqno else (TxStatus.UNKNOWN, None)
+        return (TxStatus.PENDING, None) if v <= max(view, known_view) else (TxStatus.UNKNOWN, None)
 
     # ------------------------------------------------------------------ reading
 
@@ -1260,7 +1427,7 @@ class Ledger:
             "retired_committed": False,
         }
         with self._lock_obj:
-            self._check_open()
+            self._check_writable()
             txid = TxId(self._view, self._next)
             new_info = {
                 **info,
