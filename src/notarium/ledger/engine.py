@@ -1450,6 +1450,10 @@ class Ledger:
         log.info("service identity change recorded at %s (recovery %d)", written, new_info["recovery_count"])
         return written
 
+    def ledger_secrets(self) -> LedgerSecrets:
+        """The ledger secrets in force (read-only; for admitting a node, notarium.cluster.join)."""
+        return self._ring[0]
+
 
 def _renewal_days(value: int | None, what: str) -> None:
     if value is not None and (type(value) is not int or not 1 <= value <= 3650):
