@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import pickle
 import queue
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from notarium.cluster.join import admit
 from notarium.errors import LedgerError, NotariumError, ServiceError
 from notarium.ledger.engine import EngineConfig, Ledger, LedgerEntry, Receipt, check_write_set
 from notarium.ledger.identity import cert_pem, private_pem
@@ -190,9 +192,28 @@ class EngineService:
         ledger = self._ledger
         return EngineMetrics(ledger.committed.seqno, ledger.last_sequenced, ledger.ledger_bytes())
 
+    def admit_node(self, public_key_pem: str, hosts: list[str], node_cert_pem: str | None = None) -> tuple[str, str]:
+        """A trusted node's certificate (``node_cert_pem``, its recorded one, if still valid; else
+        a new one issued by the service key for ``hosts``) and base64 of the service key and the
+        ledger secrets sealed to its key (:func:`notarium.cluster.join.admit`). The secrets stay in
+        this process; only the sealed blob crosses to the front. The front checks governance
+        first: it calls this for Trusted nodes only."""
+        ident = self._ledger.identity
+        return admit(
+            ident.service_key,
+            ident.service_cert,
+            self._ledger.ledger_secrets(),
+            public_key_pem,
+            hosts,
+            now=datetime.datetime.now(datetime.UTC),
+            node_cert_pem=node_cert_pem,
+        )
+
     def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if method in CALLS:
             return getattr(self._ledger, method)(*args, **kwargs)
+        if method == "admit_node":
+            return self.admit_node(*args, **kwargs)
         if method == "facts":
             return self._facts()
         if method == "metrics":
@@ -522,6 +543,12 @@ class RemoteLedger:
 
     async def metrics(self) -> EngineMetrics:
         return cast(EngineMetrics, await self._call("metrics"))
+
+    async def admit_node(
+        self, public_key_pem: str, hosts: list[str], node_cert_pem: str | None = None
+    ) -> tuple[str, str]:
+        """:meth:`EngineService.admit_node`: (node certificate PEM, base64 sealed secrets)."""
+        return cast(tuple[str, str], await self._call("admit_node", public_key_pem, list(hosts), node_cert_pem))
 
     async def notice(self, what: str, *args: Any) -> Any:
         """Tell the engine process something about the front (e.g. ``"listening", port``)."""
