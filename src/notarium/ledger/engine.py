@@ -281,6 +281,7 @@ class Ledger:
         self._replica = replica
         self._primary = replica is None  # a replicated ledger sequences only once promoted
         self._known_view = 0  # follower: the newest view the service is known to have begun
+        self.state_version = 0  # follower: grows each time replicated state tables change
         self._set_secrets(
             ledger_secret if isinstance(ledger_secret, LedgerSecrets) else LedgerSecrets.single(ledger_secret)
         )
@@ -912,6 +913,21 @@ class Ledger:
         return self._primary
 
     @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    def local_rows(self, start: int, end: int) -> list[LogRow]:
+        """Committed transactions ``start..end`` as log rows, read from the local files."""
+        rows: list[LogRow] = []
+        for seqno in range(start, min(end, self.committed.seqno) + 1):
+            loc = self._index.get(seqno)
+            if loc is None:
+                raise ServiceError(f"committed seqno {seqno} is missing from the index; run `notarium reindex`")
+            data = self._chunks.read(loc.chunk, loc.offset, loc.size)
+            rows.append((seqno, loc.view, loc.kind == KIND_SIGNATURE, data))
+        return rows
+
+    @property
     def replicated(self) -> bool:
         return self._replica is not None
 
@@ -995,7 +1011,9 @@ class Ledger:
         self._write_batches(batches, new_tiles, last_flushed, signed_at)
         for b in batches:
             for _seqno, (_tags, writes) in b.extras.items():
-                self._note_state(writes)
+                if writes:
+                    self._note_state(writes)
+                    self.state_version += 1
         with self._lock_obj:
             self._committed = signed_at
             self._committed_view = self._view = batches[-1].rows[-1][1]

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from notarium.cluster.join import admit
-from notarium.errors import LedgerError, NotariumError, ServiceError
+from notarium.errors import LedgerError, NotariumError, NotPrimaryError, ServiceError
 from notarium.ledger.engine import EngineConfig, Ledger, LedgerEntry, Receipt, check_write_set
 from notarium.ledger.identity import cert_pem, private_pem
 from notarium.ledger.layout import ServiceConfig
@@ -82,9 +82,22 @@ CALLS = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class Role:
+    """A replicated node's role (docs/design/ha.md), as the front needs it: whether it sequences
+    (and from where), else where to forward writes."""
+
+    primary: bool
+    view: int
+    next_seqno: int
+    primary_address: str | None  # https://host:port of the primary (None: none known right now)
+    following: bool = True  # False: following stopped on a verification failure
+
+
+@dataclass(frozen=True, slots=True)
 class EngineStatus:
     committed: TxId
     healthy: bool
+    state_version: int = 0  # a follower's replicated state tables changed when this grows
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +114,7 @@ class EngineFacts:
     engine: EngineConfig
     settings: Any  # the front's own settings (a ServerConfig), handed over by the engine process
     ledger_dir: Path  # DIR/ledger: the front serves completed (immutable) chunk files from it directly
+    role: Role | None = None  # a replicated node's role (None: a single node, always the primary)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +161,7 @@ class EngineService:
         self._settings = settings
         self._control = control  # front → engine process notices ("listening", port)
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.role: Role | None = None  # set (and announced) by a replicated node's replication thread
         self._reader = threading.Thread(target=self._read_loop, name="engine-rpc", daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name="engine-rpc-send", daemon=True)
         self.disconnected = threading.Event()
@@ -168,7 +183,12 @@ class EngineService:
         self._sock.close()
 
     def _status(self) -> EngineStatus:
-        return EngineStatus(self._ledger.committed, self._ledger.healthy)
+        return EngineStatus(self._ledger.committed, self._ledger.healthy, self._ledger.state_version)
+
+    def announce_role(self, role: Role) -> None:
+        """A replicated node's role changed: the front sequences from ``role`` or forwards writes."""
+        self.role = role
+        self._out.put(frame(("p", role)))
 
     def _on_commit(self, _seqno: int) -> None:
         self._out.put(frame(("s", self._status())))
@@ -186,6 +206,7 @@ class EngineService:
             self._ledger.config,
             self._settings,
             ledger_dir=self._ledger.layout.ledger_dir,
+            role=self.role,
         )
 
     def _metrics(self) -> EngineMetrics:
@@ -309,6 +330,7 @@ class RemoteLedger:
         self._batch: list[tuple[int, str, tuple[Any, ...], dict[str, Any]]] = []
         self._next_id = 0
         self._listeners: list[Callable[[int], None]] = []
+        self._state_listeners: list[Callable[[], None]] = []
         self.closed = asyncio.Event()
         self._engine = EngineStatus(TxId(0, 0), False)
         # the sequencer
@@ -319,6 +341,7 @@ class RemoteLedger:
         self._room: list[asyncio.Future[None]] = []
         self._last_signature = 0
         self.broken: str | None = None
+        self.role: Role | None = None  # a replicated node's role; None: a single node
 
     @classmethod
     async def connect(cls, sock: socket.socket) -> RemoteLedger:
@@ -332,6 +355,8 @@ class RemoteLedger:
         self.facts = facts
         self._engine = facts.status
         self._view, self._next = facts.view, facts.next_seqno
+        if facts.role is not None:
+            self._take_role(facts.role)
         return self
 
     # --- wire ----------------------------------------------------------------------------------
@@ -363,13 +388,20 @@ class RemoteLedger:
     def _received(self, message: tuple[str, Any]) -> None:
         kind, payload = message
         if kind == "s":
+            changed = payload.state_version != self._engine.state_version
             self._engine = payload
             for listener in list(self._listeners):
                 listener(payload.committed.seqno)
+            if changed:
+                for state_listener in list(self._state_listeners):
+                    state_listener()
             room, self._room = self._room, []
             for waiter in room:
                 if not waiter.done():
                     waiter.set_result(None)
+            return
+        if kind == "p":
+            self._take_role(payload)
             return
         if kind == "x":
             if self.broken is None:
@@ -384,6 +416,19 @@ class RemoteLedger:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def _take_role(self, role: Role) -> None:
+        was_primary = self.role is not None and self.role.primary
+        self.role = role
+        if role.primary and not was_primary:  # promoted: sequence from where the engine stands
+            self._view, self._next = role.view, role.next_seqno
+            self._unsigned, self._last_signature, self.broken = 0, role.next_seqno - 1, None
+            log.warning("this node is the primary of view %d: sequencing from seqno %d", role.view, role.next_seqno)
+
+    @property
+    def primary(self) -> bool:
+        """Whether this node sequences writes (a single node always does)."""
+        return self.role is None or self.role.primary
 
     def _lost(self) -> None:
         self.closed.set()
@@ -419,11 +464,18 @@ class RemoteLedger:
     def remove_commit_listener(self, listener: Callable[[int], None]) -> None:
         self._listeners.remove(listener)
 
+    def add_state_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` on the event loop when a follower's replicated state tables change
+        (users, roles, issuers… written through another node)."""
+        self._state_listeners.append(listener)
+
     # --- sequencing ----------------------------------------------------------------------------
 
     async def _sequenced(self, method: str, *args: Any, **kwargs: Any) -> TxId:
         """Hand out the next TxId for ``method(*args, **kwargs)`` and send it; the engine checks the
         seqno."""
+        if not self.primary:
+            raise NotPrimaryError("this node is not the primary: writes go to the primary")
         limits = self.facts.engine
         while self._next - self._engine.committed.seqno > limits.max_unsigned and not self.closed.is_set():
             room = cast(asyncio.Future[None], cast(asyncio.AbstractEventLoop, self._loop).create_future())
@@ -460,6 +512,8 @@ class RemoteLedger:
         """The engine has no receipt for the newest signature until a later signature exists:
         place one, unless one is already on its way."""
         newest = self._engine.committed.seqno
+        if not self.primary:
+            return  # only the primary signs; a follower's receipt waits for the next signature
         if txid.seqno == newest and not self._unsigned and self._last_signature <= newest:
             self._sign(empty=True)
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from notarium.errors import ServiceError
 from notarium.ledger import identity as ids
 from notarium.ledger.durable import fsync_dir, replace
-from notarium.ledger.engine import EngineConfig, Ledger, load_identity_chain
+from notarium.ledger.engine import EngineConfig, Ledger, ReplicaLog, load_identity_chain
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.recovery.chain import LedgerSecrets
 from notarium.recovery.sealing import VirtualFileSealer, unseal_secrets
@@ -191,12 +191,15 @@ def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, Ledg
     return config, ids.NodeIdentity(node_key, node_cert, service_key, service_cert), secrets
 
 
-def open_ledger(directory: str | os.PathLike[str], config: EngineConfig | None = None) -> Ledger:
-    """Open an existing service directory; recovers from a crash with no manual step."""
+def open_ledger(
+    directory: str | os.PathLike[str], config: EngineConfig | None = None, *, replica: ReplicaLog | None = None
+) -> Ledger:
+    """Open an existing service directory; recovers from a crash with no manual step. With
+    ``replica``, as a follower of that replicated log (docs/design/ha.md)."""
     layout = Layout(Path(directory).absolute())
     service, identity, secrets = load_identity(layout)
     sealer = VirtualFileSealer(layout.sealed_ledger_secret)
-    return Ledger(layout, service, identity, secrets, config or EngineConfig(), sealer=sealer)
+    return Ledger(layout, service, identity, secrets, config or EngineConfig(), sealer=sealer, replica=replica)
 
 
 def recover_service_identity(

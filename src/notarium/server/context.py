@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from notarium.auth.rbac import builtin_actions
 from notarium.auth.roles import RoleStore
 from notarium.auth.users import UserStore
@@ -13,6 +15,7 @@ from notarium.governance.service import Governance
 from notarium.ledger.remote import RemoteLedger
 from notarium.server.config import ServerConfig
 from notarium.server.consortium import EngineEffects, LedgerStore
+from notarium.server.forward import Forwarder
 from notarium.server.issuers import IssuerDirectory
 from notarium.server.metrics import Metrics
 from notarium.types import TxId, TxStatus
@@ -66,6 +69,18 @@ class ServerContext:
     # what governance has the engine do (rekey, shares, renewals); the front hooks `renewed`
     effects: EngineEffects = field(init=False)
 
+    # a node of a replicated service: sends writes to the primary while it is a follower
+    forwarder: Forwarder | None = None
+    _reloading: asyncio.Future[None] | None = None
+
+    @property
+    def service_cert(self) -> x509.Certificate:
+        if self._service_cert is None:
+            self._service_cert = x509.load_pem_x509_certificate(self.ledger.facts.service_cert_pem)
+        return self._service_cert
+
+    _service_cert: x509.Certificate | None = None
+
     def __post_init__(self) -> None:
         self.effects = EngineEffects(self.ledger, self.commits.wait)
         self.governance = Governance(LedgerStore(self.ledger, self.commits.wait), self.effects)
@@ -78,4 +93,19 @@ class ServerContext:
         roles = await RoleStore.load(ledger, builtin_actions(config))
         ctx = cls(ledger, await UserStore.load(ledger), config, Metrics(), commits, issuers, roles)
         ctx.collections.update(await ledger.collections())
+        if ledger.facts.role is not None:  # a node of a replicated service
+            facts = ledger.facts
+            ctx.forwarder = Forwarder(facts.node_cert_pem, facts.node_key_pem, facts.service_cert_pem)
+            ledger.add_state_listener(ctx.state_changed)
         return ctx
+
+    def state_changed(self) -> None:
+        """A follower applied writes made through another node: reload what is kept in memory."""
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.ensure_future(self._reload())
+
+    async def _reload(self) -> None:
+        await self.users.reload()
+        await self.roles.reload()
+        await self.issuers.load()
+        self.collections.update(await self.ledger.collections())

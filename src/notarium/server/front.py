@@ -123,6 +123,8 @@ async def run_front(sock: socket.socket) -> int:
     await runner.shutdown()
     await runner.cleanup()
     await ctx.issuers.stop()
+    if ctx.forwarder is not None:
+        await ctx.forwarder.close()
     ctx.commits.close()
     await ledger.aclose()
     for task in (engine_gone, stopping):

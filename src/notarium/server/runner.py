@@ -17,12 +17,13 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from notarium.cluster.node import NodeSettings, ReplicaNode, check_replica
 from notarium.errors import ServiceError
-from notarium.ledger import EngineConfig, open_ledger
+from notarium.ledger import EngineConfig, Ledger, open_ledger
 from notarium.ledger.remote import EngineService
 from notarium.ledger.service import recover_service_identity
 from notarium.server.config import ServerConfig
@@ -34,6 +35,15 @@ Announce = Callable[[str, int, int | None], None]  # host, TLS port, plain ident
 _KILL_GRACE_S = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """``notarium serve --store``: a node of a replicated service (docs/design/ha.md)."""
+
+    dsn: str
+    advertise: str | None = None  # https://host:port the other nodes forward writes to
+    lease_ttl_s: float = 3.0
+
+
 async def serve(
     directory: Path,
     config: ServerConfig,
@@ -43,9 +53,28 @@ async def serve(
     stop: asyncio.Event | None = None,
     recover: bool = False,
     announce_recovery: RecoveryAnnounce | None = None,
+    replication: Replication | None = None,
 ) -> None:
     """Serve ``directory`` until ``stop`` is set or SIGTERM/SIGINT arrives. With ``recover``, first
-    wait for the members' recovery shares (:mod:`notarium.server.recovery`), on the same port."""
+    wait for the members' recovery shares (:mod:`notarium.server.recovery`), on the same port.
+    With ``replication``, serve as a node of a replicated service; a node deposed as primary starts
+    again as a follower."""
+    while await _serve_once(directory, config, engine, announce, stop, recover, announce_recovery, replication):
+        log.warning("starting again as a follower")
+        recover = False
+
+
+async def _serve_once(
+    directory: Path,
+    config: ServerConfig,
+    engine: EngineConfig | None,
+    announce: Announce | None,
+    stop: asyncio.Event | None,
+    recover: bool,
+    announce_recovery: RecoveryAnnounce | None,
+    replication: Replication | None,
+) -> bool:
+    """One run of :func:`serve`; True if it should start again (a deposed primary)."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,13 +98,19 @@ async def serve(
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
         if port is None:
-            return
+            return False
         # a recovered service starts under a new identity that endorses the previous one
         new_cert = await asyncio.to_thread(recover_service_identity, directory)
         log.warning("recovered: new service identity %s (clients must pin the new service_cert.pem)", new_cert.subject)
         config = replace(config, port=port)
     # the front sequences (see notarium.ledger.remote): the engine signs only when told
-    ledger = open_ledger(directory, replace(engine or EngineConfig(), auto_sign=False))
+    engine = replace(engine or EngineConfig(), auto_sign=False)
+    deposed = asyncio.Event()
+    node = None
+    if replication is None:
+        ledger = open_ledger(directory, engine)
+    else:
+        node, ledger = await asyncio.to_thread(_open_node, directory, engine, replication, config)
     gc.collect()
     gc.freeze()  # the engine's long-lived objects: out of the collector's way (see front.py)
     ours, theirs = socket.socketpair()
@@ -83,6 +118,11 @@ async def serve(
     front: asyncio.subprocess.Process | None = None
     try:
         service.start()
+        if node is not None:
+            service.role = node.role()
+            node.on_role = service.announce_role
+            node.on_deposed = lambda: loop.call_soon_threadsafe(deposed.set)
+            node.start()
         level = logging.getLogger().getEffectiveLevel()
         front = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "notarium.server.front", str(theirs.fileno()), str(level), pass_fds=[theirs.fileno()]
@@ -94,13 +134,15 @@ async def serve(
         await asyncio.wait(started, return_when=asyncio.FIRST_COMPLETED)
         if listening.done() and announce is not None:
             announce(config.host, *listening.result())
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        lost = asyncio.ensure_future(deposed.wait())
+        await asyncio.wait({exited, stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
+        lost.cancel()
         if not exited.done():
             log.info("stopping: no new connections; finishing requests in flight")
             front.send_signal(signal.SIGTERM)
             await asyncio.wait({exited}, timeout=config.shutdown_timeout_s + _KILL_GRACE_S)
-        elif not stop.is_set():
+        elif not stop.is_set() and not deposed.is_set():
             what = "could not start" if not listening.done() else "stopped unexpectedly"
             raise ServiceError(f"the HTTP front process {what} (exit status {front.returncode})")
     finally:
@@ -109,7 +151,47 @@ async def serve(
             with contextlib.suppress(ProcessLookupError):
                 front.kill()
             await front.wait()
+        if node is not None:
+            node.stop()
+            if not deposed.is_set():
+                await asyncio.to_thread(_close_primary, node)
         service.stop()
         ledger.close()  # signs what is pending and completes the chunk
+        if node is not None:
+            node.store.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+    return deposed.is_set() and not stop.is_set()
+
+
+def _open_node(
+    directory: Path, engine: EngineConfig, replication: Replication, config: ServerConfig
+) -> tuple[ReplicaNode, Ledger]:
+    """Open a replicated node: its local replica (a follower), checked against the log and caught up."""
+    from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415  (psycopg only when used)
+
+    store = PostgresLog(replication.dsn)
+    try:
+        # local files are a verified cache of the log: no fsync of their own (the log is durable)
+        ledger = open_ledger(directory, replace(engine, fsync=False), replica=store)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        check_replica(ledger, store)
+        address = replication.advertise or f"https://{config.host}:{config.port}"
+        settings = NodeSettings(node_id=ledger.node_id, address=address, lease_ttl_s=replication.lease_ttl_s)
+        node = ReplicaNode(ledger, store, settings)
+        node.catch_up()
+    except BaseException:
+        ledger.close()
+        store.close()
+        raise
+    log.info("node %s… follows %s from seqno %d", ledger.node_id[:12], store.redacted_dsn, ledger.committed.seqno)
+    return node, ledger
+
+
+def _close_primary(node: ReplicaNode) -> None:
+    """A primary stopping cleanly signs what it sequenced (the ledger's close) and hands the lease on."""
+    node.ledger.close()
+    node.release()
