@@ -15,10 +15,13 @@ and no certificate at all) call every (method, path) of a running ``notarium ser
 - an action whose least role an operator can configure (``chunks/read``: ``--export-role``) is
   checked with its default here, and lowered in ``test_a_configured_role_replaces_the_default``;
 - endpoints declared unauthenticated (exactly /healthz, /readyz, /metrics, /openapi.json and
-  /ledgerIdentity/{ledgerId}, and governance's public reads under /gov/) answer anyone;
+  /ledgerIdentity/{ledgerId}, governance's public reads under /gov/, and the list of nodes
+  /node/network/nodes) answer anyone;
 - governance requests (``authentication = "member-signature"``: exactly the POSTs under /gov/)
   are authenticated by a member's COSE signature in the body, whoever the TLS caller is: the
-  probe's JSON body is no such signature, so every caller gets 400 and nothing is written.
+  probe's JSON body is no such signature, so every caller gets 400 and nothing is written;
+- a join request (``authentication = "node-signature"``: exactly POST /node/join) is authenticated
+  by the node key it presents; the probe's ``{}`` is no join request: 400 for anyone, nothing written.
 
 Refused writes change nothing: a Reader's POST /app/transactions leaves the committed state as it
 was, a Contributor cannot create, promote or delete users, callers without ``roles/write`` cannot
@@ -89,6 +92,8 @@ GOV_PUBLIC = {  # public reads: governance is on the record
     "/gov/service/members",
     "/gov/service/constitution",
 }
+NODE_PUBLIC = {"/node/network/nodes"}  # the list of nodes is public, as in CCF
+NODE_SIGNED = {"/node/join"}  # signed by the joining node's own key
 MEMBER_SIGNED = {  # COSE_Sign1 bodies signed by a member
     "/gov/members/proposals:create",
     "/gov/members/proposals/{proposalId}/ballots/{memberId}:submit",
@@ -109,7 +114,7 @@ class Endpoint:
     required: str | None  # a role name, or None for unauthenticated endpoints
     action: str | None  # the action a caller must hold, or None for unauthenticated endpoints
     setting: str | None = None  # the ServerConfig field that can change the required role, if any
-    authentication: str | None = None  # "member-signature": the body's COSE signature authenticates
+    authentication: str | None = None  # "member-signature" / "node-signature": the body's signature authenticates
 
 
 def _routes(router: web.UrlDispatcher) -> list[tuple[str, str, Any]]:
@@ -338,15 +343,23 @@ def test_table_is_what_the_server_serves() -> None:
 
 def test_exactly_the_operational_endpoints_are_unauthenticated() -> None:
     public = {e.path for e in TABLE if e.required is None and e.authentication is None}
-    assert public == UNAUTHENTICATED | GOV_PUBLIC
+    assert public == UNAUTHENTICATED | GOV_PUBLIC | NODE_PUBLIC
     assert all(e.method in ("GET", "HEAD") for e in TABLE if e.path in GOV_PUBLIC)
 
 
 def test_exactly_the_governance_requests_are_member_signed() -> None:
-    signed = [e for e in TABLE if e.authentication is not None]
+    signed = [e for e in TABLE if e.authentication == "member-signature"]
     assert {e.path for e in signed} == MEMBER_SIGNED
     assert {(e.method, e.authentication, e.action, e.required) for e in signed} == {
         ("POST", "member-signature", None, None)
+    }
+
+
+def test_exactly_the_join_request_is_node_signed() -> None:
+    signed = [e for e in TABLE if e.authentication is not None and e.authentication != "member-signature"]
+    assert {e.path for e in signed} == NODE_SIGNED
+    assert {(e.method, e.authentication, e.action, e.required) for e in signed} == {
+        ("POST", "node-signature", None, None)
     }
 
 
@@ -471,6 +484,8 @@ def _allowed(caller: str, e: Endpoint) -> bool:
 def _expected_success(e: Endpoint) -> int:
     if e.authentication == "member-signature":
         return 400  # the probe's body is not a member's COSE_Sign1: refused, whoever calls over TLS
+    if e.authentication == "node-signature":
+        return 400  # the probe's {} is not a join request: refused, whoever calls over TLS
     if e.handler == "not_implemented":
         return 501  # user-defined endpoints and functions are not supported
     if e.path == "/app/jwtIssuers" and e.method in ("PUT", "DELETE"):

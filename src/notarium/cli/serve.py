@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,13 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         default=_SERVER_DEFAULTS.export_role.value,
         help="least role that may download the ledger's chunk files (/app/ledger/chunks; default Administrator)",
     )
+    p.add_argument(
+        "--auto-trust-virtual-nodes",
+        action="store_true",
+        help="admit joining nodes (notarium join) without a governance vote. UNSAFE outside tests: the "
+        "virtual platform attests nothing, so any host that can reach this port can join and receive the "
+        "service key and ledger secrets",
+    )
 
 
 def register(sub: Any) -> None:
@@ -65,6 +73,7 @@ def configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]:
         max_body_bytes=max(_SERVER_DEFAULTS.max_body_bytes, 8 * args.max_entry_bytes),
         page_size=args.page_size,
         export_role=Role(args.export_role),
+        auto_trust_virtual_nodes=args.auto_trust_virtual_nodes,
     )
     return server, EngineConfig(signature_interval_ms=args.signature_interval_ms, chunk_size=args.chunk_size)
 
@@ -83,6 +92,13 @@ def handle(args: argparse.Namespace) -> int:
 
     server, engine = configs(args)
     layout = Layout(args.directory)
+    if server.auto_trust_virtual_nodes:
+        print(
+            "warning: --auto-trust-virtual-nodes: any host that can reach this port can join the service "
+            "and receive its service key and ledger secrets (for tests only; docs/design/ha.md)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def announce(host: str, port: int, plain_port: int | None) -> None:
         profile = write_admin_profile(layout, url(host, port))

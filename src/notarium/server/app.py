@@ -190,6 +190,7 @@ def create_app(ctx: ServerContext) -> web.Application:
         gov,
         governance,
         issuers,
+        nodes,
         ops,
         roles,
         transactions,
@@ -199,7 +200,7 @@ def create_app(ctx: ServerContext) -> web.Application:
 
     app = web.Application(middlewares=[observe, check_api_version], client_max_size=ctx.config.max_body_bytes)
     app[CTX] = ctx
-    for module in (ops, transactions, users, roles, governance, gov, export, consistency, issuers, unsupported):
+    for module in (ops, transactions, users, roles, governance, gov, nodes, export, consistency, issuers, unsupported):
         module.register(app.router)
     return app
 

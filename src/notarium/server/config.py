@@ -39,6 +39,10 @@ class ServerConfig:
     identity_http_port: int | None = None  # optional plain-HTTP listener for /ledgerIdentity only
     shutdown_timeout_s: float = 10.0
     export_role: Role = Role.ADMINISTRATOR  # least role for the ledger export (/app/ledger/chunks…)
+    # POST /node/join: admit nodes of the virtual platform at once, without a governance vote. The
+    # virtual platform attests nothing, so this lets any host that can reach the port join and get
+    # the service key and ledger secrets: only for test and development (docs/design/ha.md)
+    auto_trust_virtual_nodes: bool = False
 
     def __post_init__(self) -> None:
         if self.page_size < 1 or self.max_entry_bytes < 1 or self.max_collection_id_bytes < 1:
