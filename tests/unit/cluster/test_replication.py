@@ -1,0 +1,103 @@
+"""Replicated nodes over a real PostgreSQL server: following, takeover, fencing, tampering."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from notarium.errors import LedgerError, NotPrimaryError
+from notarium.ledger import EngineConfig
+from notarium.types import TxStatus
+from notarium.verify import verify_json_receipt
+
+from .conftest import TTL, Cluster, new_node, wait_for
+
+
+def test_first_node_seeds_the_log_and_a_second_follows(cluster: Cluster) -> None:
+    a, la = cluster.start(cluster.service)
+    wait_for(a.took_over.is_set, what="the first node to take the lease")
+    assert la.is_primary
+    assert la.view > 1  # a new view, past the one init wrote the genesis in
+    txids = [la.append_entry(f"entry {i}", "c1") for i in range(20)]
+    wait_for(lambda: la.status(txids[-1]) == TxStatus.COMMITTED, what="commit")
+    _, lb = cluster.start(new_node(cluster.service, cluster.root / "n1"))
+    wait_for(lambda: lb.committed.seqno >= txids[-1].seqno, what="the follower to catch up")
+    assert not lb.is_primary
+    with pytest.raises(NotPrimaryError):
+        lb.append_entry("not here")
+    for txid in txids:
+        assert lb.status(txid) == TxStatus.COMMITTED
+        assert lb.get_entry(txid) == la.get_entry(txid)
+    receipt = lb.receipt(txids[3])
+    assert receipt is not None
+    verify_json_receipt(receipt.receipt, la.service_cert, application_claims=receipt.application_claims)
+
+
+def test_takeover_after_the_primary_dies_drops_its_unsigned_tail(cluster: Cluster) -> None:
+    a, la = cluster.start(cluster.service, EngineConfig(auto_sign=False, fsync=False))
+    wait_for(a.took_over.is_set, what="the first primary")
+    committed = [la.append_entry(f"kept {i}") for i in range(5)]
+    la.sign()
+    wait_for(lambda: la.status(committed[-1]) == TxStatus.COMMITTED, what="commit")
+    b, lb = cluster.start(new_node(cluster.service, cluster.root / "n1"))
+    wait_for(lambda: lb.committed.seqno >= committed[-1].seqno, what="catch-up")
+    lost = [la.append_entry(f"unsigned {i}") for i in range(3)]  # never signed: never in the log
+    assert lb.status(lost[0]) == TxStatus.PENDING  # the follower cannot know yet
+    a.stop()  # the primary "dies": no more lease renewals
+    wait_for(b.took_over.is_set, timeout=10 * TTL + 5, what="the follower to take over")
+    assert lb.is_primary
+    assert lb.view > la.view
+    for txid in committed:
+        assert lb.status(txid) == TxStatus.COMMITTED
+    for txid in lost:  # a later view has a verified signature: these can never commit
+        assert lb.status(txid) == TxStatus.INVALID
+    after = lb.append_entry("in the new view")
+    wait_for(lambda: lb.status(after) == TxStatus.COMMITTED, what="a commit in the new view")
+    assert after.view == lb.view
+
+
+def test_a_deposed_primary_cannot_write(cluster: Cluster) -> None:
+    a, la = cluster.start(cluster.service, EngineConfig(auto_sign=False, fsync=False))
+    wait_for(a.took_over.is_set, what="the first primary")
+    b, lb = cluster.start(new_node(cluster.service, cluster.root / "n1"))
+    wait_for(lambda: lb.committed.seqno >= la.committed.seqno, what="catch-up")
+    a.stop()  # paused: stops renewing, but still believes it is the primary
+    wait_for(b.took_over.is_set, timeout=10 * TTL + 5, what="takeover")
+    store = cluster.nodes[1][2]
+    before = store.last_seqno()
+    stale = la.append_entry("from the deposed primary")
+    la.sign()
+    wait_for(lambda: not la.healthy, what="the deposed primary's write to be fenced")
+    assert store.last_seqno() == before  # nothing of it reached the log
+    assert lb.status(stale) != TxStatus.COMMITTED
+    with pytest.raises(LedgerError):
+        la.append_entry("again")
+
+
+def _sql(dsn: str, statement: str, *params: object) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+@pytest.mark.parametrize("tamper", ["change", "delete"])
+def test_tampering_in_postgresql_is_detected_by_a_follower(cluster: Cluster, tamper: str) -> None:
+    a, la = cluster.start(cluster.service)
+    wait_for(a.took_over.is_set, what="the first primary")
+    txids = [la.append_entry(f"entry {i}") for i in range(10)]
+    wait_for(lambda: la.status(txids[-1]) == TxStatus.COMMITTED, what="commit")
+    target = txids[4].seqno
+    if tamper == "change":  # one byte of an entry's contents
+        _sql(
+            cluster.dsn,
+            "UPDATE notarium.tx SET data = overlay(data placing '\\x00'::bytea from 60 for 1) WHERE seqno = %s",
+            target,
+        )
+    else:
+        _sql(cluster.dsn, "DELETE FROM notarium.tx WHERE seqno = %s", target)
+    b, lb = cluster.start(new_node(cluster.service, cluster.root / "n1"))
+    wait_for(lambda: b.failure is not None, what="the follower to detect it")
+    assert lb.committed.seqno < target  # nothing at or after the tampered row was taken
+    assert str(target) in (b.failure or "") or str(target - 1) in (b.failure or "")
+    a.stop()
+    b.took_over.wait(4 * TTL)
+    assert not b.took_over.is_set()  # a node that saw tampering never takes the lease
