@@ -89,6 +89,7 @@ class ReplicaNode:
         self.on_deposed = on_deposed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="notarium-replication", daemon=True)
+        self._started = False
         self.view = 0  # the lease's view, as last seen
         self.primary_address: str | None = None
         self.failure: str | None = None  # why following stopped (tampering, a gap)
@@ -98,11 +99,13 @@ class ReplicaNode:
     # --- lifecycle ---
 
     def start(self) -> None:
+        self._started = True
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._started:
+            self._thread.join(10)
 
     def role(self) -> Role:
         ledger = self.ledger

@@ -122,7 +122,6 @@ async def _serve_once(
             service.role = node.role()
             node.on_role = service.announce_role
             node.on_deposed = lambda: loop.call_soon_threadsafe(deposed.set)
-            node.start()
         level = logging.getLogger().getEffectiveLevel()
         front = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "notarium.server.front", str(theirs.fileno()), str(level), pass_fds=[theirs.fileno()]
@@ -132,6 +131,12 @@ async def _serve_once(
         stopping = asyncio.ensure_future(stop.wait())
         started: set[asyncio.Future[Any]] = {listening, exited, stopping}
         await asyncio.wait(started, return_when=asyncio.FIRST_COMPLETED)
+        if listening.done() and node is not None and replication is not None:
+            # the replication thread starts once this node can take forwarded writes
+            if replication.advertise is None:
+                address = f"https://{_url_host(config.host)}:{listening.result()[0]}"
+                node.settings = replace(node.settings, address=address)
+            node.start()
         if listening.done() and announce is not None:
             announce(config.host, *listening.result())
         lost = asyncio.ensure_future(deposed.wait())
@@ -179,7 +184,7 @@ def _open_node(
         raise
     try:
         check_replica(ledger, store)
-        address = replication.advertise or f"https://{config.host}:{config.port}"
+        address = replication.advertise or f"https://{_url_host(config.host)}:{config.port}"
         settings = NodeSettings(node_id=ledger.node_id, address=address, lease_ttl_s=replication.lease_ttl_s)
         node = ReplicaNode(ledger, store, settings)
         node.catch_up()
@@ -189,6 +194,14 @@ def _open_node(
         raise
     log.info("node %s… follows %s from seqno %d", ledger.node_id[:12], store.redacted_dsn, ledger.committed.seqno)
     return node, ledger
+
+
+def _url_host(host: str) -> str:
+    """``host`` as in a URL: an IPv6 address in brackets; for a wildcard address, the host name
+    (pass --advertise where that does not reach this machine)."""
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104  (a comparison, not a bind)
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host
 
 
 def _close_primary(node: ReplicaNode) -> None:

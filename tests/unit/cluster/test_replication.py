@@ -5,12 +5,13 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from nodes import new_node
 from notarium.errors import LedgerError, NotPrimaryError
 from notarium.ledger import EngineConfig
 from notarium.types import TxStatus
 from notarium.verify import verify_json_receipt
 
-from .conftest import TTL, Cluster, new_node, wait_for
+from .conftest import TTL, Cluster, wait_for
 
 
 def test_first_node_seeds_the_log_and_a_second_follows(cluster: Cluster) -> None:
@@ -63,6 +64,7 @@ def test_a_deposed_primary_cannot_write(cluster: Cluster) -> None:
     wait_for(lambda: lb.committed.seqno >= la.committed.seqno, what="catch-up")
     a.stop()  # paused: stops renewing, but still believes it is the primary
     wait_for(b.took_over.is_set, timeout=10 * TTL + 5, what="takeover")
+    wait_for(lambda: lb.committed.view == lb.view, what="the new view's first signature")
     store = cluster.nodes[1][2]
     before = store.last_seqno()
     stale = la.append_entry("from the deposed primary")
