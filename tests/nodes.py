@@ -9,6 +9,7 @@ from pathlib import Path
 
 from notarium.ledger import identity as ids
 from notarium.ledger.layout import Layout
+from notarium.verify import tables
 from notarium.verify.keys import key_id
 
 
@@ -29,3 +30,21 @@ def new_node(service: Path, directory: Path) -> Path:
     config["nodeId"] = key_id(key.public_key())
     layout.config.write_text(json.dumps(config, indent=2))
     return directory
+
+
+def admission(node_dir: Path) -> dict[str, dict[bytes, bytes | None]]:
+    """The write set that records ``node_dir``'s node as Trusted (what governance writes when it
+    admits a node): without it, its signatures name an unknown node to auditors."""
+    layout = Layout(node_dir)
+    node_id = json.loads(layout.config.read_text())["nodeId"]
+    info = {
+        "status": "Trusted",
+        "quote_info": {"format": "Insecure_Virtual", "quote": "", "endorsements": ""},
+        "node_data": {"hosts": []},
+        "ledger_secret_seqno": 1,
+        "retired_committed": False,
+    }
+    return {
+        tables.NODES_INFO: {node_id.encode(): json.dumps(info).encode()},
+        tables.NODES_ENDORSED_CERTS: {node_id.encode(): layout.node_cert.read_bytes()},
+    }

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from notarium.auditing import audit, find_target
+from notarium.auditing import AuditTarget, audit, find_target
 from notarium.errors import LedgerAuditError
 from notarium.types import TxId
 
@@ -20,7 +21,12 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "audit", help="verify every entry, signature and root of a ledger (a service directory or chunk folder)"
     )
-    p.add_argument("path", type=Path, metavar="PATH")
+    p.add_argument("path", type=Path, metavar="PATH", nargs="?")
+    p.add_argument(
+        "--store",
+        metavar="DSN",
+        help="audit the replicated log in PostgreSQL (postgresql://…) instead of files; needs --service-cert",
+    )
     p.add_argument(
         "--service-cert",
         type=Path,
@@ -38,7 +44,22 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    target = find_target(args.path, args.service_cert)
+    if (args.path is None) == (args.store is None):
+        raise SystemExit("error: audit a PATH or a --store, one of them")
+    if args.store is not None:
+        if args.service_cert is None:
+            raise SystemExit("error: --store needs --service-cert (the certificate to pin)")
+        with tempfile.TemporaryDirectory(prefix="notarium-audit-") as tmp:
+            from notarium.cluster.dump import dump_log  # noqa: PLC0415  (psycopg only when used)
+            from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415
+
+            with PostgresLog(args.store) as store:
+                dump_log(store, Path(tmp) / "ledger")
+            return _audit(args, find_target(Path(tmp) / "ledger", args.service_cert))
+    return _audit(args, find_target(args.path, args.service_cert))
+
+
+def _audit(args: argparse.Namespace, target: AuditTarget) -> int:
     show = sys.stderr.isatty() and not args.json
     try:
         if show:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,22 @@ def register(sub: Any) -> None:
     p.add_argument("directory", type=Path, metavar="DIR")
     add_server_options(p)
     p.add_argument(
+        "--store",
+        metavar="DSN",
+        default=os.environ.get("NOTARIUM_STORE"),
+        help="a node of a replicated service on PostgreSQL (postgresql://…; several hosts allowed); "
+        "default $NOTARIUM_STORE, else the embedded local files. Keep passwords out of the command "
+        "line: use PGPASSWORD or ~/.pgpass (docs/operations/ha.md)",
+    )
+    p.add_argument("--advertise", metavar="URL", help="https://host:port the other nodes forward writes to")
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="primary lease; a dead primary is replaced about this long after its last renewal (default 3)",
+    )
+    p.add_argument(
         "--recover",
         action="store_true",
         help="the ledger secrets are gone: first wait for the members' recovery shares (docs/operations/recovery.md)",
@@ -88,7 +105,7 @@ def url(host: str, port: int, scheme: str = "https") -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from notarium.server.runner import serve  # noqa: PLC0415  (the server's imports are heavier)
+    from notarium.server.runner import Replication, serve  # noqa: PLC0415  (the server's imports are heavier)
 
     server, engine = configs(args)
     layout = Layout(args.directory)
@@ -121,8 +138,23 @@ def handle(args: argparse.Namespace) -> int:
         )
 
     recover = bool(getattr(args, "recover", False))
+    replication = None
+    if getattr(args, "store", None):
+        if recover:
+            raise SystemExit("error: --recover applies to the embedded store only")
+        if not 0.5 <= args.lease_ttl <= 600:
+            raise SystemExit("error: --lease-ttl must be from 0.5 to 600 seconds")
+        replication = Replication(args.store, args.advertise, args.lease_ttl)
     asyncio.run(
-        serve(args.directory, server, engine, announce=announce, recover=recover, announce_recovery=announce_recovery)
+        serve(
+            args.directory,
+            server,
+            engine,
+            announce=announce,
+            recover=recover,
+            announce_recovery=announce_recovery,
+            replication=replication,
+        )
     )
     return 0
 

@@ -16,6 +16,7 @@ stays up for reads of what it verified, reports itself unhealthy, and never take
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from typing import Protocol
 from notarium.errors import NotariumError, ServiceError, StorageError, VerificationError
 from notarium.ledger.engine import Ledger, LogRow
 from notarium.ledger.remote import Role
+from notarium.verify import tables
 
 log = logging.getLogger("notarium.cluster")
 
@@ -111,7 +113,7 @@ class ReplicaNode:
         ledger = self.ledger
         return Role(
             ledger.is_primary,
-            ledger.view,
+            ledger.view if ledger.is_primary else max(self.view, ledger.view),
             ledger.last_sequenced + 1,
             self.settings.address if ledger.is_primary else self.primary_address,
             self.failure is None,
@@ -161,7 +163,7 @@ class ReplicaNode:
         if changed:
             self._announce()
         expired = lease.holder is None or lease.expires_in_s is None or lease.expires_in_s < 0
-        if expired and self.failure is None and self.ledger.healthy:
+        if expired and self.failure is None and self.ledger.healthy and self.trusted():
             # the new view must pass every view this node has seen signed (a seeding node's own)
             min_view = self.ledger.committed.view + 1
             view = self.store.try_acquire(s.node_id, s.address, lease.view, s.lease_ttl_s, min_view=min_view)
@@ -169,6 +171,15 @@ class ReplicaNode:
                 self._take_over(view)
                 return
         self.store.wait_for_notify(s.poll_s)
+
+    def trusted(self) -> bool:
+        """Whether the service admitted this node (``Trusted`` in ``public:ccf.gov.nodes.info``): only
+        a trusted node's signatures verify for auditors, so only a trusted node takes the lease."""
+        raw = self.ledger.state_get(tables.NODES_INFO, self.settings.node_id.encode())
+        try:
+            return raw is not None and json.loads(raw).get("status") == "Trusted"
+        except (ValueError, AttributeError):
+            return False
 
     def catch_up(self) -> int:
         """Verify and apply the log up to its last signature; the committed seqno. (A run of more

@@ -18,6 +18,7 @@ from notarium.errors import NotariumError
 from notarium.server.config import API_VERSIONS
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError, error_response
+from notarium.server.forward import FORWARDED_CERT, SAFE_METHODS, forwarded_peer_cert
 from notarium.server.tls import PEER_CERT_DER
 
 access_log = logging.getLogger("notarium.access")
@@ -50,6 +51,9 @@ async def authenticate(request: web.Request) -> Principal:
         except TokenError as exc:
             raise ApiError(401, "InvalidAuthenticationInfo", f"The bearer token is refused: {exc}.") from None
     der = request.transport.get_extra_info(PEER_CERT_DER) if request.transport is not None else None
+    forwarded = request.headers.get(FORWARDED_CERT)
+    if forwarded is not None:  # from a follower node, for its caller
+        der = forwarded_peer_cert(der, forwarded, context(request).service_cert)
     if der is None:
         raise ApiError(401, "InvalidAuthenticationInfo", "No client certificate or token was presented.")
     return principal_from_certificate(der)
@@ -172,6 +176,19 @@ def _http_error(exc: web.HTTPException) -> web.Response:
 
 
 @web.middleware
+async def forward_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A follower of a replicated service sends writes to the primary (server/forward.py)."""
+    ctx = context(request)
+    if request.method in SAFE_METHODS or ctx.ledger.primary:
+        return await handler(request)
+    role, forwarder = ctx.ledger.role, ctx.forwarder
+    if FORWARDED_CERT in request.headers or forwarder is None or role is None or role.primary_address is None:
+        raise ApiError(503, "ServiceUnavailable", "This node has no primary to send writes to right now; retry.")
+    der = request.transport.get_extra_info(PEER_CERT_DER) if request.transport is not None else None
+    return await forwarder.forward(request, role.primary_address, der)
+
+
+@web.middleware
 async def check_api_version(request: web.Request, handler: Handler) -> web.StreamResponse:
     version = request.query.get("api-version")
     if version is not None and version not in API_VERSIONS:
@@ -198,7 +215,9 @@ def create_app(ctx: ServerContext) -> web.Application:
         users,
     )
 
-    app = web.Application(middlewares=[observe, check_api_version], client_max_size=ctx.config.max_body_bytes)
+    app = web.Application(
+        middlewares=[observe, forward_writes, check_api_version], client_max_size=ctx.config.max_body_bytes
+    )
     app[CTX] = ctx
     for module in (ops, transactions, users, roles, governance, gov, nodes, export, consistency, issuers, unsupported):
         module.register(app.router)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from nodes import admission
 from notarium.cluster.node import NodeSettings, ReplicaNode
 from notarium.ledger import EngineConfig, Ledger, init_service, open_ledger
 from notarium.ledger.storage.postgres import PostgresLog
@@ -29,6 +30,14 @@ class Cluster:
         node.start()
         self.nodes.append((node, ledger, store))
         return node, ledger
+
+    @staticmethod
+    def admit(primary: Ledger, directory: Path) -> Path:
+        """Record the node in ``directory`` Trusted, through ``primary``, and wait for the commit."""
+        txid = primary.append(admission(directory))
+        primary.sign()
+        wait_for(lambda: primary.committed.seqno >= txid.seqno, what="the admission to commit")
+        return directory
 
     def close(self) -> None:
         for node, ledger, store in self.nodes:

@@ -21,7 +21,7 @@ def test_first_node_seeds_the_log_and_a_second_follows(cluster: Cluster) -> None
     assert la.view > 1  # a new view, past the one init wrote the genesis in
     txids = [la.append_entry(f"entry {i}", "c1") for i in range(20)]
     wait_for(lambda: la.status(txids[-1]) == TxStatus.COMMITTED, what="commit")
-    _, lb = cluster.start(new_node(cluster.service, cluster.root / "n1"))
+    _, lb = cluster.start(cluster.admit(la, new_node(cluster.service, cluster.root / "n1")))
     wait_for(lambda: lb.committed.seqno >= txids[-1].seqno, what="the follower to catch up")
     assert not lb.is_primary
     with pytest.raises(NotPrimaryError):
@@ -40,7 +40,7 @@ def test_takeover_after_the_primary_dies_drops_its_unsigned_tail(cluster: Cluste
     committed = [la.append_entry(f"kept {i}") for i in range(5)]
     la.sign()
     wait_for(lambda: la.status(committed[-1]) == TxStatus.COMMITTED, what="commit")
-    b, lb = cluster.start(new_node(cluster.service, cluster.root / "n1"))
+    b, lb = cluster.start(cluster.admit(la, new_node(cluster.service, cluster.root / "n1")))
     wait_for(lambda: lb.committed.seqno >= committed[-1].seqno, what="catch-up")
     lost = [la.append_entry(f"unsigned {i}") for i in range(3)]  # never signed: never in the log
     assert lb.status(lost[0]) == TxStatus.PENDING  # the follower cannot know yet
@@ -60,7 +60,7 @@ def test_takeover_after_the_primary_dies_drops_its_unsigned_tail(cluster: Cluste
 def test_a_deposed_primary_cannot_write(cluster: Cluster) -> None:
     a, la = cluster.start(cluster.service, EngineConfig(auto_sign=False, fsync=False))
     wait_for(a.took_over.is_set, what="the first primary")
-    b, lb = cluster.start(new_node(cluster.service, cluster.root / "n1"))
+    b, lb = cluster.start(cluster.admit(la, new_node(cluster.service, cluster.root / "n1")))
     wait_for(lambda: lb.committed.seqno >= la.committed.seqno, what="catch-up")
     a.stop()  # paused: stops renewing, but still believes it is the primary
     wait_for(b.took_over.is_set, timeout=10 * TTL + 5, what="takeover")
@@ -96,7 +96,7 @@ def test_tampering_in_postgresql_is_detected_by_a_follower(cluster: Cluster, tam
         )
     else:
         _sql(cluster.dsn, "DELETE FROM notarium.tx WHERE seqno = %s", target)
-    b, lb = cluster.start(new_node(cluster.service, cluster.root / "n1"))
+    b, lb = cluster.start(cluster.admit(la, new_node(cluster.service, cluster.root / "n1")))
     wait_for(lambda: b.failure is not None, what="the follower to detect it")
     assert lb.committed.seqno < target  # nothing at or after the tampered row was taken
     assert str(target) in (b.failure or "") or str(target - 1) in (b.failure or "")

@@ -17,6 +17,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get("/metrics", metrics)
     router.add_get("/openapi.json", openapi)
     router.add_get("/app/ping", ping)
+    router.add_get("/node/state", node_state)
 
 
 @requires(None)
@@ -29,7 +30,26 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     ledger = context(request).ledger
     if not ledger.healthy:
         return json_response({"status": "unavailable"}, status=503)
+    if ledger.role is not None and not ledger.role.following:
+        reason = "the replicated log failed verification: this node stopped following it (see its log)"
+        return json_response({"status": "unavailable", "reason": reason}, status=503)
     return json_response({"status": "ready", "committed": str(ledger.committed)})
+
+
+@requires(None)
+async def node_state(request: web.Request) -> web.StreamResponse:
+    """This node: its id, and in a replicated service its role, the view and where the primary is."""
+    ledger = context(request).ledger
+    role = ledger.role
+    body: dict[str, object] = {
+        "nodeId": ledger.facts.service.node_id,
+        "replicated": role is not None,
+        "role": "Primary" if ledger.primary else "Backup",
+        "committed": str(ledger.committed),
+    }
+    if role is not None:
+        body.update(view=role.view, primaryAddress=role.primary_address, following=role.following)
+    return json_response(body)
 
 
 @requires(None)
