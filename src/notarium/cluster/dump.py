@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from notarium.errors import LedgerAuditError
 from notarium.ledger.engine import LogRow
 from notarium.ledger.storage.files import ChunkFiles
 
@@ -23,8 +24,8 @@ class Readable(Protocol):
 def dump_log(store: Readable, folder: Path, *, chunk_size: int = 5_000_000) -> int:
     """Write every row of ``store`` into chunk files in ``folder`` (new); the number of rows.
 
-    A gap in the seqnos stops the dump there: the audit then finds the ledger ending early (or, if
-    the gap is followed by nothing, the missing rows are simply not there to check)."""
+    A missing row (a gap in the seqnos) is a ``LedgerAuditError``: the rows after it cannot be
+    placed, and a ledger that merely ended early would otherwise pass."""
     files = ChunkFiles(folder, fsync=False)
     try:
         expected = 1
@@ -32,9 +33,12 @@ def dump_log(store: Readable, folder: Path, *, chunk_size: int = 5_000_000) -> i
             rows = store.read(expected, limit=BATCH)
             run = []
             for seqno, _view, is_signature, data in rows:
-                if seqno != expected:  # a deleted row: what follows cannot be placed in chunks
-                    rows = []
-                    break
+                if seqno != expected:
+                    raise LedgerAuditError(
+                        f"the replicated log has no transaction {expected} (the next one stored is {seqno})",
+                        txid=f"?.{expected}",
+                        check="log-sequence",
+                    )
                 run.append(data)
                 expected += 1
                 if is_signature and files.current_size + sum(map(len, run)) >= chunk_size:

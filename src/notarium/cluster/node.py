@@ -144,17 +144,7 @@ class ReplicaNode:
 
     def _as_follower(self) -> None:
         s = self.settings
-        if self.failure is None:
-            try:
-                self.catch_up()
-            except VerificationError as exc:
-                self.failure = (
-                    f"the replicated log failed verification after seqno {self.ledger.committed.seqno}: {exc}"
-                )
-                log.error(
-                    "%s; this node stops following and will not take the lease (run `notarium audit`)", self.failure
-                )
-                self._announce()
+        self.follow()
         lease = self.store.lease()
         self.store.heartbeat(s.node_id, s.address)
         changed = lease.view != self.view or lease.address != self.primary_address
@@ -180,6 +170,17 @@ class ReplicaNode:
             return raw is not None and json.loads(raw).get("status") == "Trusted"
         except (ValueError, AttributeError):
             return False
+
+    def follow(self) -> None:
+        """:meth:`catch_up`, unless following stopped; a verification failure stops it for good."""
+        if self.failure is not None:
+            return
+        try:
+            self.catch_up()
+        except VerificationError as exc:
+            self.failure = f"the replicated log failed verification after seqno {self.ledger.committed.seqno}: {exc}"
+            log.error("%s; this node stops following and will not take the lease (run `notarium audit`)", self.failure)
+            self._announce()
 
     def catch_up(self) -> int:
         """Verify and apply the log up to its last signature; the committed seqno. (A run of more

@@ -59,9 +59,16 @@ async def serve(
     wait for the members' recovery shares (:mod:`notarium.server.recovery`), on the same port.
     With ``replication``, serve as a node of a replicated service; a node deposed as primary starts
     again as a follower."""
-    while await _serve_once(directory, config, engine, announce, stop, recover, announce_recovery, replication):
+    while True:
+        again, port = await _serve_once(
+            directory, config, engine, announce, stop, recover, announce_recovery, replication
+        )
+        if not again:
+            return
         log.warning("starting again as a follower")
         recover = False
+        if port is not None:
+            config = replace(config, port=port)  # the same address: other nodes and clients know it
 
 
 async def _serve_once(
@@ -73,8 +80,9 @@ async def _serve_once(
     recover: bool,
     announce_recovery: RecoveryAnnounce | None,
     replication: Replication | None,
-) -> bool:
-    """One run of :func:`serve`; True if it should start again (a deposed primary)."""
+) -> tuple[bool, int | None]:
+    """One run of :func:`serve`: whether it should start again (a deposed primary), and the TLS port
+    it listened on."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,7 +106,7 @@ async def _serve_once(
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
         if port is None:
-            return False
+            return False, None
         # a recovered service starts under a new identity that endorses the previous one
         new_cert = await asyncio.to_thread(recover_service_identity, directory)
         log.warning("recovered: new service identity %s (clients must pin the new service_cert.pem)", new_cert.subject)
@@ -166,7 +174,7 @@ async def _serve_once(
             node.store.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    return deposed.is_set() and not stop.is_set()
+    return deposed.is_set() and not stop.is_set(), listening.result()[0] if listening.done() else None
 
 
 def _open_node(
@@ -187,7 +195,7 @@ def _open_node(
         address = replication.advertise or f"https://{_url_host(config.host)}:{config.port}"
         settings = NodeSettings(node_id=ledger.node_id, address=address, lease_ttl_s=replication.lease_ttl_s)
         node = ReplicaNode(ledger, store, settings)
-        node.catch_up()
+        node.follow()  # up to date before serving reads (a verification failure: reads of what was verified)
     except BaseException:
         ledger.close()
         store.close()
