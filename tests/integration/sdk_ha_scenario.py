@@ -26,7 +26,8 @@ def plain(value: Any) -> Any:
 
 def main() -> int:
     cfg = json.loads(sys.stdin.read())
-    cert_pem = open(cfg["service_cert"]).read()  # noqa: PTH123, SIM115
+    with open(cfg["service_cert"]) as f:
+        cert_pem = f.read()
     clients = [
         ConfidentialLedgerClient(
             url,
@@ -42,8 +43,9 @@ def main() -> int:
             contents = f"through node {i}, entry {k}"
             try:
                 result = plain(
-                    client.begin_create_ledger_entry({"contents": contents}, collection_id="ha", polling_interval=0.05)
-                    .result()
+                    client.begin_create_ledger_entry(
+                        {"contents": contents}, collection_id="ha", polling_interval=0.05
+                    ).result()
                 )
                 report["written"].append({"node": i, "txid": result["transactionId"], "contents": contents})
             except Exception:  # reported, never raised
