@@ -8,6 +8,9 @@ Benchmarks (issue #2):
   memory   resident memory of the engine at 100k and at 1M transactions
   audit    `notarium audit` vs the `ccf` package's LedgerValidator on the same chunk files
   http     the HTTPS server under load from a separate process (bench/http.py, bench/loadgen.py)
+  client, export, tokens, recovery   (bench/<name>.py)
+  ha       committed appends through the primary on PostgreSQL vs the embedded store, and the
+           failover time over 20 SIGKILLs of the primary (bench/ha.py)
 Results are printed and written to bench/out/results.json (a run with --only updates its sections).
 """
 
@@ -190,7 +193,7 @@ def bench_audit(ledger_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    sections = ["engine", "memory", "audit", "http", "client", "export", "tokens", "recovery"]
+    sections = ["engine", "memory", "audit", "http", "client", "export", "tokens", "recovery", "ha"]
     parser.add_argument("--only", nargs="*", choices=sections)
     args = parser.parse_args(argv)
     only = set(args.only or sections)
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     if ledger_dir is not None:
         shutil.rmtree(ledger_dir.parent, ignore_errors=True)
     # the sections that run a server or a client of their own: module bench.NAME, function bench_NAME
-    for name in ("http", "client", "export", "tokens", "recovery"):
+    for name in ("http", "client", "export", "tokens", "recovery", "ha"):
         if name in only:
             run = getattr(importlib.import_module(f"bench.{name}"), f"bench_{name}")
             results[name] = run(args.quick)

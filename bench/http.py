@@ -87,13 +87,13 @@ def init_service_cli(directory: Path) -> None:
     )
 
 
-def start_server(directory: Path, timeout: float = 120.0) -> Service:
-    """``notarium serve DIR --port 0`` in its own process, with default engine settings; waits until it listens."""
+def start_server(directory: Path, timeout: float = 120.0, *args: str) -> Service:
+    """``notarium serve DIR --port 0 ARGS…`` in its own process, default engine settings; waits until it listens."""
     log = directory.parent / f"{directory.name}-serve.log"
     start = time.perf_counter()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "notarium", "serve", str(directory), "--port", "0"],
+            [sys.executable, "-m", "notarium", "serve", str(directory), "--port", "0", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=_env(),
