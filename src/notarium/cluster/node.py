@@ -235,6 +235,11 @@ class ReplicaNode:
             log.error("this node's writes were fenced: it is no longer the primary")
             self._depose()
             return
+        if not self.trusted():  # retired by governance (remove_node): hand over to a trusted node
+            log.warning("this node is no longer trusted by the service: giving up the lease")
+            self.release()
+            self._depose()
+            return
         if not self.store.renew(self.view, s.node_id, s.lease_ttl_s):
             log.error("this node lost the lease of view %d", self.view)
             self._depose()

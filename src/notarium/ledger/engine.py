@@ -427,6 +427,8 @@ class Ledger:
             self._check_seqno(seqno)
             if self._sealer is None:
                 raise LedgerError("this ledger has no sealer to keep a new ledger secret in")
+            if self._replica is not None:  # the other nodes hold the old secret only (docs/design/ha.md)
+                raise LedgerError("a replicated service cannot be rekeyed yet: the other nodes would lack the secret")
             if self._recovery is None:
                 raise LedgerError("no recovery shares were ever issued: issue them before rekeying")
             secrets = self._ring[0]
