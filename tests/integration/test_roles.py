@@ -16,7 +16,7 @@ and no certificate at all) call every (method, path) of a running ``notarium ser
   checked with its default here, and lowered in ``test_a_configured_role_replaces_the_default``;
 - endpoints declared unauthenticated (exactly /healthz, /readyz, /metrics, /openapi.json and
   /ledgerIdentity/{ledgerId}, governance's public reads under /gov/, and the list of nodes
-  /node/network/nodes) answer anyone;
+  /node/network/nodes, /node/state) answer anyone;
 - governance requests (``authentication = "member-signature"``: exactly the POSTs under /gov/)
   are authenticated by a member's COSE signature in the body, whoever the TLS caller is: the
   probe's JSON body is no such signature, so every caller gets 400 and nothing is written;
@@ -92,7 +92,7 @@ GOV_PUBLIC = {  # public reads: governance is on the record
     "/gov/service/members",
     "/gov/service/constitution",
 }
-NODE_PUBLIC = {"/node/network/nodes"}  # the list of nodes is public, as in CCF
+NODE_PUBLIC = {"/node/network/nodes", "/node/state"}  # public, as in CCF
 NODE_SIGNED = {"/node/join"}  # signed by the joining node's own key
 MEMBER_SIGNED = {  # COSE_Sign1 bodies signed by a member
     "/gov/members/proposals:create",
