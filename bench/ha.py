@@ -15,6 +15,7 @@ PostgreSQL runs as the ``postgres`` user (tests/pg.py), fsync on, synchronous_co
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -51,30 +52,46 @@ def _committed(client: httpx.Client) -> int:
     return int(client.get("/readyz").json()["committed"].split(".")[1])
 
 
-def committed_rate(svc: Service, duration: float) -> dict[str, Any]:
-    """Run the append load; the committed seqnos per second over its measured window."""
-    result: dict[str, Any] = {}
+def committed_rate(svc: Service, duration: float, warmup: float = 1.0) -> dict[str, Any]:
+    """Run the append load; the committed seqnos per second over the load's measured window.
+
+    The committed seqno is sampled every 50 ms while the load generator runs; the window starts
+    ``warmup`` seconds after the first commit of the load (the generator's own warm-up) and lasts
+    ``duration`` seconds, as the generator's does."""
     samples: list[tuple[float, int]] = []
+    done = threading.Event()
     with _client(svc) as client:
 
         def sample() -> None:
-            time.sleep(1.0)  # loadgen's warmup
-            samples.append((time.perf_counter(), _committed(client)))
-            time.sleep(duration)
-            samples.append((time.perf_counter(), _committed(client)))
+            while not done.is_set():
+                samples.append((time.perf_counter(), _committed(client)))
+                time.sleep(0.05)
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        result = loadgen(svc, "append", duration=duration)
-        sampler.join()
-    (t1, c1), (t2, c2) = samples
+        try:
+            result = loadgen(svc, "append", duration=duration, warmup=warmup)
+        finally:
+            done.set()
+            sampler.join()
+    first = samples[0][1]
+    began = next(t for t, c in samples if c > first + 100)
+    start, end = began + warmup, began + warmup + duration
     return {
-        "committed_per_s": round((c2 - c1) / (t2 - t1)),
+        "committed_per_s": round((_at(samples, end) - _at(samples, start)) / duration),
         "answered_per_s": result["rate"],
         "errors": result["errors"],
         "server_processes": result.get("server_processes"),
         "others_cpu_util": result.get("others_cpu_util"),
     }
+
+
+def _at(samples: list[tuple[float, int]], when: float) -> float:
+    """The committed seqno at ``when``, interpolated between samples."""
+    for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+        if t0 <= when <= t1:
+            return c0 + (c1 - c0) * (when - t0) / (t1 - t0)
+    return float(samples[-1][1])
 
 
 def _join(primary: Service, directory: Path) -> None:
