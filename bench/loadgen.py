@@ -410,6 +410,19 @@ class ClosedLoop:
         if self.inflight == 0 and not self.sending:
             self.idle.set()
 
+    async def _finish(self, t0: float, cpu0: float, server: ServerCpu) -> tuple[float, float, dict[str, Any]]:
+        """Stop sending; (wall seconds, client CPU seconds, server CPU report) since ``t0``; then
+        wait (bounded) for the answers still in flight."""
+        self.sending = False
+        wall = time.perf_counter() - t0
+        cpu = _cpu_self() - cpu0
+        server_cpu = server.report(wall, cpu)
+        if self.inflight == 0:
+            self.idle.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle.wait(), self.args.drain_timeout)
+        return wall, cpu, server_cpu
+
     async def run(self, conns: list[Conn]) -> dict[str, Any]:
         args = self.args
         count_mode = self.remaining is not None
@@ -427,14 +440,7 @@ class ClosedLoop:
             self.measuring = True
             await asyncio.sleep(args.duration)
             self.measuring = False
-            self.sending = False
-            wall = time.perf_counter() - t0
-            cpu = _cpu_self() - cpu0
-            server_cpu = server.report(wall, cpu)
-            if self.inflight == 0:
-                self.idle.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.idle.wait(), args.drain_timeout)
+            wall, cpu, server_cpu = await self._finish(t0, cpu0, server)
         else:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.idle.wait(), args.drain_timeout + args.duration)
@@ -535,14 +541,7 @@ class Alternating(ClosedLoop):
                 pairs.append({"ping": n / took})
             else:
                 pairs[-1]["append"] = n / took
-        self.sending = False
-        wall = time.perf_counter() - t0
-        client_cpu = _cpu_self() - cpu0
-        server_cpu = server.report(wall, client_cpu)
-        if self.inflight == 0:
-            self.idle.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.idle.wait(), args.drain_timeout)
+        wall, client_cpu, server_cpu = await self._finish(t0, cpu0, server)
         if self.save_txids:
             Path(args.txids_out).write_bytes(b"\n".join(self.txids) + b"\n")
         rates = {k: self.counts[k] / seconds[k] for k in self.KINDS if seconds[k] > 0}

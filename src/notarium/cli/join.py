@@ -20,7 +20,6 @@ answer failed verification; 4 the service is unreachable; 5 still Pending when `
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import ssl
 import sys
 import time
@@ -38,6 +37,7 @@ from notarium.ledger import identity as ids
 from notarium.ledger.durable import replace
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.recovery.sealing import VirtualFileSealer, seal_secrets
+from notarium.server.config import url
 from notarium.verify.keys import key_id
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_VERIFY, EXIT_UNREACHABLE, EXIT_PENDING = 0, 1, 2, 3, 4, 5
@@ -93,13 +93,7 @@ def _target(url: str) -> str:
 
 
 def _default_address(hosts: tuple[str, ...]) -> str:
-    host = hosts[0] if hosts else "localhost"
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            host = f"[{host}]"
-    except ValueError:
-        pass
-    return f"https://{host}:8443"
+    return url(hosts[0] if hosts else "localhost", 8443)
 
 
 def _node_key(layout: Layout) -> tuple[ec.EllipticCurvePrivateKey, bool]:

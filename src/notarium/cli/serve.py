@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 from notarium.auth.rbac import Role
 from notarium.ledger import EngineConfig
 from notarium.ledger.layout import Layout
-from notarium.server.config import ServerConfig
+from notarium.server.config import ServerConfig, url
 
 _SERVER_DEFAULTS = ServerConfig()
 _ENGINE_DEFAULTS = EngineConfig()
@@ -93,15 +92,6 @@ def configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]:
         auto_trust_virtual_nodes=args.auto_trust_virtual_nodes,
     )
     return server, EngineConfig(signature_interval_ms=args.signature_interval_ms, chunk_size=args.chunk_size)
-
-
-def url(host: str, port: int, scheme: str = "https") -> str:
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            host = f"[{host}]"
-    except ValueError:
-        pass
-    return f"{scheme}://{host}:{port}"
 
 
 def handle(args: argparse.Namespace) -> int:

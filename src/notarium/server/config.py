@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass
 
 from notarium.auth.rbac import Role
@@ -49,3 +51,16 @@ class ServerConfig:
             raise ValueError("page size and limits must be positive")
         if self.max_body_bytes < self.max_entry_bytes:
             raise ValueError("max_body_bytes must be at least max_entry_bytes")
+
+
+def url(host: str, port: int, scheme: str = "https") -> str:
+    """``scheme://host:port``, an IPv6 address in brackets; a wildcard listen address becomes this
+    machine's host name (what others can reach it by, if DNS agrees: else pass an address)."""
+    if host in ("0.0.0.0", "", "::"):  # noqa: S104  (a comparison, not a bind)
+        host = socket.gethostname()
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    return f"{scheme}://{host}:{port}"

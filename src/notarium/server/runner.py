@@ -26,7 +26,7 @@ from notarium.errors import ServiceError
 from notarium.ledger import EngineConfig, Ledger, open_ledger
 from notarium.ledger.remote import EngineService
 from notarium.ledger.service import recover_service_identity
-from notarium.server.config import ServerConfig
+from notarium.server.config import ServerConfig, url
 from notarium.server.recovery import RecoveryAnnounce, wait_for_shares
 
 log = logging.getLogger("notarium.server")
@@ -142,7 +142,7 @@ async def _serve_once(
         if listening.done() and node is not None and replication is not None:
             # the replication thread starts once this node can take forwarded writes
             if replication.advertise is None:
-                address = f"https://{_url_host(config.host)}:{listening.result()[0]}"
+                address = url(config.host, listening.result()[0])
                 node.settings = replace(node.settings, address=address)
             node.start()
         if listening.done() and announce is not None:
@@ -192,7 +192,7 @@ def _open_node(
         raise
     try:
         check_replica(ledger, store)
-        address = replication.advertise or f"https://{_url_host(config.host)}:{config.port}"
+        address = replication.advertise or url(config.host, config.port)
         settings = NodeSettings(node_id=ledger.node_id, address=address, lease_ttl_s=replication.lease_ttl_s)
         node = ReplicaNode(ledger, store, settings)
         node.follow()  # up to date before serving reads (a verification failure: reads of what was verified)
@@ -202,14 +202,6 @@ def _open_node(
         raise
     log.info("node %s… follows %s from seqno %d", ledger.node_id[:12], store.redacted_dsn, ledger.committed.seqno)
     return node, ledger
-
-
-def _url_host(host: str) -> str:
-    """``host`` as in a URL: an IPv6 address in brackets; for a wildcard address, the host name
-    (pass --advertise where that does not reach this machine)."""
-    if host in ("0.0.0.0", "", "::"):  # noqa: S104  (a comparison, not a bind)
-        return socket.gethostname()
-    return f"[{host}]" if ":" in host else host
 
 
 def _close_primary(node: ReplicaNode) -> None:
