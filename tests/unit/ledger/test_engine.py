@@ -1,22 +1,80 @@
-"""The engine: statuses, views, reads, receipts, chunking, confidentiality."""
+"""The engine's contract, over both storage backends: statuses, views, reads, receipts, chunking,
+confidentiality, an external sequencer.
+
+Every test runs twice (``backend``): on the embedded local files, and as the primary of a
+replicated service on a real PostgreSQL server (docs/design/ha.md), where the log in PostgreSQL is
+what makes a transaction Committed and the local files are the node's verified replica.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from notarium.auditing import audit, find_target
+from notarium.cluster.node import NodeSettings, ReplicaNode, check_replica
 from notarium.errors import LedgerError
 from notarium.ledger import EngineConfig, Ledger, open_ledger
+from notarium.ledger.storage.postgres import PostgresLog
 from notarium.types import TxId, TxStatus
 from notarium.verify import verify_cose_receipt, verify_json_receipt
 from notarium.verify.keys import ec_public_key
 
+Opener = Callable[..., Ledger]
 
-def test_append_is_pending_then_committed(service: Path) -> None:
-    led = open_ledger(service, EngineConfig(signature_interval_ms=300, signature_tx_count=10_000))
+
+@pytest.fixture(params=["files", "postgresql"])
+def open_service(request: pytest.FixtureRequest) -> Iterator[Opener]:
+    """``open_service(DIR, config=None)``: the ledger in DIR on this test's backend, ready to write."""
+    if request.param == "files":
+        yield open_ledger
+        return
+    dsn: str = request.getfixturevalue("pg_dsn")
+    opened: list[Ledger] = []
+
+    def open_replicated(directory: Path, config: EngineConfig | None = None) -> Ledger:
+        store = PostgresLog(dsn)
+        led = open_ledger(directory, replace(config or EngineConfig(), fsync=False), replica=store)
+        check_replica(led, store)
+        node = ReplicaNode(led, store, NodeSettings(led.node_id, "https://node.test", 5.0, 0.02))
+        node.start()
+        deadline = time.monotonic() + 20
+        while not node.took_over.is_set():
+            if time.monotonic() > deadline:
+                raise AssertionError("the node did not take the lease")
+            time.sleep(0.01)
+        close = led.close
+
+        def close_replicated() -> None:
+            node.stop()
+            try:
+                close()
+                node.release()
+            finally:
+                store.close()
+
+        led.close = close_replicated  # type: ignore[method-assign]
+        opened.append(led)
+        return led
+
+    yield open_replicated
+    for led in opened:
+        led.close()
+
+
+@pytest.fixture
+def ledger(service: Path, open_service: Opener) -> Iterator[Ledger]:
+    led = open_service(service, EngineConfig(signature_interval_ms=5))
+    yield led
+    led.close()
+
+
+def test_append_is_pending_then_committed(service: Path, open_service: Opener) -> None:
+    led = open_service(service, EngineConfig(signature_interval_ms=300, signature_tx_count=10_000))
     try:
         tx = led.append_entry("hello")
         assert led.status(tx) == TxStatus.PENDING
@@ -43,11 +101,11 @@ def test_statuses(ledger: Ledger) -> None:
     assert ledger.status(TxId(tx.view - 1, 10**9)) == TxStatus.INVALID  # an ended view
 
 
-def test_each_start_is_a_new_view(service: Path) -> None:
+def test_each_start_is_a_new_view(service: Path, open_service: Opener) -> None:
     views = []
     txs = []
     for i in range(3):
-        led = open_ledger(service)
+        led = open_service(service)
         tx = led.append_entry(f"run {i}")
         led.wait_committed(tx, timeout=10)
         views.append(led.view)
@@ -55,7 +113,7 @@ def test_each_start_is_a_new_view(service: Path) -> None:
         led.close()
     assert views == sorted(views)
     assert len(set(views)) == 3
-    led = open_ledger(service)
+    led = open_service(service)
     try:
         for i, tx in enumerate(txs):
             assert led.status(tx) == TxStatus.COMMITTED
@@ -117,12 +175,12 @@ def test_private_contents_never_reach_disk_in_clear(tmp_path: Path, ledger: Ledg
         assert b"secret-collection" not in data
 
 
-def test_public_ledger_keeps_contents_in_clear(tmp_path: Path) -> None:
+def test_public_ledger_keeps_contents_in_clear(tmp_path: Path, open_service: Opener) -> None:
     from notarium.ledger import init_service
 
     d = tmp_path / "pub"
     init_service(d, ledger_type="Public")
-    led = open_ledger(d)
+    led = open_service(d)
     tx = led.append_entry("visible-contents-77", "pubcoll")
     led.wait_committed(tx, timeout=10)
     r = led.receipt(tx)
@@ -133,8 +191,8 @@ def test_public_ledger_keeps_contents_in_clear(tmp_path: Path) -> None:
     assert audit(find_target(d)).signatures >= 2
 
 
-def test_signature_cadence_by_count_and_chunking(service: Path) -> None:
-    led = open_ledger(service, EngineConfig(signature_interval_ms=10_000, signature_tx_count=10, chunk_size=4000))
+def test_signature_cadence_by_count_and_chunking(service: Path, open_service: Opener) -> None:
+    led = open_service(service, EngineConfig(signature_interval_ms=10_000, signature_tx_count=10, chunk_size=4000))
     txs = [led.append_entry(f"{i:04d}" * 20, "c") for i in range(100)]
     assert led.wait_committed(txs[-1], timeout=10) == TxStatus.COMMITTED
     led.close()
@@ -181,8 +239,8 @@ def test_receipt_of_the_newest_signature_arrives_after_the_next(ledger: Ledger) 
 # --------------------------------------------------------------------------- an external sequencer
 
 
-def test_without_auto_sign_only_sign_makes_signatures(service: Path) -> None:
-    led = open_ledger(service, EngineConfig(auto_sign=False, signature_interval_ms=1, signature_tx_count=2))
+def test_without_auto_sign_only_sign_makes_signatures(service: Path, open_service: Opener) -> None:
+    led = open_service(service, EngineConfig(auto_sign=False, signature_interval_ms=1, signature_tx_count=2))
     try:
         first = led.append_entry("a", seqno=led.last_sequenced + 1)
         second = led.append_entry("b")
@@ -209,8 +267,8 @@ def test_without_auto_sign_only_sign_makes_signatures(service: Path) -> None:
     assert report.last_signed == empty
 
 
-def test_a_wrong_seqno_is_refused_and_appends_nothing(service: Path) -> None:
-    led = open_ledger(service, EngineConfig(auto_sign=False))
+def test_a_wrong_seqno_is_refused_and_appends_nothing(service: Path, open_service: Opener) -> None:
+    led = open_service(service, EngineConfig(auto_sign=False))
     try:
         expected = led.last_sequenced + 1
         with pytest.raises(LedgerError, match=f"ledger is at {expected}"):
@@ -228,12 +286,12 @@ def test_a_wrong_seqno_is_refused_and_appends_nothing(service: Path) -> None:
         led.close()
 
 
-def test_close_signs_what_an_external_sequencer_left_pending(service: Path) -> None:
-    led = open_ledger(service, EngineConfig(auto_sign=False))
+def test_close_signs_what_an_external_sequencer_left_pending(service: Path, open_service: Opener) -> None:
+    led = open_service(service, EngineConfig(auto_sign=False))
     tx = led.append_entry("left pending")
     assert led.status(tx) == TxStatus.PENDING
     led.close()
-    led = open_ledger(service)
+    led = open_service(service)
     try:
         assert led.status(tx) == TxStatus.COMMITTED
     finally:
