@@ -39,7 +39,7 @@ import pytest
 import requests
 
 from integration.oracle import ccf_validate, interpreter
-from integration.server import Server, clean_env, running
+from integration.server import Server, clean_env, new_identity, running
 from notarium.auditing import audit, find_target
 from notarium.client.export import export_ledger
 from notarium.ledger import init_service
@@ -211,6 +211,39 @@ def test_the_sdk_writes_through_each_node_and_reads_agree(service: Service) -> N
         assert read["contents"] == written[read["txid"]]
         assert read["status"] == "Committed"
         assert read["receipt_verified"] is True
+
+
+def test_a_user_added_through_a_backup_acts_on_every_node(service: Service, tmp_path: Path) -> None:
+    primary = service.primary()
+    backups = [n for n in service.nodes if n is not primary]
+    pem, user_id = new_identity(tmp_path, "reader")
+    r = service.call(
+        backups[0],
+        "PATCH",
+        f"/app/users/{user_id}?{API}",
+        data='{"assignedRole": "Reader"}',
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text  # forwarded to the primary, answered by it
+    entry = service.call(primary, "POST", f"/app/transactions?{API}", json={"contents": "for the reader"})
+    txid = entry.headers["x-ms-ccf-transaction-id"]
+    for node in service.nodes:
+        assert wait_committed(service, node, txid) == "Committed"
+
+    def as_reader(node: Node, method: str, path: str, **kw: Any) -> requests.Response:
+        return requests.request(method, node.url + path, verify=str(service.cert), cert=str(pem), timeout=10, **kw)
+
+    for node in service.nodes:  # every node learned of the new user from the log
+        deadline = time.monotonic() + 10
+        while (got := as_reader(node, "GET", f"/app/transactions/{txid}?{API}")).status_code == 401:
+            assert time.monotonic() < deadline, got.text
+            time.sleep(0.05)
+        assert got.status_code == 200, got.text
+        assert got.json()["entry"]["contents"] == "for the reader"
+        # a Reader's write is refused by the primary, wherever it arrives
+        denied = as_reader(node, "POST", f"/app/transactions?{API}", json={"contents": "no"})
+        assert denied.status_code == 403, denied.text
+        assert denied.json()["error"]["code"] == "NotAllowed"
 
 
 # --- failover -----------------------------------------------------------------------------------
