@@ -9,8 +9,9 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 RUN_DIR ?= run/ledger
 
 # Compatibility oracles live in their own environments: the `ccf` package needs
-# cryptography<=46 and cbor2<6, and the two Azure SDK versions share one package name.
-ORACLES := ccf acl1 acl2
+# cryptography<=46 and cbor2<6, and the two Azure SDK versions share one package name; mgmt is
+# azure-mgmt-confidentialledger, the management SDK the ledger host (notarium host) serves.
+ORACLES := ccf acl1 acl2 mgmt
 
 .PHONY: run test lint typecheck unit bench setup oracles clean
 

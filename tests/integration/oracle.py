@@ -2,7 +2,8 @@
 
 Each oracle is a script in ``tests/oracles/`` run as a subprocess with the interpreter of a
 dedicated venv (``make oracles`` creates them): the `ccf` package needs ``cryptography<47`` and
-``cbor2<6``, and the two Azure SDK versions share one package name, so none of them may be imported
+``cbor2<6``, and the two Azure SDK versions share one package name (``mgmt`` holds the management
+SDK, azure-mgmt-confidentialledger), so none of them may be imported
 into notarium's own environment. A missing venv is an error (the test fails), never a skip.
 
 The interpreters run with ``-I`` (isolated: no ``PYTHON*`` variables such as ``PYTHONOPTIMIZE``,
@@ -21,8 +22,9 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORACLE_SCRIPTS = REPO_ROOT / "tests" / "oracles"
-VENVS = {"ccf": ".venv-ccf", "acl1": ".venv-acl1", "acl2": ".venv-acl2"}
+VENVS = {"ccf": ".venv-ccf", "acl1": ".venv-acl1", "acl2": ".venv-acl2", "mgmt": ".venv-mgmt"}
 SDK_VERSIONS = {"acl1": "1.1.1", "acl2": "2.0.0b2"}
+MGMT_SDK_VERSION = "1.0.1"  # azure-mgmt-confidentialledger in .venv-mgmt
 TIMEOUT = 300.0
 
 
