@@ -178,7 +178,7 @@ class Scenario:
         deleted = self.ledgers["deleted"]
         self.bundles["deleted"] = self.bundles["main"]  # the SDK needs some file; TLS is the host's anyway
         client = self.client("deleted")
-        code = raises(ResourceNotFoundError, lambda: client.get_current_ledger_entry(), 404)
+        code = raises(ResourceNotFoundError, client.get_current_ledger_entry, 404)
         expect(code == "LedgerNotFound", f"code {code}")
         identity, ledger_id = self.identity_client("deleted")
         raises(ResourceNotFoundError, lambda: identity.get_ledger_identity(ledger_id), 404)
