@@ -331,7 +331,7 @@ def test_the_catalogue_is_what_the_server_knows(ledger: Ledger) -> None:
 
 def test_table_is_what_the_server_serves() -> None:
     """create_app registers exactly the routes of the modules the table was built from."""
-    app = create_app(SimpleNamespace(config=ServerConfig()))  # type: ignore[arg-type]  (routing only)
+    app = create_app(SimpleNamespace(config=ServerConfig(), forwarder=None))  # type: ignore[arg-type]  (routing only)
     served = {(m, p, h.__name__) for m, p, h in _routes(app.router)}
     router = web.UrlDispatcher()
     for info in pkgutil.iter_modules(routes.__path__):

@@ -215,8 +215,10 @@ def create_app(ctx: ServerContext) -> web.Application:
         users,
     )
 
+    # a node of a replicated service forwards writes while it is a backup (server/forward.py)
+    forwarding = [forward_writes] if ctx.forwarder is not None else []
     app = web.Application(
-        middlewares=[observe, forward_writes, check_api_version], client_max_size=ctx.config.max_body_bytes
+        middlewares=[observe, *forwarding, check_api_version], client_max_size=ctx.config.max_body_bytes
     )
     app[CTX] = ctx
     for module in (ops, transactions, users, roles, governance, gov, nodes, export, consistency, issuers, unsupported):
