@@ -1,0 +1,98 @@
+"""`notarium host` and `notarium ledgers` as an operator uses them: create a ledger from the command line,
+use it with notarium's own client at the URIs the host returned, restart the host (the ledger is
+served again, its entries intact), delete the ledger, and watch the purge free its name once the
+retention (here 0 days) has passed.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from integration.server import clean_env, new_identity, running
+
+
+def cli(*args: str, host_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**clean_env(), "NOTARIUM_HOST_DIR": str(host_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "notarium", *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def test_operator_workflow(tmp_path: Path) -> None:
+    host_dir = tmp_path / "host"
+    admin, _ = new_identity(tmp_path, "admin")
+    cert = tmp_path / "admin_cert.pem"
+    cert.write_text(admin.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    args = ("--retention-days", "0", "--purge-interval", "0.3")
+    with running(host_dir, *args, command="host") as server:
+        token = (host_dir / "host_token").read_text().strip()
+        assert token not in "".join(server.output)
+        made = cli(
+            "ledgers", "create", "lone", "--admin-cert", str(cert), "--type", "public", "--json", host_dir=host_dir
+        )
+        assert made.returncode == 0, made.stderr
+        resource = json.loads(made.stdout)
+        props = resource["properties"]
+        assert props["provisioningState"] == "Succeeded"
+        assert props["ledgerType"] == "Public"
+        assert token not in made.stdout + made.stderr
+
+        bad = cli("ledgers", "create", "bad_name", "--admin-cert", str(cert), host_dir=host_dir)
+        assert bad.returncode == 1
+        assert "InvalidResourceName" in bad.stderr
+        no_admin = cli("ledgers", "create", "nobody", host_dir=host_dir)
+        assert no_admin.returncode == 2
+
+        listed = cli("ledgers", "list", host_dir=host_dir)
+        assert listed.returncode == 0, listed.stderr
+        assert "lone  Public  Succeeded  group=default" in listed.stdout
+        assert props["ledgerUri"] in listed.stdout
+
+        # notarium's own client at the returned URIs, pinning the identity document
+        ca = host_dir / "tls" / "ca_cert.pem"
+        pinned = ssl.create_default_context(cafile=str(ca))
+        identity = httpx.get(props["identityServiceUri"], verify=pinned, timeout=10).json()
+        bundle = tmp_path / "lone_identity.pem"
+        bundle.write_text(identity["ledgerTlsCertificate"])
+        connection = ("--endpoint", props["ledgerUri"], "--service-cert", str(bundle), "--cert", str(admin))
+        appended = cli("append", "kept across restarts", *connection, "--json", host_dir=host_dir)
+        assert appended.returncode == 0, appended.stdout + appended.stderr
+        txid = json.loads(appended.stdout)["transactionId"]
+        receipt = cli("receipt", txid, *connection, host_dir=host_dir)
+        assert receipt.returncode == 0, receipt.stdout + receipt.stderr
+        assert server.stop() == 0
+
+    with running(host_dir, *args, command="host") as server:
+        shown = cli("ledgers", "show", "lone", "--json", host_dir=host_dir)
+        assert shown.returncode == 0, shown.stderr
+        props = json.loads(shown.stdout)["properties"]
+        assert props["provisioningState"] == "Succeeded"
+        connection = ("--endpoint", props["ledgerUri"], "--service-cert", str(bundle), "--cert", str(admin))
+        got = cli("get", txid, *connection, "--json", host_dir=host_dir)
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert json.loads(got.stdout)["entry"]["contents"] == "kept across restarts"
+
+        unconfirmed = cli("ledgers", "delete", "lone", host_dir=host_dir)
+        assert unconfirmed.returncode == 2
+        deleted = cli("ledgers", "delete", "lone", "--yes", host_dir=host_dir)
+        assert deleted.returncode == 0, deleted.stderr
+        gone = cli("get", txid, *connection, host_dir=host_dir)
+        assert gone.returncode == 1
+        assert "LedgerNotFound" in gone.stderr or "404" in gone.stderr, gone.stderr
+        # retention 0: the next purge removes the files and frees the name
+        deadline = time.monotonic() + 20
+        while (host_dir / "ledgers" / "lone").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not (host_dir / "ledgers" / "lone").exists()
+        events = [json.loads(line)["event"] for line in (host_dir / "events.jsonl").read_text().splitlines()]
+        assert events == ["create", "created", "delete", "deleted", "purged"]
+        again = cli("ledgers", "create", "LONE", "--admin-cert", str(cert), host_dir=host_dir)
+        assert again.returncode == 0, again.stderr
+        assert server.stop() == 0
