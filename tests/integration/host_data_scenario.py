@@ -20,29 +20,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
-from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: the shared kit beside this script
 from azure.confidentialledger import ConfidentialLedgerCertificateCredential, ConfidentialLedgerClient
 from azure.confidentialledger.certificate import ConfidentialLedgerCertificateClient
 from azure.confidentialledger.receipt import verify_receipt
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+from scenario_kit import CheckFailedError, Checks, error_code, expect, raises
 
-MAX_ERROR = 4000
 PEM_END = "-----END CERTIFICATE-----"
-
-
-class CheckFailedError(Exception):
-    pass
-
-
-def expect(condition: object, message: str) -> None:
-    if not condition:
-        raise CheckFailedError(message)
 
 
 class StaticToken:
@@ -53,41 +43,14 @@ class StaticToken:
         return AccessToken(self.token, int(time.time()) + 3600)
 
 
-def describe(exc: BaseException) -> str:
-    parts = [f"{type(exc).__name__}: {exc}", f"status_code={getattr(exc, 'status_code', None)}"]
-    if not isinstance(exc, CheckFailedError):
-        parts.append("".join(traceback.format_exception(exc)))
-    return "\n".join(parts)[-MAX_ERROR:]
-
-
-def raises(exc_type: type[BaseException], call: Callable[[], Any], status: int) -> str | None:
-    try:
-        result = call()
-    except exc_type as exc:
-        got = getattr(exc, "status_code", None)
-        expect(got == status, f"expected HTTP {status}, got {got}: {exc}")
-        return getattr(getattr(exc, "error", None), "code", None)
-    raise CheckFailedError(f"no {exc_type.__name__}: {result!r}")
-
-
-class Scenario:
+class Scenario(Checks):
     def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
         self.cfg = cfg
         self.work = Path(cfg["workdir"])
         self.ledgers: dict[str, dict[str, str]] = cfg["ledgers"]
-        self.checks: dict[str, dict[str, Any]] = {}
         self.data: dict[str, Any] = {"identity": {}, "written": {}}
         self.bundles: dict[str, Path] = {}
-
-    def check(self, name: str, fn: Callable[[], Any]) -> Any:
-        start = time.monotonic()
-        try:
-            result = fn()
-        except Exception as exc:  # every failure is reported, never raised
-            self.checks[name] = {"ok": False, "error": describe(exc), "seconds": round(time.monotonic() - start, 3)}
-            return None
-        self.checks[name] = {"ok": True, "error": None, "seconds": round(time.monotonic() - start, 3)}
-        return result
 
     def identity_client(self, which: str) -> tuple[ConfidentialLedgerCertificateClient, str]:
         endpoint, _, ledger_id = self.ledgers[which]["identity_uri"].rpartition("/ledgerIdentity/")
@@ -157,9 +120,9 @@ class Scenario:
     def isolation(self) -> None:
         """The main ledger's administrator is unknown to the other ledger, and the reverse."""
         other_as_main = self.client("other", self.ledgers["main"]["admin_pem"])
-        raises(ClientAuthenticationError, lambda: list(other_as_main.list_collections()), 401)
+        raises(ClientAuthenticationError, lambda: list(other_as_main.list_collections()), status=401)
         main_as_other = self.client("main", self.ledgers["other"]["admin_pem"])
-        raises(ClientAuthenticationError, lambda: main_as_other.get_current_ledger_entry(collection_id="c"), 401)
+        raises(ClientAuthenticationError, lambda: main_as_other.get_current_ledger_entry(collection_id="c"), status=401)
 
     def operator_cannot_read(self) -> None:
         """The host's management token is no data-plane credential."""
@@ -170,18 +133,18 @@ class Scenario:
                 ledger_certificate_path=str(self.bundles[which]),
                 retry_total=0,
             )
-            raises(ClientAuthenticationError, lambda c=as_operator: c.get_current_ledger_entry(), 401)
-            raises(ClientAuthenticationError, lambda c=as_operator: list(c.list_ledger_entries()), 401)
+            raises(ClientAuthenticationError, lambda c=as_operator: c.get_current_ledger_entry(), status=401)
+            raises(ClientAuthenticationError, lambda c=as_operator: list(c.list_ledger_entries()), status=401)
 
     def deleted_ledger(self) -> None:
         """A deleted ledger's endpoint and identity answer 404 (real ACL's name stops resolving)."""
         deleted = self.ledgers["deleted"]
         self.bundles["deleted"] = self.bundles["main"]  # the SDK needs some file; TLS is the host's anyway
         client = self.client("deleted")
-        code = raises(ResourceNotFoundError, client.get_current_ledger_entry, 404)
+        code = error_code(raises(ResourceNotFoundError, client.get_current_ledger_entry, status=404))
         expect(code == "LedgerNotFound", f"code {code}")
         identity, ledger_id = self.identity_client("deleted")
-        raises(ResourceNotFoundError, lambda: identity.get_ledger_identity(ledger_id), 404)
+        raises(ResourceNotFoundError, lambda: identity.get_ledger_identity(ledger_id), status=404)
         expect(ledger_id == deleted["name"], f"identity URI of {ledger_id}")
 
     def run(self) -> dict[str, Any]:

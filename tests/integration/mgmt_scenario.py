@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
-from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: the shared kit beside this script
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -40,18 +40,9 @@ from azure.mgmt.confidentialledger.models import (
     LedgerProperties,
 )
 from azure.mgmt.confidentialledger.models import ConfidentialLedger as LedgerResource
+from scenario_kit import Checks, expect, raises
 
-MAX_ERROR = 4000
 POLL = 0.2  # the host's Retry-After (1 s) takes precedence, as with ARM
-
-
-class CheckFailedError(Exception):
-    pass
-
-
-def expect(condition: object, message: str) -> None:
-    if not condition:
-        raise CheckFailedError(message)
 
 
 class HostToken:
@@ -64,33 +55,10 @@ class HostToken:
         return AccessToken(self.token, int(time.time()) + 3600)
 
 
-def describe(exc: BaseException) -> str:
-    parts = [f"{type(exc).__name__}: {exc}"]
-    status = getattr(exc, "status_code", None)
-    if status is not None:
-        parts.append(f"status_code={status}")
-    if not isinstance(exc, CheckFailedError):
-        parts.append("".join(traceback.format_exception(exc)))
-    return "\n".join(parts)[-MAX_ERROR:]
-
-
-def raises(exc_type: type[BaseException], call: Callable[[], Any], status: int, code: str | None = None) -> None:
-    try:
-        result = call()
-    except exc_type as exc:
-        got = getattr(exc, "status_code", None)
-        expect(got == status, f"expected HTTP {status}, got {got}: {exc}")
-        if code is not None:
-            got_code = getattr(getattr(exc, "error", None), "code", None)
-            expect(got_code == code, f"expected error code {code}, got {got_code}: {exc}")
-        return
-    raise CheckFailedError(f"no {exc_type.__name__}: {result!r}")
-
-
-class Scenario:
+class Scenario(Checks):
     def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
         self.cfg = cfg
-        self.checks: dict[str, dict[str, Any]] = {}
         self.data: dict[str, Any] = {"ledgers": {}}
         self.rg: str = cfg["resource_group"]
         self.client = self.make_client(cfg["token"])
@@ -103,16 +71,6 @@ class Scenario:
             connection_verify=self.cfg["ca_cert"],
             retry_total=0,
         )
-
-    def check(self, name: str, fn: Callable[[], Any]) -> Any:
-        start = time.monotonic()
-        try:
-            result = fn()
-        except Exception as exc:  # every failure is reported, never raised
-            self.checks[name] = {"ok": False, "error": describe(exc), "seconds": round(time.monotonic() - start, 3)}
-            return None
-        self.checks[name] = {"ok": True, "error": None, "seconds": round(time.monotonic() - start, 3)}
-        return result
 
     def body(self, ledger_type: str, admin_cert: str, **extra: Any) -> LedgerResource:
         principal = CertBasedSecurityPrincipal(cert=admin_cert, ledger_role_name="Administrator")
@@ -186,8 +144,8 @@ class Scenario:
             raises(
                 HttpResponseError,
                 lambda bad=bad: self.client.ledger.begin_create(self.rg, bad, self.body("Private", spec["admin_cert"])),
-                400,
-                "InvalidResourceName",
+                status=400,
+                code="InvalidResourceName",
             )
 
     def refuse_conflicts(self) -> None:
@@ -196,27 +154,27 @@ class Scenario:
         raises(
             ResourceExistsError,
             lambda: self.client.ledger.begin_create(other, spec["name"], self.body("Private", spec["admin_cert"])),
-            409,
-            "LedgerNameAlreadyExists",
+            status=409,
+            code="LedgerNameAlreadyExists",
         )
         upper = spec["name"].upper()  # names are DNS labels: unique regardless of case
         raises(
             ResourceExistsError,
             lambda: self.client.ledger.begin_create(other, upper, self.body("Private", spec["admin_cert"])),
-            409,
-            "LedgerNameAlreadyExists",
+            status=409,
+            code="LedgerNameAlreadyExists",
         )
         other_type = "Public" if spec["type"] == "Private" else "Private"
         raises(
             ResourceExistsError,
             lambda: self.client.ledger.begin_create(self.rg, spec["name"], self.body(other_type, spec["admin_cert"])),
-            409,
+            status=409,
         )
 
     def refuse_no_administrator(self) -> None:
         reader = CertBasedSecurityPrincipal(cert=self.cfg["ledgers"][0]["admin_cert"], ledger_role_name="Reader")
         body = LedgerResource(location="local", properties=LedgerProperties(cert_based_security_principals=[reader]))
-        raises(HttpResponseError, lambda: self.client.ledger.begin_create(self.rg, "no-admin", body), 400)
+        raises(HttpResponseError, lambda: self.client.ledger.begin_create(self.rg, "no-admin", body), status=400)
 
     def update_tags(self) -> None:
         spec = self.cfg["ledgers"][0]
@@ -233,12 +191,16 @@ class Scenario:
 
     def bad_token(self) -> None:
         stranger = self.make_client("not-the-host-token")
-        raises(ClientAuthenticationError, lambda: stranger.ledger.get(self.rg, self.cfg["ledgers"][0]["name"]), 401)
+        raises(
+            ClientAuthenticationError, lambda: stranger.ledger.get(self.rg, self.cfg["ledgers"][0]["name"]), status=401
+        )
 
     def delete(self) -> None:
         doomed = self.cfg["doomed"]
         self.client.ledger.begin_delete(self.rg, doomed, polling_interval=POLL).result()
-        raises(ResourceNotFoundError, lambda: self.client.ledger.get(self.rg, doomed), 404, "ResourceNotFound")
+        raises(
+            ResourceNotFoundError, lambda: self.client.ledger.get(self.rg, doomed), status=404, code="ResourceNotFound"
+        )
         listed = self.names(self.client.ledger.list_by_subscription())
         expect(doomed not in listed, f"{doomed} still listed: {listed}")
         availability = self.availability(doomed)
@@ -249,8 +211,8 @@ class Scenario:
         raises(
             ResourceExistsError,
             lambda: self.client.ledger.begin_create(self.rg, doomed, self.body("Private", spec["admin_cert"])),
-            409,
-            "LedgerNameAlreadyExists",
+            status=409,
+            code="LedgerNameAlreadyExists",
         )
         # deleting what does not exist (any more) is not an error (204)
         self.client.ledger.begin_delete(self.rg, doomed, polling_interval=POLL).result()

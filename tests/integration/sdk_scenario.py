@@ -33,31 +33,22 @@ import json
 import re
 import sys
 import time
-import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: the shared kit beside this script
 from azure.confidentialledger import ConfidentialLedgerCertificateCredential, ConfidentialLedgerClient
 from azure.confidentialledger.certificate import ConfidentialLedgerCertificateClient
 from azure.confidentialledger.receipt import verify_receipt
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from scenario_kit import Checks, expect, raises
 
-MAX_ERROR = 4000
 ROLES = ("Administrator", "Contributor", "Reader")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class CheckFailedError(Exception):
-    """A check found the server (or the SDK) not doing what the contract says."""
-
-
-def expect(condition: object, message: str) -> None:
-    if not condition:
-        raise CheckFailedError(message)
 
 
 def plain(value: Any) -> Any:
@@ -71,53 +62,15 @@ def plain(value: Any) -> Any:
     return value
 
 
-def describe(exc: BaseException) -> str:
-    parts = [f"{type(exc).__name__}: {exc}"]
-    status = getattr(exc, "status_code", None)
-    if status is not None:
-        parts.append(f"status_code={status}")
-    error = getattr(exc, "error", None)
-    if error is not None:
-        parts.append(f"error.code={getattr(error, 'code', None)}")
-    if exc.__cause__ is not None:
-        parts.append(f"caused by {type(exc.__cause__).__name__}: {exc.__cause__}")
-    if not isinstance(exc, CheckFailedError):
-        parts.append("".join(traceback.format_exception(exc)))
-    return "\n".join(parts)[-MAX_ERROR:]
-
-
-def raises(
-    exc_type: type[BaseException],
-    call: Callable[..., Any],
-    *args: Any,
-    status: int | None = None,
-    code: str | None = None,
-    **kwargs: Any,
-) -> BaseException:
-    """Call and require ``exc_type`` (with this HTTP status and ACL error code, if given)."""
-    try:
-        result = call(*args, **kwargs)
-    except exc_type as exc:
-        if status is not None:
-            got = getattr(exc, "status_code", None)
-            expect(got == status, f"expected HTTP {status}, got {got}: {exc}")
-        if code is not None:
-            error = getattr(exc, "error", None)
-            got_code = getattr(error, "code", None)
-            expect(got_code == code, f"expected error code {code}, got {got_code}: {exc}")
-        return exc
-    raise CheckFailedError(f"{getattr(call, '__name__', call)} did not raise {exc_type.__name__}: {plain(result)!r}")
-
-
-class Scenario:
+class Scenario(Checks):
     def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
         self.cfg = cfg
         self.v2 = version("azure-confidentialledger").startswith("2.")
         self.endpoint: str = cfg["endpoint"]
         self.service_cert_path: str = cfg["service_cert"]
         self.service_cert_pem = Path(self.service_cert_path).read_text()
         self.prefix: str = cfg["prefix"]
-        self.checks: dict[str, dict[str, Any]] = {}
         self.data: dict[str, Any] = {}
         self.clients: list[ConfidentialLedgerClient] = []
         self.admin = self.client(cfg["admin"]["pem"])
@@ -136,16 +89,6 @@ class Scenario:
         )
         self.clients.append(c)
         return c
-
-    def check(self, name: str, fn: Callable[[], Any]) -> Any:
-        start = time.monotonic()
-        try:
-            result = fn()
-        except Exception as exc:  # every failure is reported, never raised
-            self.checks[name] = {"ok": False, "error": describe(exc), "seconds": round(time.monotonic() - start, 3)}
-            return None
-        self.checks[name] = {"ok": True, "error": None, "seconds": round(time.monotonic() - start, 3)}
-        return result
 
     def collection(self, name: str) -> str:
         return f"{self.prefix}-{name}"
