@@ -35,3 +35,17 @@ def test_verify_imports_only_stdlib_cryptography_cbor2_and_its_own_types() -> No
 def test_engine_knows_nothing_of_the_cli() -> None:
     for path in sorted((SRC / "ledger").rglob("*.py")):
         assert not any(n.startswith("notarium.cli") for n in _imports(path)), path.name
+
+
+def test_layers_point_downward() -> None:
+    """cli → host → server → cluster → ledger (→ verify): nothing imports a layer above its own."""
+    above = {
+        "ledger": ("notarium.cluster", "notarium.server", "notarium.host", "notarium.cli"),
+        "cluster": ("notarium.server", "notarium.host", "notarium.cli"),
+        "server": ("notarium.host", "notarium.cli"),
+        "host": ("notarium.cli",),
+    }
+    for package, forbidden in above.items():
+        for path in sorted((SRC / package).rglob("*.py")):
+            found = [n for n in _imports(path) if n.startswith(forbidden)]
+            assert not found, (path.relative_to(SRC), found)

@@ -58,7 +58,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -72,6 +72,9 @@ from notarium.errors import VerificationError
 from notarium.ledger.identity import NODE_CERT_DAYS, cert_pem, node_certificate, private_pem, public_pem
 from notarium.recovery.chain import LedgerSecrets
 from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
+
+if TYPE_CHECKING:
+    from notarium.ledger.engine import Ledger
 
 # --- sealing -------------------------------------------------------------------------------------
 
@@ -534,3 +537,25 @@ def parse_join_answer(
     if body["ledgerType"] not in ("Private", "Public") or not _LEDGER_ID.match(body["ledgerId"]):
         raise _answer_error("the answer's ledger id or type is invalid")
     return Admission(node_cert, answered, service_key, secrets, body["ledgerId"], body["ledgerType"])
+
+
+def admit_node(
+    ledger: Ledger, public_key_pem: str, hosts: list[str], node_cert_pem: str | None = None
+) -> tuple[str, str]:
+    """:func:`admit` with a ledger's service identity and secrets: run in the engine process (the
+    secrets stay there; only the sealed blob crosses to the front), for Trusted nodes only (the
+    front checks governance first)."""
+    ident = ledger.identity
+    return admit(
+        ident.service_key,
+        ident.service_cert,
+        ledger.ledger_secrets(),
+        public_key_pem,
+        hosts,
+        now=datetime.datetime.now(datetime.UTC),
+        node_cert_pem=node_cert_pem,
+    )
+
+
+ENGINE_CALLS = {"admit_node": admit_node}
+"""The engine calls of the join protocol (``EngineService(..., calls=ENGINE_CALLS)``)."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import pickle
 import queue
@@ -40,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from notarium.cluster.join import admit
 from notarium.errors import LedgerError, NotariumError, NotPrimaryError, ServiceError
 from notarium.ledger.engine import EngineConfig, Ledger, LedgerEntry, Receipt, check_write_set
 from notarium.ledger.identity import cert_pem, private_pem
@@ -155,11 +153,15 @@ class EngineService:
         sock: socket.socket,
         settings: Any = None,
         control: Callable[[str, tuple[Any, ...]], Any] | None = None,
+        calls: Mapping[str, Callable[..., Any]] | None = None,
     ) -> None:
+        """``calls``: engine calls beyond the ledger's own methods (:data:`CALLS`), each called with
+        the ledger first (e.g. ``admit_node``: :data:`notarium.cluster.join.ENGINE_CALLS`)."""
         self._ledger = ledger
         self._sock = sock
         self._settings = settings
         self._control = control  # front → engine process notices ("listening", port)
+        self._calls = dict(calls or {})
         self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.role: Role | None = None  # set (and announced) by a replicated node's replication thread
         self._reader = threading.Thread(target=self._read_loop, name="engine-rpc", daemon=True)
@@ -213,28 +215,11 @@ class EngineService:
         ledger = self._ledger
         return EngineMetrics(ledger.committed.seqno, ledger.last_sequenced, ledger.ledger_bytes())
 
-    def admit_node(self, public_key_pem: str, hosts: list[str], node_cert_pem: str | None = None) -> tuple[str, str]:
-        """A trusted node's certificate (``node_cert_pem``, its recorded one, if still valid; else
-        a new one issued by the service key for ``hosts``) and base64 of the service key and the
-        ledger secrets sealed to its key (:func:`notarium.cluster.join.admit`). The secrets stay in
-        this process; only the sealed blob crosses to the front. The front checks governance
-        first: it calls this for Trusted nodes only."""
-        ident = self._ledger.identity
-        return admit(
-            ident.service_key,
-            ident.service_cert,
-            self._ledger.ledger_secrets(),
-            public_key_pem,
-            hosts,
-            now=datetime.datetime.now(datetime.UTC),
-            node_cert_pem=node_cert_pem,
-        )
-
     def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if method in CALLS:
             return getattr(self._ledger, method)(*args, **kwargs)
-        if method == "admit_node":
-            return self.admit_node(*args, **kwargs)
+        if method in self._calls:
+            return self._calls[method](self._ledger, *args, **kwargs)
         if method == "facts":
             return self._facts()
         if method == "metrics":

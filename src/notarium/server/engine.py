@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from notarium.cluster.join import ENGINE_CALLS
 from notarium.errors import NotariumError
 from notarium.ledger import EngineConfig, open_ledger
 from notarium.ledger.remote import EngineService
@@ -58,7 +59,7 @@ def run_engine(directory: Path, sock: socket.socket, config: EngineConfig) -> in
         signal.signal(sig, on_signal)
     gc.collect()
     gc.freeze()  # the engine's long-lived objects: out of the collector's way (see front.py)
-    service = EngineService(ledger, sock)
+    service = EngineService(ledger, sock, calls=ENGINE_CALLS)
     service.start()
     try:
         while not stop.is_set() and not service.disconnected.is_set():

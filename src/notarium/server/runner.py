@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from notarium.cluster.join import ENGINE_CALLS
 from notarium.cluster.node import NodeSettings, ReplicaNode, check_replica
 from notarium.errors import ServiceError
 from notarium.ledger import EngineConfig, Ledger, open_ledger
@@ -122,7 +123,7 @@ async def _serve_once(
     gc.collect()
     gc.freeze()  # the engine's long-lived objects: out of the collector's way (see front.py)
     ours, theirs = socket.socketpair()
-    service = EngineService(ledger, ours, config, notice)
+    service = EngineService(ledger, ours, config, notice, calls=ENGINE_CALLS)
     front: asyncio.subprocess.Process | None = None
     try:
         service.start()
