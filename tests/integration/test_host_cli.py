@@ -6,7 +6,10 @@ retention (here 0 days) has passed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -95,4 +98,47 @@ def test_operator_workflow(tmp_path: Path) -> None:
         assert events == ["create", "created", "delete", "deleted", "purged"]
         again = cli("ledgers", "create", "LONE", "--admin-cert", str(cert), host_dir=host_dir)
         assert again.returncode == 0, again.stderr
+        assert server.stop() == 0
+
+
+def _engine_pids(host_pid: int) -> list[int]:
+    """The host's ledger engine processes (children running notarium.server.engine)."""
+    children = Path(f"/proc/{host_pid}/task/{host_pid}/children").read_text().split()
+    found = []
+    for pid in map(int, children):
+        with contextlib.suppress(OSError):
+            if b"notarium.server.engine" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def test_a_dead_engine_is_started_again(tmp_path: Path) -> None:
+    host_dir = tmp_path / "host"
+    admin, _ = new_identity(tmp_path, "admin")
+    cert = tmp_path / "admin_cert.pem"
+    cert.write_text(admin.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    with running(host_dir, command="host") as server:
+        made = cli("ledgers", "create", "phoenix", "--admin-cert", str(cert), "--json", host_dir=host_dir)
+        assert made.returncode == 0, made.stderr
+        props = json.loads(made.stdout)["properties"]
+        pinned = ssl.create_default_context(cafile=str(host_dir / "tls" / "ca_cert.pem"))
+        identity = httpx.get(props["identityServiceUri"], verify=pinned, timeout=10).json()
+        bundle = tmp_path / "identity.pem"
+        bundle.write_text(identity["ledgerTlsCertificate"])
+        connection = ("--endpoint", props["ledgerUri"], "--service-cert", str(bundle), "--cert", str(admin))
+        appended = cli("append", "before the crash", *connection, "--json", host_dir=host_dir)
+        assert appended.returncode == 0, appended.stdout + appended.stderr
+        txid = json.loads(appended.stdout)["transactionId"]
+        (engine,) = _engine_pids(server.process.pid)
+        os.kill(engine, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (got := cli("get", txid, *connection, "--json", host_dir=host_dir)).returncode != 0:
+            assert time.monotonic() < deadline, got.stderr
+            time.sleep(0.2)
+        assert json.loads(got.stdout)["entry"]["contents"] == "before the crash"
+        (again,) = _engine_pids(server.process.pid)
+        assert again != engine
+        after = cli("append", "after the crash", *connection, "--json", host_dir=host_dir)
+        assert after.returncode == 0, after.stdout + after.stderr
+        assert any("its engine exited" in line for line in server.output)
         assert server.stop() == 0

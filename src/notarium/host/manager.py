@@ -46,6 +46,7 @@ log = logging.getLogger("notarium.host")
 
 IN_PROGRESS = "InProgress"
 MAX_OPERATIONS = 1000  # finished operations remembered for polling
+RESTART_MAX_S = 30.0  # the longest wait between two attempts to start a dead engine again
 
 
 @dataclass
@@ -110,6 +111,7 @@ class LedgerManager:
         self.operations: dict[str, Operation] = {}
         self.base_url = ""  # set once the host listens
         self._tasks: set[asyncio.Task[None]] = set()
+        self._watchers: set[asyncio.Task[None]] = set()  # one per served ledger: restarts a dead engine
 
     # --- start and stop ------------------------------------------------------------------------
 
@@ -132,10 +134,42 @@ class LedgerManager:
 
     async def _serve(self, record: LedgerRecord) -> None:
         directory = self.layout.ledger_dir(record.key)
-        self.ledgers[record.key] = await HostedLedger.start(record.name, directory, self.settings)
+        hosted = await HostedLedger.start(record.name, directory, self.settings)
+        self.ledgers[record.key] = hosted
+        self._watch(record, hosted)
+
+    def _watch(self, record: LedgerRecord, hosted: HostedLedger) -> None:
+        task = asyncio.get_running_loop().create_task(self._restart_when_dead(record, hosted))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _restart_when_dead(self, record: LedgerRecord, hosted: HostedLedger) -> None:
+        """A ledger's engine that exits while the ledger is served (a crash, a kill) is started
+        again: the ledger recovers as after any crash (docs/design/durability.md). Meanwhile its
+        requests get 503. Restarts back off from 1 s to RESTART_MAX_S."""
+        status = await hosted.process.wait()
+        delay = 1.0
+        while self.ledgers.get(record.key) is hosted:  # not stopped on purpose (delete, close)
+            log.error("ledger %s: its engine exited (status %s); starting it again", record.name, status)
+            try:
+                fresh = await HostedLedger.start(record.name, self.layout.ledger_dir(record.key), self.settings)
+            except Exception as exc:  # the engine cannot start now (its error is logged): try again later
+                log.error("ledger %s: the engine did not start: %s; next try in %.0f s", record.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_MAX_S)
+                continue
+            if self.ledgers.get(record.key) is not hosted:  # deleted or closed meanwhile
+                await fresh.stop()
+                return
+            self.ledgers[record.key] = fresh
+            self._watch(record, fresh)
+            await hosted.stop()  # the dead one's application and link
+            return
 
     async def close(self) -> None:
         """Stop every engine (each signs and closes its ledger)."""
+        for watcher in list(self._watchers):
+            watcher.cancel()
         for task in list(self._tasks):
             await asyncio.wait({task}, timeout=60)
         ledgers, self.ledgers = self.ledgers, {}
