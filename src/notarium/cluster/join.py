@@ -71,6 +71,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from notarium.errors import VerificationError
 from notarium.ledger.identity import NODE_CERT_DAYS, cert_pem, node_certificate, private_pem, public_pem
 from notarium.recovery.chain import LedgerSecrets
+from notarium.verify import tables
 from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
 
 if TYPE_CHECKING:
@@ -559,3 +560,31 @@ def admit_node(
 
 ENGINE_CALLS = {"admit_node": admit_node}
 """The engine calls of the join protocol (``EngineService(..., calls=ENGINE_CALLS)``)."""
+
+
+class NodeCourier:
+    """A replicated service's new ledger secret, through the log (``Ledger(courier=...)``): the
+    primary seals it in the rekey to each trusted node's key (``public:notarium.nodes.ledger_secrets``);
+    each follower opens its own blob when it reaches the rekey. The context binds the ledger and the
+    secret's first seqno."""
+
+    @staticmethod
+    def _context(ledger: Ledger, start: int) -> bytes:
+        return b"notarium/ledger-secret/1|%s|%d" % (ledger.service.ledger_id.encode(), start)
+
+    def seal_for_nodes(self, ledger: Ledger, secret: bytes, start: int) -> dict[bytes, bytes]:
+        sealed = {}
+        for node, raw in ledger.state(tables.NODES_INFO).items():
+            try:
+                trusted = json.loads(raw).get("status") == "Trusted"
+            except (ValueError, AttributeError):
+                trusted = False
+            cert = ledger.state_get(tables.NODES_ENDORSED_CERTS, node)
+            if not trusted or cert is None or node.decode() == ledger.node_id:
+                continue
+            key = ec_public_key(load_pem_cert(cert, "node certificate"), "node certificate")
+            sealed[node] = seal_to_node(key, secret, context=self._context(ledger, start))
+        return sealed
+
+    def open_for_node(self, ledger: Ledger, sealed: bytes, start: int) -> bytes:
+        return open_from_node(ledger.identity.node_key, sealed, context=self._context(ledger, start))

@@ -120,6 +120,14 @@ class ReplicaLog(Protocol):
     def append(self, view: int, holder: str, rows: Sequence[LogRow]) -> None: ...
 
 
+class SecretCourier(Protocol):
+    """Carries a new ledger secret to the other nodes of a replicated service through the log
+    (notarium.cluster.join.NodeCourier): sealed to each trusted node's key in the rekey itself."""
+
+    def seal_for_nodes(self, ledger: Ledger, secret: bytes, start: int) -> dict[bytes, bytes]: ...
+    def open_for_node(self, ledger: Ledger, sealed: bytes, start: int) -> bytes: ...
+
+
 class _SecretKey:
     """What the engine derives from one ledger secret."""
 
@@ -261,6 +269,7 @@ class Ledger:
         genesis: Tables | None = None,
         sealer: Sealer | None = None,
         replica: ReplicaLog | None = None,
+        courier: SecretCourier | None = None,
     ) -> None:
         """``ledger_secret``: the secrets in force (one secret: in force from seqno 1). ``sealer``
         keeps them across restarts: a rekey seals the new secret there before using it.
@@ -268,7 +277,8 @@ class Ledger:
         ``replica``: a replicated ledger (docs/design/ha.md). The ledger opens as a *follower*: it
         takes no writes, and :meth:`follow` verifies transactions read from the replicated log and
         adds them to the local files; :meth:`promote` makes it the primary of a view, whose signed
-        batches go to ``replica`` (fenced by the lease) before they count as Committed."""
+        batches go to ``replica`` (fenced by the lease) before they count as Committed. ``courier``
+        carries new ledger secrets between its nodes (a replicated ledger without one cannot rekey)."""
         self.layout = layout
         self.service = service
         self.identity = identity
@@ -279,6 +289,7 @@ class Ledger:
         self._entries_table = tables.ENTRIES_PRIVATE if self._private else tables.ENTRIES_PUBLIC
         self._sealer = sealer
         self._replica = replica
+        self._courier = courier
         self._primary = replica is None  # a replicated ledger sequences only once promoted
         self._known_view = 0  # follower: the newest view the service is known to have begun
         self.state_version = 0  # follower: grows each time replicated state tables change
@@ -427,8 +438,8 @@ class Ledger:
             self._check_seqno(seqno)
             if self._sealer is None:
                 raise LedgerError("this ledger has no sealer to keep a new ledger secret in")
-            if self._replica is not None:  # the other nodes hold the old secret only (docs/design/ha.md)
-                raise LedgerError("a replicated service cannot be rekeyed yet: the other nodes would lack the secret")
+            if self._replica is not None and self._courier is None:  # the other nodes would lack it
+                raise LedgerError("this replicated ledger has no way to give the other nodes a new secret")
             if self._recovery is None:
                 raise LedgerError("no recovery shares were ever issued: issue them before rekeying")
             secrets = self._ring[0]
@@ -437,12 +448,14 @@ class Ledger:
             record = issue_shares(new, self._recovery.recovery_members(), self._recovery.threshold)
             renewed = secrets.with_new(*new)
             self._sealer.seal(renewed.seal_bytes())  # durable before anything is sealed under it
-            txid = self._append_tables_locked(
-                {
-                    tables.HISTORICAL_LEDGER_SECRET: {tables.SINGLETON_KEY: chain.to_json()},
-                    tables.RECOVERY_SHARES: {tables.SINGLETON_KEY: record.to_json()},
-                }
-            )
+            writes: dict[str, dict[bytes, bytes | None]] = {
+                tables.HISTORICAL_LEDGER_SECRET: {tables.SINGLETON_KEY: chain.to_json()},
+                tables.RECOVERY_SHARES: {tables.SINGLETON_KEY: record.to_json()},
+            }
+            if self._courier is not None:  # the other nodes of a replicated service read it from the log
+                sealed = self._courier.seal_for_nodes(self, new[1], new[0])
+                writes[tables.NODE_LEDGER_SECRETS] = dict(sealed)
+            txid = self._append_tables_locked(writes)
             self._set_secrets(renewed)
             self._recovery = record
         log.info("ledger rekeyed at %s: a new ledger secret is in force from seqno %d", txid, txid.seqno + 1)
@@ -983,6 +996,8 @@ class Ledger:
             public = decode_tables(buf, e.tables_start, e.public_end) if e.tables_start < e.public_end else {}
             kind, collection = KIND_OTHER, None
             tags: list[str] = []
+            if tables.HISTORICAL_LEDGER_SECRET in public:  # a rekey: what follows is sealed under the new secret
+                self._learn_secret(public, seqno)
             if not SIGNATURE_TABLES.isdisjoint(public):
                 self._verify_signature(public, TxId(e.view, seqno), frontier.root())
                 if any(r[1] != e.view for r in batch.rows):
@@ -1041,6 +1056,37 @@ class Ledger:
         for listener in list(self._listeners):
             listener(signed_at)
         return signed_at
+
+    def _learn_secret(self, public: dict[str, dict[bytes, bytes | None]], seqno: int) -> None:
+        """Follower: the ledger secret a rekey at ``seqno`` starts, from the blob sealed to this
+        node in it; it must chain to the secret in force (its chain record opens under it). Sealed
+        locally before anything is read under it."""
+        start = seqno + 1
+        secrets = self._ring[0]
+        if start in secrets.starts:
+            return
+        blob = public.get(tables.NODE_LEDGER_SECRETS, {}).get(self._node_id.encode())
+        if blob is None or self._courier is None:
+            raise VerificationError(
+                f"the rekey at seqno {seqno} carries no ledger secret for this node (it was not trusted then?): "
+                "join the service again",
+                check="log-secret",
+            )
+        secret = self._courier.open_for_node(self, blob, start)
+        try:
+            chain = ChainRecord.from_json(public[tables.HISTORICAL_LEDGER_SECRET].get(tables.SINGLETON_KEY) or b"")
+            previous = chain.open(secret)
+        except ValueError as exc:
+            raise VerificationError(f"the rekey at seqno {seqno}: {exc}", check="log-secret") from None
+        if (chain.start_seqno, previous) != secrets.latest or chain.successor_start_seqno != start:
+            raise VerificationError(
+                f"the rekey at seqno {seqno} does not chain to the secret in force", check="log-secret"
+            )
+        renewed = secrets.with_new(start, secret)
+        if self._sealer is not None:
+            self._sealer.seal(renewed.seal_bytes())
+        self._set_secrets(renewed)
+        log.info("the ledger secret in force from seqno %d arrived through the log", start)
 
     def _note_state(self, writes: list[tuple[str, bytes, bytes | None]]) -> None:
         """Follower: keep the in-memory copies of replicated state current."""

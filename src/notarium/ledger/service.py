@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from notarium.errors import ServiceError
 from notarium.ledger import identity as ids
 from notarium.ledger.durable import fsync_dir, replace
-from notarium.ledger.engine import EngineConfig, Ledger, ReplicaLog, load_identity_chain
+from notarium.ledger.engine import EngineConfig, Ledger, ReplicaLog, SecretCourier, load_identity_chain
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.recovery.chain import LedgerSecrets
 from notarium.recovery.sealing import VirtualFileSealer, unseal_secrets
@@ -192,14 +192,20 @@ def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, Ledg
 
 
 def open_ledger(
-    directory: str | os.PathLike[str], config: EngineConfig | None = None, *, replica: ReplicaLog | None = None
+    directory: str | os.PathLike[str],
+    config: EngineConfig | None = None,
+    *,
+    replica: ReplicaLog | None = None,
+    courier: SecretCourier | None = None,
 ) -> Ledger:
     """Open an existing service directory; recovers from a crash with no manual step. With
     ``replica``, as a follower of that replicated log (docs/design/ha.md)."""
     layout = Layout(Path(directory).absolute())
     service, identity, secrets = load_identity(layout)
     sealer = VirtualFileSealer(layout.sealed_ledger_secret)
-    return Ledger(layout, service, identity, secrets, config or EngineConfig(), sealer=sealer, replica=replica)
+    return Ledger(
+        layout, service, identity, secrets, config or EngineConfig(), sealer=sealer, replica=replica, courier=courier
+    )
 
 
 def recover_service_identity(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from notarium.cluster.join import ENGINE_CALLS
+from notarium.cluster.join import ENGINE_CALLS, NodeCourier
 from notarium.cluster.node import NodeSettings, ReplicaNode, check_replica
 from notarium.errors import ServiceError
 from notarium.ledger import EngineConfig, Ledger, open_ledger
@@ -187,7 +187,7 @@ def _open_node(
     store = PostgresLog(replication.dsn)
     try:
         # local files are a verified cache of the log: no fsync of their own (the log is durable)
-        ledger = open_ledger(directory, replace(engine, fsync=False), replica=store)
+        ledger = open_ledger(directory, replace(engine, fsync=False), replica=store, courier=NodeCourier())
     except BaseException:
         store.close()
         raise

@@ -19,6 +19,8 @@ HISTORICAL_LEDGER_SECRET = "public:ccf.internal.historical_encrypted_ledger_secr
 # COSE endorsement in public:ccf.internal.previous_service_identity_endorsement instead)
 PREVIOUS_SERVICE_IDENTITY = "public:ccf.gov.service.previous_service_identity"
 PREVIOUS_IDENTITY_ENDORSEMENT = "public:notarium.service.previous_identity_endorsement"
+# a replicated service's new ledger secret, sealed to each trusted node's key (node id -> blob)
+NODE_LEDGER_SECRETS = "public:notarium.nodes.ledger_secrets"
 
 # notarium's application tables: ledger entries, private by default (docs/design/ledger-format.md)
 ENTRIES_PRIVATE = "notarium.entries"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from nodes import admission
+from notarium.cluster.join import NodeCourier
 from notarium.cluster.node import NodeSettings, ReplicaNode
 from notarium.ledger import EngineConfig, Ledger, init_service, open_ledger
 from notarium.ledger.storage.postgres import PostgresLog
@@ -23,9 +24,12 @@ class Cluster:
         init_service(self.service)
         self.nodes: list[tuple[ReplicaNode, Ledger, PostgresLog]] = []
 
-    def start(self, directory: Path, engine: EngineConfig | None = None) -> tuple[ReplicaNode, Ledger]:
+    def start(
+        self, directory: Path, engine: EngineConfig | None = None, *, courier: bool = True
+    ) -> tuple[ReplicaNode, Ledger]:
         store = PostgresLog(self.dsn)
-        ledger = open_ledger(directory, engine or EngineConfig(signature_interval_ms=5, fsync=False), replica=store)
+        config = engine or EngineConfig(signature_interval_ms=5, fsync=False)
+        ledger = open_ledger(directory, config, replica=store, courier=NodeCourier() if courier else None)
         node = ReplicaNode(ledger, store, NodeSettings(ledger.node_id, f"https://{directory.name}", TTL, 0.05))
         node.start()
         self.nodes.append((node, ledger, store))

@@ -119,10 +119,52 @@ def test_a_retired_primary_hands_the_lease_over(cluster: Cluster) -> None:
     assert lb.is_primary
 
 
-def test_rekeying_a_replicated_ledger_is_refused(cluster: Cluster) -> None:
+def test_a_rekey_reaches_the_followers_through_the_log(cluster: Cluster) -> None:
     a, la = cluster.start(cluster.service)
     wait_for(a.took_over.is_set, what="the first primary")
+    n1 = cluster.admit(la, new_node(cluster.service, cluster.root / "n1"))
+    b, lb = cluster.start(n1)
+    before = la.append_entry("under the first secret")
+    wait_for(lambda: lb.status(before) == TxStatus.COMMITTED, what="the follower to catch up")
+    rekey = la.rekey()
+    after = [la.append_entry(f"under the second secret {i}") for i in range(5)]
+    wait_for(lambda: lb.committed.seqno >= after[-1].seqno, what="the follower to pass the rekey")
+    assert b.failure is None
+    assert lb.ledger_secret_starts == la.ledger_secret_starts == [1, rekey.seqno + 1]
+    for i, tx in enumerate(after):  # private entries: readable only with the new secret
+        entry = lb.get_entry(tx)
+        assert entry is not None
+        assert entry.contents == f"under the second secret {i}"
+    # the follower sealed the new secret: after a restart it still reads what it verified
+    (stopped,) = [n for n in cluster.nodes if n[1] is lb]
+    cluster.nodes.remove(stopped)
+    b.stop()
+    lb.close()
+    stopped[2].close()
+    _, again = cluster.start(n1)
+    entry = again.get_entry(after[-1])
+    assert entry is not None
+    assert entry.contents == "under the second secret 4"
+
+
+def test_a_node_not_trusted_at_a_rekey_cannot_follow_past_it(cluster: Cluster) -> None:
+    a, la = cluster.start(cluster.service)
+    wait_for(a.took_over.is_set, what="the first primary")
+    la.rekey()
+    after = la.append_entry("under the second secret")
+    wait_for(lambda: la.status(after) == TxStatus.COMMITTED, what="commit")
+    # a node whose directory was made before the rekey (and admitted after it) lacks the new secret
+    late = cluster.admit(la, new_node(cluster.service, cluster.root / "late"))
+    b, lb = cluster.start(late)
+    wait_for(lambda: b.failure is not None, what="the follower to stop at the rekey")
+    assert "no ledger secret for this node" in (b.failure or "")
+    assert lb.committed.seqno < after.seqno
+
+
+def test_rekeying_without_a_courier_is_refused(cluster: Cluster) -> None:
+    a, la = cluster.start(cluster.service, courier=False)
+    wait_for(a.took_over.is_set, what="the first primary")
     before = la.last_sequenced
-    with pytest.raises(LedgerError, match="replicated"):
+    with pytest.raises(LedgerError, match="new secret"):
         la.rekey()
     assert la.last_sequenced == before
