@@ -40,9 +40,13 @@ import requests
 
 from integration.oracle import ccf_validate, interpreter
 from integration.server import Server, clean_env, new_identity, running
+from integration.test_identity_change import _restore_secrets, _write
 from notarium.auditing import audit, find_target
 from notarium.client.export import export_ledger
 from notarium.ledger import init_service
+from notarium.ledger.identity import load_cert
+from notarium.ledger.service import recover_service_identity
+from notarium.verify import verify_json_receipt
 from pg import primary_with_standby
 
 TTL = "1"  # lease seconds: a dead primary is replaced in about this long
@@ -527,3 +531,35 @@ def test_tampering_in_postgresql_is_detected(service: Service, tamper: str) -> N
     assert ready.status_code == 503
     assert "failed verification" in ready.json()["reason"]
     assert service.state(fresh)["following"] is False
+
+
+# --- a service that went through a disaster recovery ------------------------------------------------
+
+
+def test_a_node_joining_after_an_identity_change_verifies_the_old_history(tmp_path: Path, pg_dsn: str) -> None:
+    """Signatures made under the previous service identity verify only through its endorsement by
+    the new one: the join carries the chain, and the new node follows the whole log."""
+    d0 = tmp_path / "n0"
+    init_service(d0)
+    old = _write(d0, ["before the disaster"])
+    _restore_secrets(d0)
+    (d0 / "secrets" / "service_privk.pem").unlink()  # the old service key is lost in the disaster
+    recover_service_identity(d0)
+    svc = Service(tmp_path, pg_dsn)
+    try:
+        svc.start(d0)
+        svc.primary()
+        joined = svc.join("n1")
+        assert (tmp_path / "n1" / "previous_service_identities" / "0000.endorsement.pem").is_file()
+        primary_committed = svc.state(svc.primary())["committed"]
+        deadline = time.monotonic() + 20
+        while (state := svc.state(joined))["committed"] != primary_committed:
+            assert state["following"], "the joined node stopped following the log"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = svc.call(joined, "GET", f"/app/transactions/{old[0]}?{API}")
+        assert r.json()["entry"]["contents"] == "before the disaster"
+        receipt = svc.call(joined, "GET", f"/app/transactions/{old[0]}/receipt?{API}").json()
+        verify_json_receipt(receipt["receipt"], load_cert(svc.cert), application_claims=receipt["applicationClaims"])
+    finally:
+        svc.stop()

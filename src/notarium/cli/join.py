@@ -36,6 +36,7 @@ from notarium.errors import ServiceError, VerificationError
 from notarium.ledger import identity as ids
 from notarium.ledger.durable import replace
 from notarium.ledger.layout import Layout, ServiceConfig
+from notarium.ledger.service import write_previous_identities
 from notarium.recovery.sealing import VirtualFileSealer, seal_secrets
 from notarium.server.config import url
 from notarium.verify.keys import key_id
@@ -149,6 +150,7 @@ def write_node_directory(layout: Layout, node_key: ec.EllipticCurvePrivateKey, a
     replace(layout.service_key, ids.private_pem(admission.service_key), 0o600)
     seal_secrets(VirtualFileSealer(layout.sealed_ledger_secret), admission.secrets)
     replace(layout.node_cert, ids.cert_pem(admission.node_cert))
+    write_previous_identities(layout, admission.previous_endorsements)
     config = ServiceConfig(admission.ledger_id, admission.ledger_type, node_id, _hosts_of(admission.node_cert))
     replace(layout.config, config.to_json().encode())
     return config

@@ -442,12 +442,21 @@ def admit(
     return cert_text, base64.b64encode(sealed).decode()
 
 
+MAX_IDENTITIES = 1000  # previous service identities a join answer may list
+
+
 def pending_answer(node_id: str) -> dict[str, Any]:
     return {"state": NODE_PENDING, "nodeId": node_id}
 
 
 def trusted_answer(
-    node_id: str, node_cert_pem: str, service_cert_pem: str, sealed_secrets: str, ledger_id: str, ledger_type: str
+    node_id: str,
+    node_cert_pem: str,
+    service_cert_pem: str,
+    sealed_secrets: str,
+    ledger_id: str,
+    ledger_type: str,
+    previous_endorsements: Sequence[str] = (),
 ) -> dict[str, Any]:
     return {
         "state": NODE_TRUSTED,
@@ -457,6 +466,8 @@ def trusted_answer(
         "ledgerId": ledger_id,
         "ledgerType": ledger_type,
         "sealedSecrets": sealed_secrets,
+        # after disaster recoveries: the endorsement of each previous service identity, newest first
+        "previousIdentityEndorsements": list(previous_endorsements),
     }
 
 
@@ -473,6 +484,8 @@ class Admission:
     secrets: LedgerSecrets
     ledger_id: str
     ledger_type: str
+    # endorsements of the previous service identities, newest first, each issued by the one before it
+    previous_endorsements: tuple[x509.Certificate, ...] = ()
 
     def __repr__(self) -> str:  # never show a secret
         return f"Admission(node={key_id(ec_public_key(self.node_cert))[:16]}, ledger={self.ledger_id!r})"
@@ -537,7 +550,24 @@ def parse_join_answer(
     service_key, secrets = open_join_secrets(node_key, pinned, sealed)
     if body["ledgerType"] not in ("Private", "Public") or not _LEDGER_ID.match(body["ledgerId"]):
         raise _answer_error("the answer's ledger id or type is invalid")
-    return Admission(node_cert, answered, service_key, secrets, body["ledgerId"], body["ledgerType"])
+    return Admission(
+        node_cert, answered, service_key, secrets, body["ledgerId"], body["ledgerType"], _endorsements(body, answered)
+    )
+
+
+def _endorsements(body: dict[str, Any], service_cert: x509.Certificate) -> tuple[x509.Certificate, ...]:
+    """The previous identities' endorsements of a Trusted answer (none if absent), each checked to
+    be issued by the identity after it: the chain a node needs to verify signatures made before
+    the service's disaster recoveries."""
+    listed = body.get("previousIdentityEndorsements", [])
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed) or len(listed) > MAX_IDENTITIES:
+        raise _answer_error("previousIdentityEndorsements is not a list of PEM certificates")
+    chain = [service_cert]
+    for i, pem in enumerate(listed):
+        endorsement = load_pem_cert(pem, f"previous identity endorsement {i}")
+        check_endorsement(endorsement, chain[-1], f"previous identity endorsement {i}")
+        chain.append(endorsement)
+    return tuple(chain[1:])
 
 
 def admit_node(

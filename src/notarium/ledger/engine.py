@@ -937,6 +937,12 @@ class Ledger:
     def node_id(self) -> str:
         return self._node_id
 
+    @property
+    def previous_identity_endorsements(self) -> list[x509.Certificate]:
+        """The endorsements of the previous service identities (after disaster recoveries), newest
+        first: each issued by the identity after it (``DIR/previous_service_identities``)."""
+        return list(self._identities[1:])
+
     def local_rows(self, start: int, end: int) -> list[LogRow]:
         """Committed transactions ``start..end`` as log rows, read from the local files."""
         rows: list[LogRow] = []

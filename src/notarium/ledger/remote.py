@@ -113,6 +113,8 @@ class EngineFacts:
     settings: Any  # the front's own settings (a ServerConfig), handed over by the engine process
     ledger_dir: Path  # DIR/ledger: the front serves completed (immutable) chunk files from it directly
     role: Role | None = None  # a replicated node's role (None: a single node, always the primary)
+    # PEM endorsements of the previous service identities, newest first (what a joining node needs)
+    previous_endorsements: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,7 @@ class EngineService:
             self._settings,
             ledger_dir=self._ledger.layout.ledger_dir,
             role=self.role,
+            previous_endorsements=tuple(cert_pem(c) for c in self._ledger.previous_identity_endorsements),
         )
 
     def _metrics(self) -> EngineMetrics:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -189,6 +190,17 @@ def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, Ledg
         raise ServiceError(f"{layout.service_cert} does not match the service key")
     secrets = unseal_secrets(VirtualFileSealer(layout.sealed_ledger_secret))
     return config, ids.NodeIdentity(node_key, node_cert, service_key, service_cert), secrets
+
+
+def write_previous_identities(layout: Layout, endorsements: Sequence[x509.Certificate]) -> None:
+    """Record ``endorsements`` (newest first, as :func:`load_identity_chain` returns them after the
+    current certificate) in ``DIR/previous_service_identities``: what a joined node needs to
+    verify signatures made before the service's disaster recoveries."""
+    if not endorsements:
+        return
+    layout.previous_identities.mkdir(exist_ok=True)
+    for n, endorsement in enumerate(reversed(endorsements)):
+        replace(layout.previous_identities / f"{n:04d}.endorsement.pem", ids.cert_pem(endorsement))
 
 
 def open_ledger(

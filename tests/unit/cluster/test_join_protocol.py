@@ -53,7 +53,7 @@ from notarium.cluster.join import (
     virtual_quote,
 )
 from notarium.errors import VerificationError
-from notarium.ledger.identity import cert_pem, new_ec_key, public_pem, service_certificate
+from notarium.ledger.identity import cert_pem, endorse_previous_identity, new_ec_key, public_pem, service_certificate
 from notarium.recovery.chain import LedgerSecrets
 from notarium.verify.keys import check_endorsement, key_id, load_pem_cert
 
@@ -487,3 +487,28 @@ def test_a_recorded_certificate_is_reused_while_valid() -> None:
     renewed = service.admit(node, foreign)["nodeCertificate"]
     check_endorsement(load_pem_cert(renewed), service.cert)
     assert service.admit(node, "garbage")["nodeCertificate"] != "garbage"
+
+
+def test_the_previous_identities_come_with_the_answer_checked_as_a_chain() -> None:
+    service, node = Service(), new_ec_key()
+    older, old = service_certificate(new_ec_key(), now=NOW), new_ec_key()
+    old_cert = service_certificate(old, now=NOW)
+    # the current identity endorses the old one, which endorsed the older one (newest first)
+    chain = [
+        endorse_previous_identity(old_cert, service.key, service.cert, now=NOW),
+        endorse_previous_identity(older, old, old_cert, now=NOW),
+    ]
+    answer = service.admit(node)
+    answer["previousIdentityEndorsements"] = [cert_pem(c).decode() for c in chain]
+    admission = parse_join_answer(answer, node_key=node, service_cert=service.cert)
+    assert admission is not None
+    assert list(admission.previous_endorsements) == chain
+    # out of order, or one not issued by the identity after it: refused
+    answer["previousIdentityEndorsements"] = [cert_pem(c).decode() for c in reversed(chain)]
+    with pytest.raises(VerificationError):
+        parse_join_answer(answer, node_key=node, service_cert=service.cert)
+    answer["previousIdentityEndorsements"] = ["not a certificate"]
+    with pytest.raises(VerificationError):
+        parse_join_answer(answer, node_key=node, service_cert=service.cert)
+    answer["previousIdentityEndorsements"] = "no list"
+    fails(CHECK_ANSWER, parse_join_answer, answer, node_key=node, service_cert=service.cert)

@@ -131,6 +131,7 @@ async def join(request: web.Request) -> web.StreamResponse:
                 sealed,
                 facts.service.ledger_id,
                 facts.service.ledger_type,
+                [pem.decode() for pem in facts.previous_endorsements],
             )
         if writes:
             txid = await ctx.ledger.append(writes)
