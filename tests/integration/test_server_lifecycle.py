@@ -34,6 +34,7 @@ from integration.server import new_identity as new_user
 from notarium.auditing import audit, find_target
 from notarium.ledger import init_service
 from notarium.server.config import ServerConfig
+from notarium.server.runner import KILL_GRACE_S
 from notarium.types import TxId
 from notarium.verify import verify_json_receipt
 
@@ -104,7 +105,10 @@ def stop_in_time(server: Server) -> float:
     rc = server.stop(signal.SIGTERM, timeout=SHUTDOWN_TIMEOUT + 20)
     elapsed = time.monotonic() - start
     assert rc == 0, f"exit code {rc}:\n{''.join(server.output[-40:])}"
-    assert elapsed < SHUTDOWN_TIMEOUT, f"took {elapsed:.1f} s to stop (shutdown timeout {SHUTDOWN_TIMEOUT} s)"
+    # the front finished its requests and exited by itself (else serve kills it after the timeout
+    # and a grace, and says so); the time bound only catches a hang, not a slow machine
+    assert not any("did not stop in time" in line for line in server.output), "".join(server.output[-40:])
+    assert elapsed < SHUTDOWN_TIMEOUT + KILL_GRACE_S, f"took {elapsed:.1f} s to stop"
     return elapsed
 
 

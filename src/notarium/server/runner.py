@@ -33,7 +33,7 @@ from notarium.server.recovery import RecoveryAnnounce, wait_for_shares
 log = logging.getLogger("notarium.server")
 
 Announce = Callable[[str, int, int | None], None]  # host, TLS port, plain identity port
-_KILL_GRACE_S = 5.0
+KILL_GRACE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +155,14 @@ async def _serve_once(
         if not exited.done():
             log.info("stopping: no new connections; finishing requests in flight")
             front.send_signal(signal.SIGTERM)
-            await asyncio.wait({exited}, timeout=config.shutdown_timeout_s + _KILL_GRACE_S)
+            await asyncio.wait({exited}, timeout=config.shutdown_timeout_s + KILL_GRACE_S)
         elif not stop.is_set() and not deposed.is_set():
             what = "could not start" if not listening.done() else "stopped unexpectedly"
             raise ServiceError(f"the HTTP front process {what} (exit status {front.returncode})")
     finally:
         theirs.close()
         if front is not None and front.returncode is None:
+            log.warning("the HTTP front did not stop in time; killing it")
             with contextlib.suppress(ProcessLookupError):
                 front.kill()
             await front.wait()
