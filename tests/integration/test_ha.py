@@ -563,3 +563,45 @@ def test_a_node_joining_after_an_identity_change_verifies_the_old_history(tmp_pa
         verify_json_receipt(receipt["receipt"], load_cert(svc.cert), application_claims=receipt["applicationClaims"])
     finally:
         svc.stop()
+
+
+def test_a_rekey_voted_through_a_backup_reaches_every_node(service: Service) -> None:
+    """Governance through a backup (forwarded to the primary), a rekey carried out by the primary,
+    the new ledger secret reaching every node through the log: all read what is written after it."""
+    primary = service.primary()
+    backup = next(n for n in service.nodes if n is not primary)
+
+    def gov(*args: str) -> dict[str, Any]:
+        connection = ("--endpoint", backup.url, "--dir", str(service.root / "n0"), "--json")
+        p = subprocess.run(
+            [sys.executable, "-m", "notarium", "gov", *args, *connection],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+            check=False,
+        )
+        assert p.returncode == 0, p.stdout + p.stderr
+        return dict(json.loads(p.stdout))
+
+    proposal = gov("propose", "--action", "trigger_ledger_rekey")
+    assert gov("vote", proposal["proposalId"], "--accept")["proposalState"] == "Accepted"
+    marker = b"public:notarium.nodes.ledger_secrets"
+    deadline = time.monotonic() + 20
+    rekey = None
+    while rekey is None:
+        assert time.monotonic() < deadline, "the rekey never reached the log"
+        with psycopg.connect(service.dsn) as conn:
+            row = conn.execute(
+                "SELECT seqno FROM notarium.tx WHERE position(%s in data) > 0 ORDER BY seqno LIMIT 1", [marker]
+            ).fetchone()
+        rekey = row[0] if row is not None else None
+        time.sleep(0.1)
+    r = service.call(backup, "POST", f"/app/transactions?{API}", json={"contents": "under the new secret"})
+    txid = r.headers["x-ms-ccf-transaction-id"]
+    assert int(txid.split(".")[1]) > rekey
+    for node in service.nodes:
+        assert wait_committed(service, node, txid) == "Committed"
+        got = service.call(node, "GET", f"/app/transactions/{txid}?{API}")
+        assert got.json()["entry"]["contents"] == "under the new secret"
+        assert service.state(node)["following"] is True
