@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -28,19 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: the sha
 from azure.confidentialledger import ConfidentialLedgerCertificateCredential, ConfidentialLedgerClient
 from azure.confidentialledger.certificate import ConfidentialLedgerCertificateClient
 from azure.confidentialledger.receipt import verify_receipt
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
-from scenario_kit import CheckFailedError, Checks, error_code, expect, raises
+from scenario_kit import CheckFailedError, Checks, StaticToken, error_code, expect, raises
 
 PEM_END = "-----END CERTIFICATE-----"
-
-
-class StaticToken:
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(self.token, int(time.time()) + 3600)
 
 
 class Scenario(Checks):

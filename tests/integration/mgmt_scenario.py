@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -I: the shared kit beside this script
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -40,19 +38,9 @@ from azure.mgmt.confidentialledger.models import (
     LedgerProperties,
 )
 from azure.mgmt.confidentialledger.models import ConfidentialLedger as LedgerResource
-from scenario_kit import Checks, expect, raises
+from scenario_kit import Checks, StaticToken, expect, raises
 
 POLL = 0.2  # the host's Retry-After (1 s) takes precedence, as with ARM
-
-
-class HostToken:
-    """The smallest TokenCredential: the host's management token, whatever the scope."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken(self.token, int(time.time()) + 3600)
 
 
 class Scenario(Checks):
@@ -65,7 +53,7 @@ class Scenario(Checks):
 
     def make_client(self, token: str) -> ConfidentialLedger:
         return ConfidentialLedger(
-            HostToken(token),
+            StaticToken(token),
             self.cfg["subscription"],
             base_url=self.cfg["base_url"],
             connection_verify=self.cfg["ca_cert"],

@@ -1,7 +1,8 @@
 """What the SDK scenario scripts share (sdk_scenario, mgmt_scenario, host_data_scenario).
 
 Those scripts run inside the SDKs' own venvs with ``-I``, so they import this module by adding
-their own directory to ``sys.path``; it uses the standard library only. A check records its
+their own directory to ``sys.path``; it uses the standard library only (and azure-core, which
+every SDK venv has, inside :class:`StaticToken`). A check records its
 failure (with the SDK's status, error code and traceback) and the scenario goes on.
 """
 
@@ -63,6 +64,18 @@ def raises(
             expect(error_code(exc) == code, f"expected error code {code}, got {error_code(exc)}: {exc}")
         return exc
     raise CheckFailedError(f"{getattr(call, '__name__', call)} did not raise {exc_type.__name__}: {result!r}")
+
+
+class StaticToken:
+    """The smallest azure-core TokenCredential: one fixed bearer token, whatever the scope."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        return AccessToken(self.token, int(time.time()) + 3600)
 
 
 class Checks:
