@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -28,11 +29,26 @@ def cli(*args: str, host_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_operator_workflow(tmp_path: Path) -> None:
-    host_dir = tmp_path / "host"
+def administrator(tmp_path: Path) -> tuple[Path, Path]:
+    """A new identity's combined PEM (for the client) and its certificate alone (for ARM)."""
     admin, _ = new_identity(tmp_path, "admin")
     cert = tmp_path / "admin_cert.pem"
     cert.write_text(admin.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    return admin, cert
+
+
+def client_connection(host_dir: Path, props: dict[str, Any], admin: Path, bundle: Path) -> tuple[str, ...]:
+    """notarium's client options for a hosted ledger: its returned URI, and its identity document
+    (fetched pinning the host CA) as the service certificate."""
+    pinned = ssl.create_default_context(cafile=str(host_dir / "tls" / "ca_cert.pem"))
+    identity = httpx.get(props["identityServiceUri"], verify=pinned, timeout=10).json()
+    bundle.write_text(identity["ledgerTlsCertificate"])
+    return ("--endpoint", props["ledgerUri"], "--service-cert", str(bundle), "--cert", str(admin))
+
+
+def test_operator_workflow(tmp_path: Path) -> None:
+    host_dir = tmp_path / "host"
+    admin, cert = administrator(tmp_path)
     args = ("--retention-days", "0", "--purge-interval", "0.3")
     with running(host_dir, *args, command="host") as server:
         token = (host_dir / "host_token").read_text().strip()
@@ -59,12 +75,8 @@ def test_operator_workflow(tmp_path: Path) -> None:
         assert props["ledgerUri"] in listed.stdout
 
         # notarium's own client at the returned URIs, pinning the identity document
-        ca = host_dir / "tls" / "ca_cert.pem"
-        pinned = ssl.create_default_context(cafile=str(ca))
-        identity = httpx.get(props["identityServiceUri"], verify=pinned, timeout=10).json()
         bundle = tmp_path / "lone_identity.pem"
-        bundle.write_text(identity["ledgerTlsCertificate"])
-        connection = ("--endpoint", props["ledgerUri"], "--service-cert", str(bundle), "--cert", str(admin))
+        connection = client_connection(host_dir, props, admin, bundle)
         appended = cli("append", "kept across restarts", *connection, "--json", host_dir=host_dir)
         assert appended.returncode == 0, appended.stdout + appended.stderr
         txid = json.loads(appended.stdout)["transactionId"]
@@ -114,18 +126,12 @@ def _engine_pids(host_pid: int) -> list[int]:
 
 def test_a_dead_engine_is_started_again(tmp_path: Path) -> None:
     host_dir = tmp_path / "host"
-    admin, _ = new_identity(tmp_path, "admin")
-    cert = tmp_path / "admin_cert.pem"
-    cert.write_text(admin.read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+    admin, cert = administrator(tmp_path)
     with running(host_dir, command="host") as server:
         made = cli("ledgers", "create", "phoenix", "--admin-cert", str(cert), "--json", host_dir=host_dir)
         assert made.returncode == 0, made.stderr
         props = json.loads(made.stdout)["properties"]
-        pinned = ssl.create_default_context(cafile=str(host_dir / "tls" / "ca_cert.pem"))
-        identity = httpx.get(props["identityServiceUri"], verify=pinned, timeout=10).json()
-        bundle = tmp_path / "identity.pem"
-        bundle.write_text(identity["ledgerTlsCertificate"])
-        connection = ("--endpoint", props["ledgerUri"], "--service-cert", str(bundle), "--cert", str(admin))
+        connection = client_connection(host_dir, props, admin, tmp_path / "identity.pem")
         appended = cli("append", "before the crash", *connection, "--json", host_dir=host_dir)
         assert appended.returncode == 0, appended.stdout + appended.stderr
         txid = json.loads(appended.stdout)["transactionId"]
