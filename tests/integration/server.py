@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,3 +112,16 @@ def new_identity(directory: Path, name: str) -> tuple[Path, str]:
     path = directory / f"{name}_combined.pem"
     path.write_bytes(cert_pem(cert) + private_pem(key))
     return path, acl_fingerprint(cert.public_bytes(Encoding.DER))
+
+
+def settled_committed(read: Callable[[], str]) -> str:
+    """The committed TxId once nothing is pending: ``read()`` (e.g. ``/readyz``'s ``committed``)
+    gives the same answer twice, 100 ms apart."""
+    last = None
+    for _ in range(100):
+        now = read()
+        if now == last:
+            return str(now)
+        last = now
+        time.sleep(0.1)
+    raise AssertionError("the committed TxId never settled")

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from integration.server import Server, clean_env, running
+from integration.server import Server, clean_env, running, settled_committed
 from integration.test_ops import assert_no_secrets, secrets_of
 from notarium.auditing import audit, find_target
 from notarium.governance.request import sign_request
@@ -119,15 +119,8 @@ class Gov:
         return str(r.json()["proposalState"])
 
     def committed(self) -> str:
-        """The committed txid once nothing is pending (two equal readings 100 ms apart)."""
-        last = None
-        for _ in range(100):
-            now = self.get("/readyz").json()["committed"]
-            if now == last:
-                return str(now)
-            last = now
-            time.sleep(0.1)
-        pytest.fail("the committed txid never settled")
+        """The committed TxId once nothing is pending."""
+        return settled_committed(lambda: str(self.get("/readyz").json()["committed"]))
 
     def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return self.s.request(method, self.server.url + path, cert=str(self.server.admin_pem), timeout=30, **kwargs)

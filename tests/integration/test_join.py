@@ -32,7 +32,7 @@ import requests
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from integration.server import Server, clean_env, running
+from integration.server import Server, clean_env, running, settled_committed
 from integration.test_ops import assert_no_secrets, secrets_of
 from notarium.cluster.join import make_join_request, virtual_quote
 from notarium.ledger import init_service
@@ -66,15 +66,8 @@ class Service:
         return {n["nodeId"]: n for n in r.json()["nodes"]}
 
     def committed(self) -> str:
-        """The committed TxId once nothing is pending (two equal readings 100 ms apart)."""
-        last = None
-        for _ in range(100):
-            now = self.get("/readyz").json()["committed"]
-            if now == last:
-                return str(now)
-            last = now
-            time.sleep(0.1)
-        pytest.fail("the committed TxId never settled")
+        """The committed TxId once nothing is pending."""
+        return settled_committed(lambda: str(self.get("/readyz").json()["committed"]))
 
     def _connection(self) -> list[str]:
         return ["--endpoint", self.server.url, "--dir", str(self.server.directory), "--json"]
