@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import logging
 import os
@@ -28,7 +27,7 @@ from notarium.host.credentials import HostLayout, prepare
 from notarium.host.ledgers import LedgerSettings
 from notarium.host.manager import HostConfig, LedgerManager
 from notarium.host.registry import Registry
-from notarium.ledger.durable import replace
+from notarium.ledger.durable import lock_exclusive, replace
 from notarium.server.config import url
 from notarium.server.front import EXIT_LISTEN_FAILED, _quiet_http_logger
 from notarium.server.tls import Gate, TLSServerProtocol, server_context
@@ -39,13 +38,7 @@ Announce = Callable[[str, HostLayout], None]  # the base URL, the host's files
 
 
 def _lock(layout: HostLayout) -> int:
-    fd = os.open(layout.root / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ServiceError(f"{layout.root} is in use by another notarium host") from None
-    return fd
+    return lock_exclusive(layout.root / "LOCK", f"{layout.root} is in use by another notarium host")
 
 
 async def run_host(

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
+
+from notarium.errors import ServiceError
+
+
+def lock_exclusive(path: Path, busy: str) -> int:
+    """Take an exclusive lock on ``path`` (created if missing) for as long as the returned file
+    descriptor stays open; ``ServiceError(busy)`` if another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ServiceError(busy) from None
+    return fd
 
 
 def fsync_dir(directory: Path) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
-import fcntl
 import hashlib
 import json
 import logging
@@ -39,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
 
 from notarium.errors import LedgerError, NotPrimaryError, ServiceError, VerificationError
-from notarium.ledger.durable import replace
+from notarium.ledger.durable import lock_exclusive, replace
 from notarium.ledger.fastcrypto import HmacKey, RandomPool
 from notarium.ledger.identity import NODE_CERT_DAYS, NodeIdentity, cert_pem, node_certificate, service_certificate
 from notarium.ledger.index import (
@@ -330,14 +329,7 @@ class Ledger:
 
     @staticmethod
     def _lock(layout: Layout) -> int:
-        layout.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(layout.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ServiceError(f"{layout.root} is in use by another notarium process") from None
-        return fd
+        return lock_exclusive(layout.lock_file, f"{layout.root} is in use by another notarium process")
 
     def _recover(self, genesis: Tables | None) -> None:
         """Bring index and tree in line with the durable, signed prefix of the chunk files."""

@@ -17,7 +17,7 @@ import pytest
 
 from notarium.auditing import audit, find_target
 from notarium.cluster.node import NodeSettings, ReplicaNode, check_replica
-from notarium.errors import LedgerError
+from notarium.errors import LedgerError, ServiceError
 from notarium.ledger import EngineConfig, Ledger, open_ledger
 from notarium.ledger.storage.postgres import PostgresLog
 from notarium.types import TxId, TxStatus
@@ -294,5 +294,14 @@ def test_close_signs_what_an_external_sequencer_left_pending(service: Path, open
     led = open_service(service)
     try:
         assert led.status(tx) == TxStatus.COMMITTED
+    finally:
+        led.close()
+
+
+def test_a_directory_in_use_is_refused(service: Path, open_service: Opener) -> None:
+    led = open_service(service)
+    try:
+        with pytest.raises(ServiceError, match="in use by another notarium process"):
+            open_ledger(service)
     finally:
         led.close()
