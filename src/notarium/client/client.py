@@ -236,6 +236,17 @@ def op_get(txid: TxId, collection: str | None, timeout: float) -> Op[Entry]:
         yield Pause(0.02)
 
 
+def op_latest(collection: str | None) -> Op[Entry | None]:
+    """The newest committed entry of a collection (``None`` when it holds none)."""
+    params = {"collectionId": collection} if collection is not None else {}
+    answer = yield Call("GET", "/app/transactions/current", params=params, ok=frozenset({200, 404}))
+    if answer is None:
+        raise ClientError("no answer")
+    if answer.status == 404:
+        return None
+    return _entry(answer.json())
+
+
 def op_page(
     path_and_query: str | None, collection: str | None, first: TxId | None, last: TxId | None, tag: str | None
 ) -> Op[tuple[list[Entry], str | None]]:
@@ -530,6 +541,10 @@ class Client(_Base):
     def status(self, txid: TxId | str) -> TxStatus:
         return self._run(op_status(_as_txid(txid)))
 
+    def latest(self, *, collection: str | None = None) -> Entry | None:
+        """The newest committed entry of a collection, or ``None`` when it holds none."""
+        return self._run(op_latest(collection))
+
     def entries(
         self,
         *,
@@ -643,6 +658,9 @@ class AsyncClient(_Base):
 
     async def status(self, txid: TxId | str) -> TxStatus:
         return await self._run(op_status(_as_txid(txid)))
+
+    async def latest(self, *, collection: str | None = None) -> Entry | None:
+        return await self._run(op_latest(collection))
 
     async def entries(
         self,

@@ -1,0 +1,513 @@
+"""``notarium pg capture``: the agent that writes every committed transaction of the captured
+tables into the ledger, in commit order, exactly once.
+
+The contract (docs/design/pg-trail.md):
+
+- first, once per epoch, a **baseline**: the slot is (re)created with an exported snapshot and
+  the captured tables are read in that snapshot, so the baseline and the change stream fit with
+  no gap and no overlap; ``baseline-end`` closes it;
+- then the stream of ``pgoutput`` (protocol 1) from the slot: each committed transaction becomes
+  a record; records are grouped into ``txs`` entries (a transaction too large for one entry is
+  split into parts); each entry covers ``[from, to)`` and the next starts where it ended;
+- the slot's confirmed position is advanced (standby status update, flush LSN) only to the end of
+  an entry that is **Committed** in the ledger: a crash of the agent, the ledger or PostgreSQL
+  loses nothing, and what is sent again is recognised by its LSN and skipped;
+- when the database writes WAL but no captured transaction, the agent emits a transactional
+  logical message (``pg_logical_emit_message``) and, when it comes back through the stream,
+  records an empty ``txs`` entry: the covered range moves on and the slot can release WAL;
+- a captured table whose shape changes stops capture with a ``stop`` entry naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import psycopg
+import psycopg2
+import psycopg2.extras
+
+from notarium.client.errors import ClientError
+from notarium.pgtrail import database as pgdb
+from notarium.pgtrail import pgoutput as po
+from notarium.pgtrail.errors import TrailError
+from notarium.pgtrail.format import (
+    Baseline,
+    BaselineEnd,
+    Change,
+    Gap,
+    Init,
+    Stop,
+    TableShape,
+    Tx,
+    Txs,
+    dumps,
+    encode,
+    split_tx,
+    tx_json,
+)
+from notarium.pgtrail.prepare import current_init
+from notarium.pgtrail.state import TrailPosition, position_of
+from notarium.pgtrail.trail import TrailLedger, retryable
+
+log = logging.getLogger("notarium.pg.capture")
+MESSAGE_PREFIX: Final = "notarium-pg"
+DEFAULT_MAX_ENTRY: Final = 1 << 20
+
+
+@dataclass
+class CaptureConfig:
+    dsn: str
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY - 4096  # room for the JSON body around the contents
+    batch_seconds: float = 0.05  # how long records wait for company before they are written
+    batch_bytes: int = 256 * 1024
+    progress_seconds: float = 2.0  # idle: how often the covered range is moved on past foreign WAL
+    stats: Path | None = None  # JSON lines: per written entry, the lag of each transaction
+    once: bool = False  # stop when the stream is idle (tests, one-shot catch-up)
+    say: Callable[[str], None] = field(default=lambda text: log.warning("%s", text))
+
+
+def _now_pg() -> int:
+    """Microseconds since 2000-01-01 UTC, the unit of pgoutput's times."""
+    return int((time.time() - po.PG_EPOCH.timestamp()) * 1_000_000)
+
+
+def _iso(micros: int) -> str:
+    return po.pg_time(micros).isoformat(timespec="microseconds")
+
+
+class _Stream:
+    """The replication connection (psycopg2's logical replication cursor)."""
+
+    def __init__(self, dsn: str) -> None:
+        try:
+            self.conn = psycopg2.connect(
+                dsn,
+                connection_factory=psycopg2.extras.LogicalReplicationConnection,
+                options=pgdb.SESSION_OPTIONS,
+                application_name=pgdb.APPLICATION,
+            )
+        except psycopg2.OperationalError as exc:
+            raise TrailError(f"cannot open a replication connection: {str(exc).strip().splitlines()[0]}") from None
+        self.cur = self.conn.cursor()
+
+    def create_slot_with_snapshot(self, slot: str, *, temporary: bool = False) -> tuple[int, str]:
+        """Create the slot and export a snapshot of exactly its starting point (valid while this
+        connection stays open and idle)."""
+        kind = "TEMPORARY LOGICAL" if temporary else "LOGICAL"
+        self.cur.execute(f"CREATE_REPLICATION_SLOT {pgdb.check_slot_name(slot)} {kind} pgoutput (SNAPSHOT 'export')")
+        row = self.cur.fetchone()
+        if row is None:
+            raise TrailError("CREATE_REPLICATION_SLOT answered nothing")
+        return po.parse_lsn(row[1]), str(row[2])
+
+    def start(self, slot: str, publication: str) -> None:
+        self.cur.start_replication(
+            slot_name=slot,
+            decode=False,
+            start_lsn=0,
+            status_interval=5,
+            options={"proto_version": "1", "publication_names": publication, "messages": "true"},
+        )
+
+    def confirm(self, lsn: int) -> None:
+        self.cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, force=True)
+
+    def keepalive(self) -> None:
+        self.cur.send_feedback()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Agent:
+    """One capture session; :meth:`run` goes on across database and ledger outages."""
+
+    def __init__(self, config: CaptureConfig, ledger: TrailLedger, stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.stop = stop or threading.Event()
+        self.say = config.say
+        self._stats = config.stats.open("a") if config.stats else None
+
+    # -- the outer loop: outages ---------------------------------------------------------------
+
+    def run(self) -> int:
+        delay = 1.0
+        while not self.stop.is_set():
+            try:
+                self._session()
+                return 0
+            except (psycopg.OperationalError, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                self.say(f"PostgreSQL is not available ({text}); reconnecting in {delay:.0f} s")
+            except TrailError as exc:
+                if "cannot connect" not in str(exc) and "replication connection" not in str(exc):
+                    raise
+                self.say(f"{exc}; reconnecting in {delay:.0f} s")
+            except ClientError as exc:
+                if not retryable(exc):
+                    raise
+                self.say(f"the ledger is not available ({exc}); retrying in {delay:.0f} s")
+            if self.stop.wait(delay):
+                break
+            delay = min(delay * 2, 30.0)
+        return 0
+
+    # -- one session ---------------------------------------------------------------------------
+
+    def _session(self) -> None:
+        found = current_init(self.ledger)
+        if found is None:
+            raise TrailError(
+                f"collection {self.ledger.collection} holds no trail", hint="prepare the database with pg init first"
+            )
+        init_txid, init = found
+        with pgdb.connect(self.config.dsn) as conn:
+            db = pgdb.info(conn)
+            if db.system_identifier != init.system_identifier:
+                raise TrailError(
+                    f"this database (system identifier {db.system_identifier}) is not the one whose trail "
+                    f"{self.ledger.collection} holds ({init.system_identifier}, recorded at {init_txid})",
+                    hint="check --db and --collection",
+                )
+            latest = self.ledger.latest()
+            pos = position_of(latest.entry if latest else None, init)
+            if not pos.baseline_done:
+                self._baseline(conn, init)
+                return self._session() if not self.stop.is_set() else None
+            if db.lsn < pos.end:
+                raise TrailError(
+                    f"the database's WAL ends at {po.lsn_text(db.lsn)}, before the trail's {po.lsn_text(pos.end)}: "
+                    "it was restored from an older backup",
+                    hint="pg verify shows what differs; pg restore rebuilds it from the ledger",
+                )
+            info = pgdb.slot(conn, init.slot)
+            if info is None:
+                raise TrailError(
+                    f"replication slot {init.slot} no longer exists: it was dropped, and changes after "
+                    f"{po.lsn_text(pos.end)} may never reach the ledger",
+                    hint="pg verify reports the gap; pg init --rebaseline starts a new epoch",
+                )
+            if info.active:
+                raise TrailError(f"replication slot {init.slot} is in use by another process", hint="stop it first")
+            if info.confirmed_flush is not None and info.confirmed_flush > pos.end:
+                gap = Gap(
+                    init.epoch,
+                    pos.end,
+                    info.confirmed_flush,
+                    "the slot was advanced past LSNs the ledger never received",
+                )
+                txid = self.ledger.append_retrying(gap, say=self.say)
+                self.say(
+                    f"GAP: slot {init.slot} confirms {po.lsn_text(info.confirmed_flush)} but the trail ends at "
+                    f"{po.lsn_text(pos.end)}; recorded at {txid}; capture goes on from the slot"
+                )
+                pos = TrailPosition(True, info.confirmed_flush, pos.count)
+            published = pgdb.publication_tables(conn, init.publication)
+            if published != [t.name for t in init.tables]:
+                raise TrailError(
+                    f"publication {init.publication} publishes {published}, not the recorded tables "
+                    f"{[t.name for t in init.tables]}",
+                    hint="pg init --rebaseline records the new set",
+                )
+            _Streamer(self, conn, init, pos).run()
+
+    # -- the baseline ---------------------------------------------------------------------------
+
+    def _baseline(self, conn: psycopg.Connection[Any], init: Init) -> None:
+        info = pgdb.slot(conn, init.slot)
+        if info is not None and info.active:
+            raise TrailError(f"replication slot {init.slot} is in use by another process", hint="stop it first")
+        if info is not None:
+            pgdb.drop_slot(conn, init.slot)  # never consumed: the epoch has no baseline yet
+        stream = _Stream(self.config.dsn)
+        try:
+            lsn, snapshot = stream.create_slot_with_snapshot(init.slot)
+            self.say(f"baseline of {len(init.tables)} table(s) at {po.lsn_text(lsn)}")
+            counts: dict[str, int] = {}
+            seq = 0
+            pending = []
+            with pgdb.connect(self.config.dsn, autocommit=False) as snap:
+                snap.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                snap.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                for table in init.tables:
+                    counts[table.name] = 0
+                    rows: list[tuple[po.Value, ...]] = []
+                    size = 0
+                    for row in _copy_rows(snap, table):
+                        rows.append(row)
+                        size += sum(len(v) + 3 if isinstance(v, str) else 5 for v in row) + 3
+                        counts[table.name] += 1
+                        if size >= self.config.max_entry_bytes - 1024:
+                            pending.append(
+                                self._append_baseline(Baseline(init.epoch, lsn, table.name, seq, tuple(rows)))
+                            )
+                            seq, rows, size = seq + 1, [], 0
+                    if rows or counts[table.name] == 0:
+                        pending.append(self._append_baseline(Baseline(init.epoch, lsn, table.name, seq, tuple(rows))))
+                        seq += 1
+                snap.rollback()
+            for txid in pending:  # every part Committed before the end says the baseline is whole
+                self.ledger.client._run(_wait_committed(txid, self.ledger.client.timeout))
+            end = self.ledger.append_retrying(BaselineEnd(init.epoch, lsn, counts, seq), say=self.say)
+            self.say(f"baseline done: {sum(counts.values())} rows in {seq} entries, closed at {end}")
+        finally:
+            stream.close()
+
+    def _append_baseline(self, entry: Baseline) -> Any:
+        text = encode(entry)
+        if len(text.encode()) > self.config.max_entry_bytes:
+            # a few very large rows: halve the entry
+            if len(entry.rows) == 1:
+                raise TrailError(f"a row of {entry.table} is larger than --max-entry-bytes")
+            raise TrailError("internal: baseline entry too large")
+        delay = 0.5
+        while True:
+            try:
+                return self.ledger.append(entry, wait=False)
+            except ClientError as exc:
+                if not retryable(exc):
+                    raise
+                self.say(f"the ledger is not available ({exc}); retrying in {delay:.0f} s")
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def record_stats(self, txs: tuple[Tx, ...], commit_times: list[int], written_at: int) -> None:
+        if self._stats is None or not txs:
+            return
+        lags = [round((written_at - t) / 1000, 1) for t in commit_times]
+        self._stats.write(dumps({"at": time.time(), "n": len(txs), "lagMs": lags}) + "\n")
+        self._stats.flush()
+
+
+def _wait_committed(txid: Any, timeout: float) -> Any:
+    from notarium.client.client import _wait_status
+
+    return _wait_status(txid, timeout)
+
+
+def _copy_rows(conn: psycopg.Connection[Any], table: TableShape) -> Any:
+    cols = psycopg.sql.SQL(", ").join(psycopg.sql.Identifier(c.name) for c in table.columns)
+    query = psycopg.sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT").format(cols, pgdb.ident(table.name))
+    with conn.cursor().copy(query) as copy:
+        yield from copy.rows()
+
+
+class _Streamer:
+    """Reads the slot's stream and writes entries; one per session."""
+
+    def __init__(self, agent: Agent, conn: psycopg.Connection[Any], init: Init, pos: TrailPosition) -> None:
+        self.agent = agent
+        self.config = agent.config
+        self.conn = conn  # an ordinary connection: progress messages
+        self.init = init
+        self.ledger = agent.ledger
+        self.end = pos.end  # everything committed before this is in the ledger
+        self.count = pos.count
+        self.relations: dict[int, TableShape] = {}
+        self.pending: list[Tx] = []
+        self.pending_times: list[int] = []
+        self.pending_bytes = 0
+        self.batch_started = 0.0
+        self.covered = pos.end  # the end of the last record seen (pending included)
+        self.begin: po.Begin | None = None
+        self.changes: list[Change] = []
+        self.tx_bytes = 0
+        self.saw_message = False
+        self.last_write = time.monotonic()
+        self.progress_asked = 0.0
+
+    def run(self) -> None:
+        stream = _Stream(self.config.dsn)
+        self.stream = stream
+        try:
+            stream.start(self.init.slot, self.init.publication)
+            if self.end:
+                stream.confirm(self.end)
+            self.agent.say(f"capturing {self.init.database} from {po.lsn_text(self.end)} (epoch {self.init.epoch})")
+            while not self.agent.stop.is_set():
+                msg = stream.cur.read_message()
+                if msg is None:
+                    if self.pending and self.begin is None:
+                        self.flush()
+                        continue
+                    if self.begin is None and self.idle():
+                        return
+                    select.select([stream.cur], [], [], 0.2)
+                    continue
+                self.handle(po.parse(msg.payload))
+                if self.pending and (
+                    self.pending_bytes >= self.config.batch_bytes
+                    or time.monotonic() - self.batch_started >= self.config.batch_seconds
+                ):
+                    self.flush()
+            if self.pending:
+                self.flush()
+        finally:
+            stream.close()
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def handle(self, m: po.PgMessage) -> None:
+        if isinstance(m, po.Begin):
+            self.begin, self.changes, self.tx_bytes, self.saw_message = m, [], 0, False
+        elif isinstance(m, po.Commit):
+            self.commit(m)
+        elif isinstance(m, po.Relation):
+            self.relation(m)
+        elif isinstance(m, po.Insert):
+            t = self.table(m.relid)
+            self.add(Change("I", t.name, new=m.new))
+        elif isinstance(m, po.Update):
+            t = self.table(m.relid)
+            self.add(Change("U", t.name, new=m.new, old=m.old))
+        elif isinstance(m, po.Delete):
+            t = self.table(m.relid)
+            self.add(Change("D", t.name, old=m.old))
+        elif isinstance(m, po.Truncate):
+            names = tuple(self.table(r).name for r in m.relids)
+            self.add(Change("T", ",".join(names), tables=names))
+        elif isinstance(m, po.Message):
+            if m.prefix == MESSAGE_PREFIX:
+                self.saw_message = True
+
+    def table(self, relid: int) -> TableShape:
+        t = self.relations.get(relid)
+        if t is None:
+            raise TrailError(f"the stream changed relation {relid} before describing it")
+        return t
+
+    def add(self, change: Change) -> None:
+        self.changes.append(change)
+        self.tx_bytes += 32 + sum(
+            len(v) + 3 if isinstance(v, str) else 5 for v in (change.new or ()) + (change.old or ())
+        )
+
+    def relation(self, r: po.Relation) -> None:
+        recorded = self.init.table(r.qualified)
+        if recorded is None:
+            self.stop_for(r.qualified, f"table {r.qualified} is published but not recorded in the trail")
+        assert_shape = [(c.name, c.oid) for c in recorded.columns] if recorded else []
+        seen = [(c.name, c.type_oid) for c in r.columns]
+        full = r.replica_identity == "f"
+        keys = tuple(c.name for c in r.columns if c.key)
+        if (
+            recorded is None
+            or seen != assert_shape
+            or full != (recorded.identity == "full")
+            or (not full and keys != recorded.key)
+        ):
+            self.stop_for(
+                r.qualified,
+                f"table {r.qualified} changed shape (columns now {', '.join(n for n, _ in seen)}; "
+                f"identity {'full' if full else ','.join(keys) or 'none'})",
+            )
+        if recorded is not None:
+            self.relations[r.relid] = recorded
+
+    def stop_for(self, table: str, reason: str) -> None:
+        if self.pending:
+            self.flush()
+        lsn = self.begin.final_lsn if self.begin else self.end
+        txid = self.ledger.append_retrying(
+            Stop(self.init.epoch, lsn, table, reason), say=self.agent.say, keepalive=self.stream.keepalive
+        )
+        raise TrailError(
+            f"capture stopped: {reason} (DDL on a captured table); recorded at {txid}",
+            hint="pg init --rebaseline records the new shape and takes a new baseline; pg verify reports the boundary",
+        )
+
+    def commit(self, c: po.Commit) -> None:
+        begin, self.begin = self.begin, None
+        if begin is None:
+            raise TrailError("the stream sent a commit without a begin")
+        if c.end_lsn <= self.end or c.end_lsn <= self.covered:
+            return  # already in the ledger (sent again after a restart)
+        if not self.changes:
+            if self.saw_message:  # our progress message: everything before it has been seen
+                self.covered = c.end_lsn
+                if not self.pending:
+                    self.write(Txs(self.init.epoch, self.end, c.end_lsn, self.count, ()), [])
+            return
+        tx = Tx(begin.xid, c.commit_lsn, c.end_lsn, _iso(c.commit_time), tuple(self.changes))
+        self.changes = []
+        if self.tx_bytes + 256 > self.config.max_entry_bytes:
+            self.large(tx, c.commit_time)
+            return
+        if not self.pending:
+            self.batch_started = time.monotonic()
+        self.pending.append(tx)
+        self.pending_times.append(c.commit_time)
+        self.pending_bytes += self.tx_bytes
+        self.covered = c.end_lsn
+
+    def large(self, tx: Tx, commit_time: int) -> None:
+        if self.pending:
+            self.flush()
+        text_size = len(encode(Txs(self.init.epoch, self.end, tx.end, self.count + 1, (tx,))).encode())
+        if text_size <= self.config.max_entry_bytes:
+            self.write(Txs(self.init.epoch, self.end, tx.end, self.count + 1, (tx,)), [commit_time])
+            return
+        parts = split_tx(self.init.epoch, self.end, self.count + 1, tx, self.config.max_entry_bytes)
+        for part in parts[:-1]:
+            self.ledger.append_retrying(part, say=self.agent.say, keepalive=self.stream.keepalive)
+        self.ledger.append_retrying(parts[-1], say=self.agent.say, keepalive=self.stream.keepalive)
+        self.end = self.covered = tx.end
+        self.count += 1
+        self.stream.confirm(tx.end)
+        self.last_write = time.monotonic()
+        self.agent.record_stats((tx,), [commit_time], _now_pg())
+
+    def flush(self) -> None:
+        txs = tuple(self.pending)
+        times = self.pending_times
+        self.pending, self.pending_times, self.pending_bytes = [], [], 0
+        entry = Txs(self.init.epoch, self.end, max(txs[-1].end, self.covered), self.count + len(txs), txs)
+        if len(encode(entry).encode()) > self.config.max_entry_bytes:
+            half = len(txs) // 2
+            for group in (txs[:half], txs[half:]):
+                self.pending = list(group)
+                self.pending_times = times[:half] if group is txs[:half] else times[half:]
+                self.flush_group()
+            return
+        self.write(entry, times)
+
+    def flush_group(self) -> None:
+        txs = tuple(self.pending)
+        times = self.pending_times
+        self.pending, self.pending_times = [], []
+        self.write(Txs(self.init.epoch, self.end, txs[-1].end, self.count + len(txs), txs), times)
+
+    def write(self, entry: Txs, times: list[int]) -> None:
+        self.ledger.append_retrying(entry, say=self.agent.say, keepalive=self.stream.keepalive)
+        self.end = entry.end
+        self.covered = max(self.covered, entry.end)
+        self.count = entry.count
+        self.stream.confirm(entry.end)
+        self.last_write = time.monotonic()
+        self.agent.record_stats(entry.txs, times, _now_pg())
+
+    def idle(self) -> bool:
+        """Nothing to read: move the covered range on past foreign WAL now and then. True: stop (``once``)."""
+        now = time.monotonic()
+        if (
+            now - self.last_write < self.config.progress_seconds
+            or now - self.progress_asked < self.config.progress_seconds
+        ):
+            return False
+        if pgdb.current_lsn(self.conn) <= self.end + 64:
+            return self.config.once
+        self.progress_asked = now
+        self.conn.execute("SELECT pg_logical_emit_message(true, %s, 'progress')", (MESSAGE_PREFIX,))
+        return False
+
+
+__all__ = ["Agent", "CaptureConfig", "json", "tx_json"]

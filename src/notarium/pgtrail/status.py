@@ -1,0 +1,57 @@
+"""``notarium pg status``: how far the trail is behind the database."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from notarium.pgtrail import database as pgdb
+from notarium.pgtrail.errors import TrailError
+from notarium.pgtrail.pgoutput import lsn_text
+from notarium.pgtrail.prepare import current_init
+from notarium.pgtrail.state import position_of
+from notarium.pgtrail.trail import TrailLedger
+
+
+def status(dsn: str, ledger: TrailLedger) -> dict[str, Any]:
+    found = current_init(ledger)
+    if found is None:
+        raise TrailError(f"collection {ledger.collection} holds no trail", hint="pg init prepares one")
+    init_txid, init = found
+    latest = ledger.latest()
+    pos = position_of(latest.entry if latest else None, init)
+    with pgdb.connect(dsn) as conn:
+        db = pgdb.info(conn)
+        slot = pgdb.slot(conn, init.slot)
+    lag_bytes = max(0, db.lsn - pos.end)
+    lag_seconds = 0.0
+    if pos.last_commit_time and lag_bytes:
+        last = datetime.datetime.fromisoformat(pos.last_commit_time)
+        lag_seconds = max(0.0, (datetime.datetime.now(datetime.UTC) - last).total_seconds())
+    return {
+        "ok": True,
+        "database": db.database,
+        "collection": ledger.collection,
+        "sameDatabase": db.system_identifier == init.system_identifier,
+        "epoch": init.epoch,
+        "initialisedAt": str(init_txid),
+        "tables": [t.name for t in init.tables],
+        "baselineDone": pos.baseline_done,
+        "transactionsCaptured": pos.count,
+        "lastEntry": None if latest is None else str(latest.txid),
+        "lastCapturedCommit": pos.last_commit_time,
+        "trailEnd": lsn_text(pos.end),
+        "databaseLsn": lsn_text(db.lsn),
+        "lagBytes": lag_bytes,
+        "lagSeconds": round(lag_seconds, 3),
+        "stopped": None if pos.stopped is None else pos.stopped.reason,
+        "slot": None
+        if slot is None
+        else {
+            "name": slot.name,
+            "active": slot.active,
+            "confirmedFlush": None if slot.confirmed_flush is None else lsn_text(slot.confirmed_flush),
+            "walRetainedBytes": None if slot.restart is None else max(0, db.lsn - slot.restart),
+            "walStatus": slot.wal_status,
+        },
+    }

@@ -1,0 +1,107 @@
+"""The ledger side of the trail: appending trail entries and reading them back verified.
+
+Reading back trusts nothing but the pinned service certificate: every entry is taken from its
+receipt's application claims (which carry the contents and collection id the receipt's claims
+digest commits to), after the receipt verified; the listing only says which TxIds to ask for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from notarium.client.client import Client
+from notarium.client.errors import ApiError, ClientError, UnreachableError
+from notarium.errors import VerificationError
+from notarium.pgtrail.errors import TrailError
+from notarium.pgtrail.format import BaselineEnd, Init, TrailEntry, decode, encode
+from notarium.types import TxId
+
+INIT_TAG = "init"
+BASELINE_END_TAG = "baseline-end"
+
+
+def default_collection(database: str) -> str:
+    return f"pg:{database}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    txid: TxId
+    entry: TrailEntry
+
+
+def _tags(entry: TrailEntry) -> list[str] | None:
+    if isinstance(entry, Init):
+        return [INIT_TAG]
+    if isinstance(entry, BaselineEnd):
+        return [BASELINE_END_TAG]
+    return None
+
+
+def retryable(exc: BaseException) -> bool:
+    """A ledger failure that waiting cures: unreachable, or busy (429, 5xx)."""
+    if isinstance(exc, UnreachableError):
+        return True
+    return isinstance(exc, ApiError) and (exc.status == 429 or exc.status >= 500)
+
+
+class TrailLedger:
+    def __init__(self, client: Client, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+
+    def append(self, entry: TrailEntry, *, wait: bool = True) -> TxId:
+        try:
+            done = self.client.append(encode(entry), collection=self.collection, tags=_tags(entry), wait=wait)
+        except ApiError as exc:
+            if exc.code == "EntrySizeCapacityExceeded" or exc.status == 413:
+                raise TrailError(
+                    f"the ledger refused a trail entry as too large: {exc}",
+                    hint="start capture with a smaller --max-entry-bytes (at most the ledger's own limit)",
+                ) from None
+            raise
+        return done.txid
+
+    def append_retrying(
+        self, entry: TrailEntry, *, say: Callable[[str], None], keepalive: Callable[[], None] = lambda: None
+    ) -> TxId:
+        """Append and wait until Committed, waiting out an unreachable or busy ledger (with a visible
+        message each time, and ``keepalive`` called while waiting)."""
+        delay = 0.5
+        while True:
+            try:
+                return self.append(entry)
+            except ClientError as exc:
+                if not retryable(exc):
+                    raise
+                say(f"the ledger is not available ({exc}); retrying in {delay:.0f} s (the slot holds the WAL)")
+                waited = 0.0
+                while waited < delay:
+                    keepalive()
+                    step = min(1.0, delay - waited)
+                    time.sleep(step)
+                    waited += step
+                delay = min(delay * 2, 30.0)
+
+    def latest(self) -> Recorded | None:
+        entry = self.client.latest(collection=self.collection)
+        if entry is None:
+            return None
+        return Recorded(entry.txid, decode(entry.contents))
+
+    def tagged(self, tag: str) -> list[Recorded]:
+        return [Recorded(e.txid, decode(e.contents)) for e in self.client.entries(collection=self.collection, tag=tag)]
+
+    def read(self, *, first: TxId | None = None, last: TxId | None = None) -> Iterator[Recorded]:
+        """The trail's entries in ledger order, each verified by its receipt."""
+        for listed in self.client.entries(collection=self.collection, first=first, last=last):
+            proven = self.client.receipt(listed.txid)
+            claims = proven.application_claims or []
+            if len(claims) != 1 or not isinstance(claims[0].get("ledgerEntry"), dict):
+                raise VerificationError(f"the receipt of {listed.txid} does not carry the entry's claim")
+            claim = claims[0]["ledgerEntry"]
+            if claim.get("collectionId") != self.collection or claim.get("contents") != listed.contents:
+                raise VerificationError(f"the entry {listed.txid} is not the one its receipt proves")
+            yield Recorded(listed.txid, decode(claim["contents"]))

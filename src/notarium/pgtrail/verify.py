@@ -1,0 +1,309 @@
+"""``notarium pg verify``: replay the trail from the ledger (every entry's receipt verified) and
+compare the result with the live database, table by table, at one consistent point.
+
+The consistent point is exact: a temporary logical replication slot is created with an exported
+snapshot; the database is read in that snapshot, and the trail is replayed up to the snapshot's
+LSN once the capture agent has recorded that far (waiting up to ``timeout``; the agent is nudged
+with a progress message). Ordinary writes that go on meanwhile are after the point on both sides,
+so they are never reported. The comparison runs in the same SQLite file as the replay, so memory
+stays flat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from notarium.pgtrail import database as pgdb
+from notarium.pgtrail.capture import MESSAGE_PREFIX, _Stream
+from notarium.pgtrail.errors import TrailError
+from notarium.pgtrail.format import TableShape
+from notarium.pgtrail.pgoutput import Value, lsn_text
+from notarium.pgtrail.prepare import current_init
+from notarium.pgtrail.replay import Finding, Replay, ReplayResult, key_of
+from notarium.pgtrail.state import position_of
+from notarium.pgtrail.trail import TrailLedger
+from notarium.types import TxId
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    table: str
+    key: dict[str, Value]
+    ledger: dict[str, Value] | None  # None: the row is only in the database
+    database: dict[str, Value] | None  # None: the row is only in the ledger
+    txid: str | None  # the ledger entry that last changed the row
+    ledger_count: int = 1
+    database_count: int = 1
+
+    @property
+    def what(self) -> str:
+        if self.ledger is None:
+            return "only in the database"
+        if self.database is None:
+            return "only in the ledger"
+        if self.ledger == self.database:
+            return f"{self.ledger_count} in the ledger, {self.database_count} in the database"
+        return "differs"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "key": self.key,
+            "what": self.what,
+            "ledger": self.ledger,
+            "database": self.database,
+            "ledgerCount": self.ledger_count,
+            "databaseCount": self.database_count,
+            "lastChange": self.txid,
+        }
+
+
+@dataclass
+class VerifyReport:
+    database: str
+    point: str  # the LSN compared at
+    trail_end: str
+    replay: ReplayResult
+    tables: dict[str, int] = field(default_factory=dict)  # rows compared per table
+    divergences: list[Divergence] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # gaps, epochs, stops, inconsistencies, lag
+
+    @property
+    def ok(self) -> bool:
+        alarming = {"gap", "inconsistency", "restored"}
+        return not self.divergences and not any(f.kind in alarming for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.replay
+        return {
+            "ok": self.ok,
+            "database": self.database,
+            "comparedAt": self.point,
+            "trailEnd": self.trail_end,
+            "epoch": r.init.epoch if r.init else None,
+            "baseline": None if r.baseline_txid is None else str(r.baseline_txid),
+            "lastEntry": None if r.last_txid is None else str(r.last_txid),
+            "transactions": r.count,
+            "entries": r.entries,
+            "tables": self.tables,
+            "findings": [f.to_json() for f in self.findings],
+            "divergences": [d.to_json() for d in self.divergences],
+        }
+
+
+def _columns(t: TableShape, row: list[Value] | None) -> dict[str, Value] | None:
+    if row is None:
+        return None
+    return {c.name: v for c, v in zip(t.columns, row, strict=True)}
+
+
+def _key_columns(t: TableShape, key: str) -> dict[str, Value]:
+    values = json.loads(key)
+    names = [c.name for c in t.columns] if t.identity == "full" else list(t.key)
+    return dict(zip(names, values, strict=True))
+
+
+def _copy(conn: psycopg.Connection[Any], t: TableShape) -> Iterator[tuple[Any, ...]]:
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in t.columns)
+    query = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT").format(cols, pgdb.ident(t.name))
+    with conn.cursor().copy(query) as copy:
+        yield from copy.rows()
+
+
+def compare(
+    replay: Replay, conn: psycopg.Connection[Any], tables: tuple[TableShape, ...], report: VerifyReport
+) -> None:
+    """Load the database's rows beside the replayed ones and list every difference."""
+    db = replay.db
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS live(tbl TEXT NOT NULL, key TEXT NOT NULL, row TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (tbl, key)) WITHOUT ROWID"
+    )
+    for t in tables:
+        n = 0
+        batch: list[tuple[str, str, str]] = []
+        for raw in _copy(conn, t):
+            row = list(raw)
+            batch.append((t.name, key_of(t, row), _dumps(row)))
+            n += 1
+            if len(batch) >= 5000:
+                _load(db, batch)
+                batch = []
+        _load(db, batch)
+        report.tables[t.name] = n
+    by_name = {t.name: t for t in tables}
+    for tbl, key, lrow, ln, txid, drow, dn in db.execute(
+        "SELECT r.tbl, r.key, r.row, r.n, r.txid, l.row, l.n FROM rows r LEFT JOIN live l ON l.tbl = r.tbl AND l.key = r.key"
+        " WHERE l.key IS NULL OR l.row != r.row OR l.n != r.n ORDER BY r.tbl, r.key"
+    ).fetchall():
+        t = by_name[tbl]
+        report.divergences.append(
+            Divergence(
+                tbl,
+                _key_columns(t, key),
+                _columns(t, json.loads(lrow)),
+                _columns(t, None if drow is None else json.loads(drow)),
+                txid,
+                ln,
+                dn or 0,
+            )
+        )
+    for tbl, key, drow, dn in db.execute(
+        "SELECT l.tbl, l.key, l.row, l.n FROM live l LEFT JOIN rows r ON r.tbl = l.tbl AND r.key = l.key"
+        " WHERE r.key IS NULL ORDER BY l.tbl, l.key"
+    ).fetchall():
+        t = by_name[tbl]
+        report.divergences.append(
+            Divergence(tbl, _key_columns(t, key), None, _columns(t, json.loads(drow)), None, 0, dn)
+        )
+
+
+def _load(db: Any, batch: list[tuple[str, str, str]]) -> None:
+    db.executemany("INSERT INTO live VALUES (?, ?, ?, 1) ON CONFLICT (tbl, key) DO UPDATE SET n = n + 1", batch)
+
+
+def verify(
+    dsn: str,
+    ledger: TrailLedger,
+    *,
+    at: TxId | None = None,
+    timeout: float = 30.0,
+    say: Callable[[str], None] = lambda _: None,
+) -> VerifyReport:
+    found = current_init(ledger)
+    if found is None:
+        raise TrailError(f"collection {ledger.collection} holds no trail", hint="pg init prepares one")
+    init = found[1]
+    with pgdb.connect(dsn) as conn:
+        db = pgdb.info(conn)
+        if db.system_identifier != init.system_identifier:
+            raise TrailError(
+                f"this database (system identifier {db.system_identifier}) is not the one whose trail "
+                f"{ledger.collection} holds ({init.system_identifier})",
+                hint="check --db and --collection",
+            )
+        findings: list[Finding] = []
+        slot_before = pgdb.slot(conn, init.slot)  # read before the trail: the agent confirms only what is Committed
+        stream = None if at is not None else _Stream(dsn)
+        try:
+            with (
+                tempfile.TemporaryDirectory(prefix="notarium-pg-verify-") as work,
+                contextlib.closing(Replay(Path(work))) as replay,
+            ):
+                if stream is not None:
+                    point, snapshot = stream.create_slot_with_snapshot(
+                        f"notarium_verify_{os.getpid()}_temp", temporary=True
+                    )
+                    trail_end = _wait_for_trail(conn, ledger, init, point, timeout, say)
+                    if trail_end < point:
+                        findings.append(
+                            Finding(
+                                "behind",
+                                None,
+                                f"the trail ends at {lsn_text(trail_end)}, the database at {lsn_text(point)}: changes in "
+                                f"between are not captured yet (is pg capture running?) and may show as differences",
+                            )
+                        )
+                else:
+                    point, snapshot = pgdb.current_lsn(conn), ""
+                say(f"replaying the trail of {db.database} from the ledger")
+                result = replay.feed_all(ledger.read(last=at))
+                if result.init is None:
+                    raise TrailError("the trail holds no init entry")
+                findings.extend(result.findings)
+                report = VerifyReport(db.database, lsn_text(point), lsn_text(result.end), result, findings=findings)
+                if not result.baseline_done:
+                    raise TrailError("the trail's baseline is not complete yet", hint="let pg capture run first")
+                if at is None:
+                    now = pgdb.info(conn)  # after the trail was read: its end cannot be ahead of a live database
+                    _check_continuity(now, slot_before, result, init.slot, findings)
+                say(f"comparing {len(result.init.tables)} table(s) at {lsn_text(point)}")
+                with pgdb.connect(dsn, autocommit=False) as snap:
+                    if snapshot:
+                        snap.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                        snap.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                    compare(replay, snap, result.init.tables, report)
+                    snap.rollback()
+                return report
+        finally:
+            if stream is not None:
+                stream.close()
+
+
+def _check_continuity(
+    db: pgdb.DbInfo, slot: pgdb.SlotInfo | None, result: ReplayResult, name: str, findings: list[Finding]
+) -> None:
+    init = result.init
+    if init is None:
+        return
+    if db.timeline != init.timeline:
+        findings.append(
+            Finding(
+                "timeline",
+                None,
+                f"the database is on timeline {db.timeline}, the trail began on {init.timeline}: it was restored to a "
+                "point in time or a standby was promoted",
+            )
+        )
+    if db.lsn < result.end:
+        findings.append(
+            Finding(
+                "restored",
+                None,
+                f"the database's WAL ends at {lsn_text(db.lsn)}, before the trail's {lsn_text(result.end)}: it was "
+                "restored from an older backup",
+            )
+        )
+    if slot is None:
+        findings.append(
+            Finding(
+                "gap",
+                None,
+                f"replication slot {name} no longer exists: it was dropped, so changes after {lsn_text(result.end)} "
+                "may never reach the ledger",
+            )
+        )
+    elif slot.confirmed_flush is not None and slot.confirmed_flush > result.end:
+        findings.append(
+            Finding(
+                "gap",
+                None,
+                f"replication slot {name} was advanced to {lsn_text(slot.confirmed_flush)}, past the trail's end "
+                f"{lsn_text(result.end)}: transactions in between never reached the ledger",
+            )
+        )
+
+
+def _wait_for_trail(
+    conn: psycopg.Connection[Any],
+    ledger: TrailLedger,
+    init: Any,
+    point: int,
+    timeout: float,
+    say: Callable[[str], None],
+) -> int:
+    deadline = time.monotonic() + timeout
+    nudged = False
+    while True:
+        latest = ledger.latest()
+        end = position_of(latest.entry if latest else None, init).end
+        if end >= point or time.monotonic() >= deadline:
+            return end
+        if not nudged:
+            say(f"waiting for the trail to reach {lsn_text(point)} (now {lsn_text(end)})")
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT pg_logical_emit_message(true, %s, 'verify')", (MESSAGE_PREFIX,))
+            nudged = True
+        time.sleep(0.1)
