@@ -29,7 +29,8 @@ def test_capture_verify_restore_round_trip(cluster: PgCluster, tmp_path: Path) -
             "public.pgbench_tellers",
         ]
         again = t.pg_json("init", "--all-tables")
-        assert again["created"] is False and again["txid"] is None
+        assert again["created"] is False
+        assert again["txid"] is None
 
         agent = t.start_capture(log=tmp_path / "capture.log")
         try:
@@ -41,7 +42,8 @@ def test_capture_verify_restore_round_trip(cluster: PgCluster, tmp_path: Path) -
             assert body["transactionsCaptured"] == 400
 
             report = t.pg_json("verify")
-            assert report["ok"] is True and report["divergences"] == []
+            assert report["ok"] is True
+            assert report["divergences"] == []
             assert report["tables"]["public.pgbench_accounts"] == 100_000
             assert report["transactions"] == 400
         finally:
@@ -52,5 +54,5 @@ def test_capture_verify_restore_round_trip(cluster: PgCluster, tmp_path: Path) -
         done = t.pg_json("restore", "--source-db", t.dsn, db=target)
         assert done["tables"]["public.pgbench_history"] == 400
         for table in ("pgbench_accounts", "pgbench_history", "pgbench_tellers", "pgbench_branches"):
-            q = f"SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"
+            q = f"SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t"  # noqa: S608  (our names)
             assert execute(target, q) == execute(t.dsn, q), table

@@ -232,8 +232,10 @@ def _status(args: argparse.Namespace, client: Client) -> int:
     slot = body["slot"]
     print(
         f"{body['database']} → {body['collection']} (epoch {body['epoch']}, {len(body['tables'])} table(s))\n"
-        f"  baseline: {'done' if body['baselineDone'] else 'not done'}; transactions captured: {body['transactionsCaptured']}\n"
-        f"  lag: {body['lagBytes']} bytes, {body['lagSeconds']} s (trail {body['trailEnd']}, database {body['databaseLsn']})\n"
+        f"  baseline: {'done' if body['baselineDone'] else 'not done'}; "
+        f"transactions captured: {body['transactionsCaptured']}\n"
+        f"  lag: {body['lagBytes']} bytes, {body['lagSeconds']} s "
+        f"(trail {body['trailEnd']}, database {body['databaseLsn']})\n"
         f"  last captured commit: {body['lastCapturedCommit']}; last entry: {body['lastEntry']}\n"
         + (f"  stopped: {body['stopped']}\n" if body["stopped"] else "")
         + (

@@ -541,6 +541,10 @@ class Client(_Base):
     def status(self, txid: TxId | str) -> TxStatus:
         return self._run(op_status(_as_txid(txid)))
 
+    def wait(self, txid: TxId | str, *, timeout: float | None = None) -> TxStatus:
+        """Wait until a transaction is Committed; raise :class:`NotCommittedError` if it is not in time."""
+        return self._run(_wait_status(_as_txid(txid), timeout or self.timeout))
+
     def latest(self, *, collection: str | None = None) -> Entry | None:
         """The newest committed entry of a collection, or ``None`` when it holds none."""
         return self._run(op_latest(collection))

@@ -20,7 +20,6 @@ The contract (docs/design/pg-trail.md):
 
 from __future__ import annotations
 
-import json
 import logging
 import select
 import threading
@@ -51,7 +50,6 @@ from notarium.pgtrail.format import (
     dumps,
     encode,
     split_tx,
-    tx_json,
 )
 from notarium.pgtrail.prepare import current_init
 from notarium.pgtrail.state import TrailPosition, position_of
@@ -118,10 +116,10 @@ class _Stream:
         )
 
     def confirm(self, lsn: int) -> None:
-        self.cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, force=True)
+        self.cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, force=True)  # type: ignore[no-untyped-call]
 
     def keepalive(self) -> None:
-        self.cur.send_feedback()
+        self.cur.send_feedback()  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         self.conn.close()
@@ -180,9 +178,16 @@ class Agent:
                 )
             latest = self.ledger.latest()
             pos = position_of(latest.entry if latest else None, init)
+            if pos.stopped is not None:
+                raise TrailError(
+                    f"capture stopped at {po.lsn_text(pos.stopped.lsn)}: {pos.stopped.reason}",
+                    hint="pg init --rebaseline records the new shape and starts a new epoch with a new baseline",
+                )
             if not pos.baseline_done:
                 self._baseline(conn, init)
-                return self._session() if not self.stop.is_set() else None
+                if not self.stop.is_set():
+                    self._session()
+                return
             if db.lsn < pos.end:
                 raise TrailError(
                     f"the database's WAL ends at {po.lsn_text(db.lsn)}, before the trail's {po.lsn_text(pos.end)}: "
@@ -203,6 +208,7 @@ class Agent:
                     init.epoch,
                     pos.end,
                     info.confirmed_flush,
+                    pos.count,
                     "the slot was advanced past LSNs the ledger never received",
                 )
                 txid = self.ledger.append_retrying(gap, say=self.say)
@@ -256,7 +262,7 @@ class Agent:
                         seq += 1
                 snap.rollback()
             for txid in pending:  # every part Committed before the end says the baseline is whole
-                self.ledger.client._run(_wait_committed(txid, self.ledger.client.timeout))
+                self.ledger.wait_committed(txid)
             end = self.ledger.append_retrying(BaselineEnd(init.epoch, lsn, counts, seq), say=self.say)
             self.say(f"baseline done: {sum(counts.values())} rows in {seq} entries, closed at {end}")
         finally:
@@ -286,12 +292,6 @@ class Agent:
         lags = [round((written_at - t) / 1000, 1) for t in commit_times]
         self._stats.write(dumps({"at": time.time(), "n": len(txs), "lagMs": lags}) + "\n")
         self._stats.flush()
-
-
-def _wait_committed(txid: Any, timeout: float) -> Any:
-    from notarium.client.client import _wait_status
-
-    return _wait_status(txid, timeout)
 
 
 def _copy_rows(conn: psycopg.Connection[Any], table: TableShape) -> Any:
@@ -375,9 +375,8 @@ class _Streamer:
         elif isinstance(m, po.Truncate):
             names = tuple(self.table(r).name for r in m.relids)
             self.add(Change("T", ",".join(names), tables=names))
-        elif isinstance(m, po.Message):
-            if m.prefix == MESSAGE_PREFIX:
-                self.saw_message = True
+        elif isinstance(m, po.Message) and m.prefix == MESSAGE_PREFIX:
+            self.saw_message = True
 
     def table(self, relid: int) -> TableShape:
         t = self.relations.get(relid)
@@ -467,24 +466,22 @@ class _Streamer:
         self.agent.record_stats((tx,), [commit_time], _now_pg())
 
     def flush(self) -> None:
-        txs = tuple(self.pending)
-        times = self.pending_times
+        """Write the pending records: one entry, or halves of them while an entry would be too large."""
+        txs, times, estimate = tuple(self.pending), self.pending_times, self.pending_bytes
         self.pending, self.pending_times, self.pending_bytes = [], [], 0
-        entry = Txs(self.init.epoch, self.end, max(txs[-1].end, self.covered), self.count + len(txs), txs)
-        if len(encode(entry).encode()) > self.config.max_entry_bytes:
+        self._write_group(txs, times, estimate, last=True)
+
+    def _write_group(self, txs: tuple[Tx, ...], times: list[int], estimate: int, *, last: bool) -> None:
+        end = max(txs[-1].end, self.covered) if last else txs[-1].end
+        entry = Txs(self.init.epoch, self.end, end, self.count + len(txs), txs)
+        # the estimate may be short: measure when it comes near the limit
+        near = len(txs) > 1 and estimate * 2 > self.config.max_entry_bytes
+        if near and len(encode(entry).encode()) > self.config.max_entry_bytes:
             half = len(txs) // 2
-            for group in (txs[:half], txs[half:]):
-                self.pending = list(group)
-                self.pending_times = times[:half] if group is txs[:half] else times[half:]
-                self.flush_group()
+            self._write_group(txs[:half], times[:half], estimate // 2, last=False)
+            self._write_group(txs[half:], times[half:], estimate // 2, last=last)
             return
         self.write(entry, times)
-
-    def flush_group(self) -> None:
-        txs = tuple(self.pending)
-        times = self.pending_times
-        self.pending, self.pending_times = [], []
-        self.write(Txs(self.init.epoch, self.end, txs[-1].end, self.count + len(txs), txs), times)
 
     def write(self, entry: Txs, times: list[int]) -> None:
         self.ledger.append_retrying(entry, say=self.agent.say, keepalive=self.stream.keepalive)
@@ -508,6 +505,3 @@ class _Streamer:
         self.progress_asked = now
         self.conn.execute("SELECT pg_logical_emit_message(true, %s, 'progress')", (MESSAGE_PREFIX,))
         return False
-
-
-__all__ = ["Agent", "CaptureConfig", "json", "tx_json"]

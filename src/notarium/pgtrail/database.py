@@ -173,18 +173,16 @@ def shape(conn: psycopg.Connection[Any], oid: int) -> TableShape:
     quoted = sql.Identifier(schema, table).as_string(conn)
     if ident == "f":
         return TableShape(name, columns, tuple(c.name for c in columns), "full")
-    index_filter = {"d": "indisprimary", "i": "indisreplident"}.get(ident)
     key: tuple[str, ...] = ()
-    if index_filter is not None:
-        key = tuple(
-            str(r[0])
-            for r in conn.execute(
-                "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, pos)"
-                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-                f" WHERE i.indrelid = %s AND i.{index_filter} ORDER BY k.pos",
-                (oid,),
-            ).fetchall()
-        )
+    if ident in ("d", "i"):  # the primary key, or the index chosen as replica identity
+        rows = conn.execute(
+            "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY k(attnum, pos)"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+            " WHERE i.indrelid = %s AND (CASE WHEN %s = 'd' THEN i.indisprimary ELSE i.indisreplident END)"
+            " ORDER BY k.pos",
+            (oid, ident),
+        ).fetchall()
+        key = tuple(str(r[0]) for r in rows)
     if not key:
         raise TrailError(
             f"table {name} has no primary key: capture must identify each row it records",

@@ -24,6 +24,7 @@ any deviation raises :class:`TrailFormatError`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -471,7 +472,7 @@ def decode(contents: str) -> TrailEntry:
         start, end = _lsn(d["from"], "from"), _lsn(d["to"], "to")
         if end < start or any(not start <= t.lsn < t.end <= end for t in txs):
             raise TrailFormatError("a txs entry's transactions lie outside its range")
-        if any(a.end > b.lsn for a, b in zip(txs, txs[1:], strict=False)):
+        if any(a.end > b.lsn for a, b in itertools.pairwise(txs)):
             raise TrailFormatError("a txs entry's transactions are not in commit order")
         return Txs(epoch, start, end, _int(d["count"], "count"), txs)
     if kind == "part":

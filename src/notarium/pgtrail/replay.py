@@ -110,7 +110,7 @@ class Replay:
         self.db.execute("BEGIN")
         return self.result
 
-    def _find(self, kind: str, txid: TxId | None, message: str) -> None:
+    def _find(self, kind: str, txid: TxId | str | None, message: str) -> None:
         self.result.findings.append(Finding(kind, None if txid is None else str(txid), message))
 
     def feed(self, r: Recorded) -> None:
@@ -328,7 +328,7 @@ class Replay:
             return
         # delete
         if old_values is None or len(old_values) != width:
-            raise VerificationError(f"a delete from {c.table} at {txid} does not fit the table", check="trail")
+            raise VerificationError(f"{txid}: a row removed from {c.table} does not fit the table", check="trail")
         key = key_of(t, old_values)
         found = self._get(c.table, key)
         if found is None:
@@ -351,8 +351,9 @@ class Replay:
             )
         else:
             self.db.execute(
-                "INSERT INTO rows VALUES (?, ?, ?, 1, ?) ON CONFLICT (tbl, key) DO UPDATE SET row = excluded.row, txid = ?",
-                (t.name, key, _dumps(row), tid, tid),
+                "INSERT INTO rows VALUES (?, ?, ?, 1, ?)"
+                " ON CONFLICT (tbl, key) DO UPDATE SET row = excluded.row, txid = excluded.txid",
+                (t.name, key, _dumps(row), tid),
             )
 
     # -- reading the state ----------------------------------------------------------------------

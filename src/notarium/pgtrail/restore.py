@@ -54,7 +54,8 @@ def _program(name: str) -> str:
     if found:
         return found
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        config = shutil.which("pg_config") or "/usr/bin/pg_config"
+        bindir = subprocess.run([config, "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
         if (Path(bindir) / name).exists():
             return str(Path(bindir) / name)
     raise TrailError(f"{name} is not installed", hint="install PostgreSQL's client programs")
@@ -104,8 +105,9 @@ def restore(
     with pgdb.connect(dsn) as conn:
         target = pgdb.info(conn)
         busy = conn.execute(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"
-            " AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'"
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " AND n.nspname NOT LIKE 'pg_toast%%'"
         ).fetchone()
         if busy and busy[0]:
             raise TrailError(

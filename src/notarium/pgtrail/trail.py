@@ -85,6 +85,10 @@ class TrailLedger:
                     waited += step
                 delay = min(delay * 2, 30.0)
 
+    def wait_committed(self, txid: TxId) -> None:
+        """Wait until an entry appended with ``wait=False`` is Committed (raises if it became Invalid)."""
+        self.client.wait(txid)
+
     def latest(self) -> Recorded | None:
         entry = self.client.latest(collection=self.collection)
         if entry is None:

@@ -129,7 +129,8 @@ def compare(
     """Load the database's rows beside the replayed ones and list every difference."""
     db = replay.db
     db.execute(
-        "CREATE TABLE IF NOT EXISTS live(tbl TEXT NOT NULL, key TEXT NOT NULL, row TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (tbl, key)) WITHOUT ROWID"
+        "CREATE TABLE IF NOT EXISTS live(tbl TEXT NOT NULL, key TEXT NOT NULL, row TEXT NOT NULL,"
+        " n INTEGER NOT NULL, PRIMARY KEY (tbl, key)) WITHOUT ROWID"
     )
     for t in tables:
         n = 0
@@ -145,7 +146,8 @@ def compare(
         report.tables[t.name] = n
     by_name = {t.name: t for t in tables}
     for tbl, key, lrow, ln, txid, drow, dn in db.execute(
-        "SELECT r.tbl, r.key, r.row, r.n, r.txid, l.row, l.n FROM rows r LEFT JOIN live l ON l.tbl = r.tbl AND l.key = r.key"
+        "SELECT r.tbl, r.key, r.row, r.n, r.txid, l.row, l.n FROM rows r"
+        " LEFT JOIN live l ON l.tbl = r.tbl AND l.key = r.key"
         " WHERE l.key IS NULL OR l.row != r.row OR l.n != r.n ORDER BY r.tbl, r.key"
     ).fetchall():
         t = by_name[tbl]
@@ -212,8 +214,9 @@ def verify(
                             Finding(
                                 "behind",
                                 None,
-                                f"the trail ends at {lsn_text(trail_end)}, the database at {lsn_text(point)}: changes in "
-                                f"between are not captured yet (is pg capture running?) and may show as differences",
+                                f"the trail ends at {lsn_text(trail_end)}, the database at {lsn_text(point)}: "
+                                "changes in between are not captured yet (is pg capture running?) and show as "
+                                "differences",
                             )
                         )
                 else:
