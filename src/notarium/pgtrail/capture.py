@@ -57,6 +57,8 @@ from notarium.pgtrail.trail import TrailLedger, retryable
 
 log = logging.getLogger("notarium.pg.capture")
 MESSAGE_PREFIX: Final = "notarium-pg"
+PROGRESS_BYTES: Final = 16 << 20
+PROGRESS_MIN_BYTES: Final = 8 << 10
 DEFAULT_MAX_ENTRY: Final = 1 << 20
 
 
@@ -66,9 +68,9 @@ class CaptureConfig:
     max_entry_bytes: int = DEFAULT_MAX_ENTRY - 4096  # room for the JSON body around the contents
     batch_seconds: float = 0.05  # how long records wait for company before they are written
     batch_bytes: int = 256 * 1024
-    progress_seconds: float = 2.0  # idle: how often the covered range is moved on past foreign WAL
+    progress_seconds: float = 10.0  # idle: how often the covered range may move on past foreign WAL
     stats: Path | None = None  # JSON lines: per written entry, the lag of each transaction
-    once: bool = False  # stop when the stream is idle (tests, one-shot catch-up)
+    once: bool = False  # stop once everything committed before capture started is recorded
     say: Callable[[str], None] = field(default=lambda text: log.warning("%s", text))
 
 
@@ -324,6 +326,7 @@ class _Streamer:
         self.saw_message = False
         self.last_write = time.monotonic()
         self.progress_asked = 0.0
+        self.once_target: int | None = pgdb.current_lsn(conn) if agent.config.once else None
 
     def run(self) -> None:
         stream = _Stream(self.config.dsn)
@@ -493,15 +496,18 @@ class _Streamer:
         self.agent.record_stats(entry.txs, times, _now_pg())
 
     def idle(self) -> bool:
-        """Nothing to read: move the covered range on past foreign WAL now and then. True: stop (``once``)."""
+        """Nothing to read. Move the covered range on past WAL that holds no captured change (so
+        the slot can release it) when there is enough of it: 16 MiB, or 8 KiB and a while since the
+        last entry (less would be the server's own housekeeping, which our message itself causes).
+        True: stop (``once``, and everything committed before the start is recorded)."""
         now = time.monotonic()
-        if (
-            now - self.last_write < self.config.progress_seconds
-            or now - self.progress_asked < self.config.progress_seconds
-        ):
+        if self.once_target is not None and self.end >= self.once_target:
+            return True
+        if now - self.progress_asked < 1.0:
             return False
-        if pgdb.current_lsn(self.conn) <= self.end + 64:
-            return self.config.once
-        self.progress_asked = now
-        self.conn.execute("SELECT pg_logical_emit_message(true, %s, 'progress')", (MESSAGE_PREFIX,))
+        ahead = pgdb.current_lsn(self.conn) - self.end
+        quiet = now - self.last_write >= self.config.progress_seconds
+        if ahead >= PROGRESS_BYTES or (ahead >= PROGRESS_MIN_BYTES and quiet) or self.once_target is not None:
+            self.progress_asked = now
+            self.conn.execute("SELECT pg_logical_emit_message(true, %s, 'progress')", (MESSAGE_PREFIX,))
         return False

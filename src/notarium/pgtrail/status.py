@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import time
 from typing import Any
 
+import psycopg
+
 from notarium.pgtrail import database as pgdb
+from notarium.pgtrail.capture import MESSAGE_PREFIX
 from notarium.pgtrail.errors import TrailError
 from notarium.pgtrail.pgoutput import lsn_text
 from notarium.pgtrail.prepare import current_init
@@ -13,16 +18,29 @@ from notarium.pgtrail.state import position_of
 from notarium.pgtrail.trail import TrailLedger
 
 
-def status(dsn: str, ledger: TrailLedger) -> dict[str, Any]:
+def status(dsn: str, ledger: TrailLedger, *, wait: float = 1.0) -> dict[str, Any]:
+    """The trail against the database. A running agent is asked (a progress message) to record how
+    far it has read, and given up to ``wait`` seconds, so that WAL holding no captured change does
+    not count as lag."""
     found = current_init(ledger)
     if found is None:
         raise TrailError(f"collection {ledger.collection} holds no trail", hint="pg init prepares one")
     init_txid, init = found
-    latest = ledger.latest()
-    pos = position_of(latest.entry if latest else None, init)
     with pgdb.connect(dsn) as conn:
         db = pgdb.info(conn)
         slot = pgdb.slot(conn, init.slot)
+        deadline = time.monotonic() + wait
+        nudged = False
+        while True:
+            latest = ledger.latest()
+            pos = position_of(latest.entry if latest else None, init)
+            if pos.end >= db.lsn or time.monotonic() >= deadline or slot is None or not slot.active:
+                break
+            if not nudged:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_logical_emit_message(true, %s, 'status')", (MESSAGE_PREFIX,))
+                nudged = True
+            time.sleep(0.05)
     lag_bytes = max(0, db.lsn - pos.end)
     lag_seconds = 0.0
     if pos.last_commit_time and lag_bytes:
