@@ -43,7 +43,7 @@ def add_ledger_options(g: Any) -> None:
     g.add_argument("--service-cert", type=Path, metavar="FILE", help="the ledger's service certificate (pinned)")
 
 
-def _connection_options(p: argparse.ArgumentParser) -> None:
+def connection_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection (default: the profile)")
     add_ledger_options(g)
     g.add_argument("--cert", type=Path, metavar="FILE", help="your client certificate (PEM; may include the key)")
@@ -53,8 +53,8 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
 
 def _command(sub: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace, Client], int]) -> Any:
     p = sub.add_parser(name, help=help_text, description=help_text)
-    _connection_options(p)
-    p.set_defaults(handler=lambda args: _with_client(args, handler))
+    connection_options(p)
+    p.set_defaults(handler=lambda args: with_client(args, handler))
     return p
 
 
@@ -119,7 +119,7 @@ def register(sub: Any) -> None:
 # --- running a command ---------------------------------------------------------------------------
 
 
-def _with_client(args: argparse.Namespace, handler: Callable[[argparse.Namespace, Client], int]) -> int:
+def with_client(args: argparse.Namespace, handler: Callable[[argparse.Namespace, Client], int]) -> int:
     try:
         profile = load_profile(
             args.profile,

@@ -25,11 +25,8 @@ import psycopg
 from rich.console import Console
 from rich.markup import escape
 
-from notarium.cli.ledger import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_VERIFY, _connection_options
+from notarium.cli.ledger import EXIT_OK, EXIT_USAGE, EXIT_VERIFY, connection_options, with_client
 from notarium.client.client import Client
-from notarium.client.errors import ClientError, UnreachableError
-from notarium.client.profile import load_profile
-from notarium.errors import NotariumError, VerificationError
 from notarium.pgtrail import database as pgdb
 from notarium.pgtrail.capture import Agent, CaptureConfig
 from notarium.pgtrail.errors import TrailError
@@ -55,7 +52,7 @@ def register(sub: Any) -> None:
         p.add_argument(
             "--collection", metavar="ID", help="the trail's collection in the ledger (default pg:<database>)"
         )
-        _connection_options(p)
+        connection_options(p)
         p.set_defaults(handler=lambda args: _run(args, handler))
         return p
 
@@ -100,31 +97,15 @@ def _run(args: argparse.Namespace, handler: Callable[[argparse.Namespace, Client
     if not args.db:
         print("error: name the database with --db DSN (or $NOTARIUM_PG_DB)", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        profile = load_profile(
-            args.profile, endpoint=args.endpoint, service_cert=args.service_cert, cert=args.cert, key=args.key
-        )
-        with Client.from_profile(profile) as client:
-            return handler(args, client)
-    except VerificationError as exc:
-        return _fail(args, exc, EXIT_VERIFY)
-    except UnreachableError as exc:
-        return _fail(args, exc, EXIT_UNREACHABLE)
-    except (ClientError, NotariumError) as exc:
-        return _fail(args, exc, EXIT_FAILED)
-    except psycopg.Error as exc:
-        text = str(exc).strip().splitlines()
-        return _fail(args, TrailError(f"PostgreSQL refused: {text[0] if text else type(exc).__name__}"), EXIT_FAILED)
-    except OSError as exc:
-        return _fail(args, ClientError(f"{exc.filename or ''}: {exc.strerror or exc}"), EXIT_FAILED)
 
+    def guarded(a: argparse.Namespace, client: Client) -> int:
+        try:
+            return handler(a, client)
+        except psycopg.Error as exc:
+            text = str(exc).strip().splitlines()
+            raise TrailError(f"PostgreSQL refused: {text[0] if text else type(exc).__name__}") from None
 
-def _fail(args: argparse.Namespace, exc: NotariumError, code: int) -> int:
-    if args.json:
-        print(json.dumps({"ok": False, "error": str(exc), "exitCode": code}))
-    else:
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
-    return code
+    return with_client(args, guarded)
 
 
 def _ledger(args: argparse.Namespace, client: Client) -> TrailLedger:

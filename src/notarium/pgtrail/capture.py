@@ -51,7 +51,7 @@ from notarium.pgtrail.format import (
     encode,
     split_tx,
 )
-from notarium.pgtrail.prepare import current_init
+from notarium.pgtrail.prepare import require_trail
 from notarium.pgtrail.state import TrailPosition, position_of
 from notarium.pgtrail.trail import TrailLedger, retryable
 
@@ -164,20 +164,9 @@ class Agent:
     # -- one session ---------------------------------------------------------------------------
 
     def _session(self) -> None:
-        found = current_init(self.ledger)
-        if found is None:
-            raise TrailError(
-                f"collection {self.ledger.collection} holds no trail", hint="prepare the database with pg init first"
-            )
-        init_txid, init = found
         with pgdb.connect(self.config.dsn) as conn:
             db = pgdb.info(conn)
-            if db.system_identifier != init.system_identifier:
-                raise TrailError(
-                    f"this database (system identifier {db.system_identifier}) is not the one whose trail "
-                    f"{self.ledger.collection} holds ({init.system_identifier}, recorded at {init_txid})",
-                    hint="check --db and --collection",
-                )
+            _, init = require_trail(self.ledger, db)
             latest = self.ledger.latest()
             pos = position_of(latest.entry if latest else None, init)
             if pos.stopped is not None:
@@ -190,9 +179,10 @@ class Agent:
                 if not self.stop.is_set():
                     self._session()
                 return
-            if db.lsn < pos.end:
+            now = pgdb.current_lsn(conn)  # read after the trail's end: a live database is never behind it
+            if now < pos.end:
                 raise TrailError(
-                    f"the database's WAL ends at {po.lsn_text(db.lsn)}, before the trail's {po.lsn_text(pos.end)}: "
+                    f"the database's WAL ends at {po.lsn_text(now)}, before the trail's {po.lsn_text(pos.end)}: "
                     "it was restored from an older backup",
                     hint="pg verify shows what differs; pg restore rebuilds it from the ledger",
                 )

@@ -29,14 +29,23 @@ class InitResult:
 
 def current_init(ledger: TrailLedger) -> tuple[TxId, Init] | None:
     """The trail's newest ``init`` entry (the current epoch), if any."""
-    found = [r for r in ledger.tagged(INIT_TAG) if isinstance(r.entry, Init)]
-    if not found:
-        return None
-    last = found[-1]
-    assert_init = last.entry
-    if not isinstance(assert_init, Init):  # for the type checker; filtered above
-        raise TrailError("unreachable")
-    return last.txid, assert_init
+    found = [(r.txid, r.entry) for r in ledger.tagged(INIT_TAG) if isinstance(r.entry, Init)]
+    return found[-1] if found else None
+
+
+def require_trail(ledger: TrailLedger, db: pgdb.DbInfo) -> tuple[TxId, Init]:
+    """The current epoch's ``init`` entry, which must be this database's."""
+    found = current_init(ledger)
+    if found is None:
+        raise TrailError(f"collection {ledger.collection} holds no trail", hint="prepare the database with pg init")
+    txid, init = found
+    if db.system_identifier != init.system_identifier:
+        raise TrailError(
+            f"this database (system identifier {db.system_identifier}) is not the one whose trail "
+            f"{ledger.collection} holds ({init.system_identifier}, recorded at {txid})",
+            hint="check --db and --collection",
+        )
+    return found
 
 
 def init_trail(

@@ -11,9 +11,8 @@ import psycopg
 
 from notarium.pgtrail import database as pgdb
 from notarium.pgtrail.capture import MESSAGE_PREFIX
-from notarium.pgtrail.errors import TrailError
 from notarium.pgtrail.pgoutput import lsn_text
-from notarium.pgtrail.prepare import current_init
+from notarium.pgtrail.prepare import require_trail
 from notarium.pgtrail.state import position_of
 from notarium.pgtrail.trail import TrailLedger
 
@@ -22,12 +21,9 @@ def status(dsn: str, ledger: TrailLedger, *, wait: float = 1.0) -> dict[str, Any
     """The trail against the database. A running agent is asked (a progress message) to record how
     far it has read, and given up to ``wait`` seconds, so that WAL holding no captured change does
     not count as lag."""
-    found = current_init(ledger)
-    if found is None:
-        raise TrailError(f"collection {ledger.collection} holds no trail", hint="pg init prepares one")
-    init_txid, init = found
     with pgdb.connect(dsn) as conn:
         db = pgdb.info(conn)
+        init_txid, init = require_trail(ledger, db)
         slot = pgdb.slot(conn, init.slot)
         deadline = time.monotonic() + wait
         nudged = False
@@ -50,7 +46,6 @@ def status(dsn: str, ledger: TrailLedger, *, wait: float = 1.0) -> dict[str, Any
         "ok": True,
         "database": db.database,
         "collection": ledger.collection,
-        "sameDatabase": db.system_identifier == init.system_identifier,
         "epoch": init.epoch,
         "initialisedAt": str(init_txid),
         "tables": [t.name for t in init.tables],

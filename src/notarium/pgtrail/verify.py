@@ -29,7 +29,7 @@ from notarium.pgtrail.capture import MESSAGE_PREFIX, _Stream
 from notarium.pgtrail.errors import TrailError
 from notarium.pgtrail.format import TableShape
 from notarium.pgtrail.pgoutput import Value, lsn_text
-from notarium.pgtrail.prepare import current_init
+from notarium.pgtrail.prepare import require_trail
 from notarium.pgtrail.replay import Finding, Replay, ReplayResult, key_of
 from notarium.pgtrail.state import position_of
 from notarium.pgtrail.trail import TrailLedger
@@ -184,18 +184,9 @@ def verify(
     timeout: float = 30.0,
     say: Callable[[str], None] = lambda _: None,
 ) -> VerifyReport:
-    found = current_init(ledger)
-    if found is None:
-        raise TrailError(f"collection {ledger.collection} holds no trail", hint="pg init prepares one")
-    init = found[1]
     with pgdb.connect(dsn) as conn:
         db = pgdb.info(conn)
-        if db.system_identifier != init.system_identifier:
-            raise TrailError(
-                f"this database (system identifier {db.system_identifier}) is not the one whose trail "
-                f"{ledger.collection} holds ({init.system_identifier})",
-                hint="check --db and --collection",
-            )
+        _, init = require_trail(ledger, db)
         findings: list[Finding] = []
         slot_before = pgdb.slot(conn, init.slot)  # read before the trail: the agent confirms only what is Committed
         stream = None if at is not None else _Stream(dsn)
