@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import select
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import psycopg
 import psycopg2
@@ -47,9 +48,10 @@ from notarium.pgtrail.format import (
     TableShape,
     Tx,
     Txs,
+    change_line,
     dumps,
     encode,
-    split_tx,
+    split_stream,
 )
 from notarium.pgtrail.prepare import require_trail
 from notarium.pgtrail.state import TrailPosition, position_of
@@ -241,14 +243,17 @@ class Agent:
                     rows: list[tuple[po.Value, ...]] = []
                     size = 0
                     for row in _copy_rows(snap, table):
-                        rows.append(row)
-                        size += sum(len(v) + 3 if isinstance(v, str) else 5 for v in row) + 3
-                        counts[table.name] += 1
-                        if size >= self.config.max_entry_bytes - 1024:
+                        # the row's size as the entry holds it (UTF-8, JSON escapes); the entry is
+                        # written before a row would take it past the limit
+                        row_size = len(dumps(row).encode()) + 1
+                        if rows and size + row_size > self.config.max_entry_bytes - 1024:
                             pending.append(
                                 self._append_baseline(Baseline(init.epoch, lsn, table.name, seq, tuple(rows)))
                             )
                             seq, rows, size = seq + 1, [], 0
+                        rows.append(row)
+                        size += row_size
+                        counts[table.name] += 1
                     if rows or counts[table.name] == 0:
                         pending.append(self._append_baseline(Baseline(init.epoch, lsn, table.name, seq, tuple(rows))))
                         seq += 1
@@ -313,6 +318,7 @@ class _Streamer:
         self.begin: po.Begin | None = None
         self.changes: list[Change] = []
         self.tx_bytes = 0
+        self.spool: IO[str] | None = None  # the changes of a transaction larger than an entry
         self.saw_message = False
         self.last_write = time.monotonic()
         self.progress_asked = 0.0
@@ -352,6 +358,7 @@ class _Streamer:
     def handle(self, m: po.PgMessage) -> None:
         if isinstance(m, po.Begin):
             self.begin, self.changes, self.tx_bytes, self.saw_message = m, [], 0, False
+            self.drop_spool()
         elif isinstance(m, po.Commit):
             self.commit(m)
         elif isinstance(m, po.Relation):
@@ -378,10 +385,19 @@ class _Streamer:
         return t
 
     def add(self, change: Change) -> None:
-        self.changes.append(change)
         self.tx_bytes += 32 + sum(
             len(v) + 3 if isinstance(v, str) else 5 for v in (change.new or ()) + (change.old or ())
         )
+        if self.spool is None and self.tx_bytes > self.config.max_entry_bytes:
+            # larger than an entry: it will be written as parts; keep it on disk, not in memory
+            self.spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115  (closed at the next Begin)
+            for c in self.changes:
+                self.spool.write(change_line(c) + "\n")
+            self.changes = []
+        if self.spool is not None:
+            self.spool.write(change_line(change) + "\n")
+        else:
+            self.changes.append(change)
 
     def relation(self, r: po.Relation) -> None:
         recorded = self.init.table(r.qualified)
@@ -423,7 +439,7 @@ class _Streamer:
             raise TrailError("the stream sent a commit without a begin")
         if c.end_lsn <= self.end or c.end_lsn <= self.covered:
             return  # already in the ledger (sent again after a restart)
-        if not self.changes:
+        if not self.changes and self.spool is None:
             if self.saw_message:  # our progress message: everything before it has been seen
                 self.covered = c.end_lsn
                 if not self.pending:
@@ -431,7 +447,7 @@ class _Streamer:
             return
         tx = Tx(begin.xid, c.commit_lsn, c.end_lsn, _iso(c.commit_time), tuple(self.changes))
         self.changes = []
-        if self.tx_bytes + 256 > self.config.max_entry_bytes:
+        if self.spool is not None or self.tx_bytes + 256 > self.config.max_entry_bytes:
             self.large(tx, c.commit_time)
             return
         if not self.pending:
@@ -441,19 +457,33 @@ class _Streamer:
         self.pending_bytes += self.tx_bytes
         self.covered = c.end_lsn
 
+    def drop_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    def spooled_lines(self) -> Iterator[str]:
+        spool = self.spool
+        if spool is None:
+            return
+        spool.seek(0)
+        for line in spool:
+            yield line.rstrip("\n")
+
     def large(self, tx: Tx, commit_time: int) -> None:
+        """A transaction too large for one entry: parts, from memory or from the spool file."""
         if self.pending:
             self.flush()
-        text_size = len(encode(Txs(self.init.epoch, self.end, tx.end, self.count + 1, (tx,))).encode())
-        if text_size <= self.config.max_entry_bytes:
-            self.write(Txs(self.init.epoch, self.end, tx.end, self.count + 1, (tx,)), [commit_time])
-            return
-        parts = split_tx(self.init.epoch, self.end, self.count + 1, tx, self.config.max_entry_bytes)
-        for part in parts[:-1]:
+        count = self.count + 1
+        if self.spool is not None:
+            lines: Callable[[], Iterable[str]] = self.spooled_lines
+        else:
+            lines = lambda: (change_line(c) for c in tx.changes)  # noqa: E731
+        for part in split_stream(self.init.epoch, self.end, count, tx, lines, self.config.max_entry_bytes):
             self.ledger.append_retrying(part, say=self.agent.say, keepalive=self.stream.keepalive)
-        self.ledger.append_retrying(parts[-1], say=self.agent.say, keepalive=self.stream.keepalive)
+        self.drop_spool()
         self.end = self.covered = tx.end
-        self.count += 1
+        self.count = count
         self.stream.confirm(tx.end)
         self.last_write = time.monotonic()
         self.agent.record_stats((tx,), [commit_time], _now_pg())
@@ -467,12 +497,16 @@ class _Streamer:
     def _write_group(self, txs: tuple[Tx, ...], times: list[int], estimate: int, *, last: bool) -> None:
         end = max(txs[-1].end, self.covered) if last else txs[-1].end
         entry = Txs(self.init.epoch, self.end, end, self.count + len(txs), txs)
-        # the estimate may be short: measure when it comes near the limit
-        near = len(txs) > 1 and estimate * 2 > self.config.max_entry_bytes
+        # the estimate counts characters, the entry holds UTF-8 and JSON escapes (up to 6 bytes a
+        # character) and headers: measure when it comes within that of the limit
+        near = estimate * 6 + 4096 > self.config.max_entry_bytes
         if near and len(encode(entry).encode()) > self.config.max_entry_bytes:
-            half = len(txs) // 2
-            self._write_group(txs[:half], times[:half], estimate // 2, last=False)
-            self._write_group(txs[half:], times[half:], estimate // 2, last=last)
+            if len(txs) == 1:  # one transaction too large for an entry: in parts
+                self.large(txs[0], times[0])
+                return
+            half = len(txs) // 2  # either half is at most the whole: its estimate stays an upper bound
+            self._write_group(txs[:half], times[:half], estimate, last=False)
+            self._write_group(txs[half:], times[half:], estimate, last=last)
             return
         self.write(entry, times)
 

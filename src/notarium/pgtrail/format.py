@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -299,27 +299,78 @@ def dumps(obj: Any) -> str:
     return _ENCODER.encode(obj)
 
 
-def split_tx(epoch: int, start: int, count: int, tx: Tx, limit: int) -> list[Part]:
-    """A transaction too large for one entry, as parts of at most ``limit`` bytes each."""
-    text = encode(Txs(epoch, start, tx.end, count, (tx,)))
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    overhead = len(encode(Part(epoch, start, tx.lsn, tx.end, count, 10**9, 10**9, digest, "")).encode())
-    room = limit - overhead
+def change_line(c: Change) -> str:
+    """One change as it stands in a ``txs`` entry (a JSON array)."""
+    return _ENCODER.encode(_change_json(c))
+
+
+def _escaped_size(text: str) -> int:
+    """Bytes ``text`` takes inside a JSON string (escaping is per character, so sizes add up)."""
+    return len(_ENCODER.encode(text).encode()) - 2
+
+
+def split_stream(
+    epoch: int, start: int, count: int, head: Tx, lines: Callable[[], Iterable[str]], limit: int
+) -> Iterator[Part]:
+    """The ``txs`` entry holding one transaction (``head`` gives its xid, LSNs and time; ``lines()``
+    its changes, each from :func:`change_line`, and must give the same lines each time it is
+    called), as parts of at most ``limit`` bytes each. Two passes over ``lines()``: the first
+    fixes the digest and where each part ends, the second makes the parts; memory holds about one
+    part, whatever the transaction's size."""
+    shell = encode(Txs(epoch, start, head.end, count, (Tx(head.xid, head.lsn, head.end, head.time, ()),)))
+    closing = "]}]}"
+    if not shell.endswith("[]" + closing[1:]):
+        raise ValueError("unexpected txs shape")
+    opening = shell[: -len(closing)]  # ends with "changes":[
+
+    def fragments() -> Iterator[str]:
+        yield opening
+        for i, line in enumerate(lines()):
+            yield line if i == 0 else "," + line
+        yield closing
+
+    probe = Part(epoch, start, head.lsn, head.end, count, 10**9, 10**9, "0" * 64, "")
+    room = limit - len(encode(probe).encode())
     if room < 64:
         raise ValueError("the entry size limit is too small for a part")
-    pieces: list[str] = []
-    pos = 0
-    while pos < len(text):
-        # JSON escaping can grow a character to 6 bytes (\u0001) and UTF-8 to 4: shrink until it fits
-        take = room
-        while True:
-            piece = text[pos : pos + take]
-            if len(_ENCODER.encode(piece).encode()) - 2 <= room or take == 1:
-                break
-            take = max(1, take // 2)
-        pieces.append(piece)
-        pos += len(piece)
-    return [Part(epoch, start, tx.lsn, tx.end, count, i + 1, len(pieces), digest, p) for i, p in enumerate(pieces)]
+    digest = hashlib.sha256()
+    sizes: list[int] = []  # characters in each part
+    chars = used = 0
+    for frag in fragments():
+        digest.update(frag.encode())
+        size = _escaped_size(frag)
+        if used + size <= room:
+            chars, used = chars + len(frag), used + size
+            continue
+        if chars:
+            sizes.append(chars)
+        pos = 0
+        while size > room:  # a fragment larger than a part: cut it where the escaped size fits
+            take = room
+            while take > 1 and _escaped_size(frag[pos : pos + take]) > room:
+                take //= 2
+            sizes.append(take)
+            size -= _escaped_size(frag[pos : pos + take])
+            pos += take
+        chars, used = len(frag) - pos, size
+    if chars:
+        sizes.append(chars)
+    sha = digest.hexdigest()
+    buffer = ""
+    part = 0
+    for frag in fragments():
+        buffer += frag
+        while part < len(sizes) and len(buffer) >= sizes[part]:
+            text, buffer = buffer[: sizes[part]], buffer[sizes[part] :]
+            part += 1
+            yield Part(epoch, start, head.lsn, head.end, count, part, len(sizes), sha, text)
+    if buffer or part != len(sizes):
+        raise ValueError("the second pass over the transaction's changes differs from the first")
+
+
+def split_tx(epoch: int, start: int, count: int, tx: Tx, limit: int) -> list[Part]:
+    """A transaction held in memory as parts of at most ``limit`` bytes each."""
+    return list(split_stream(epoch, start, count, tx, lambda: (change_line(c) for c in tx.changes), limit))
 
 
 def join_parts(parts: Sequence[Part]) -> Txs:

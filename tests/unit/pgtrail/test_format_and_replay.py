@@ -145,6 +145,14 @@ def test_garbage_is_a_format_error() -> None:
             decode(text)
 
 
+def test_a_value_larger_than_a_part_is_cut_inside_and_joins_back() -> None:
+    big = "".join(chr(0x20 + (i * 7919) % 0x2FF0) for i in range(60_000)) + '"\\' * 500
+    tx = _tx(500, Change("I", "public.log", new=(big, "1")), Change("I", "public.log", new=("small", "2")))
+    parts = split_tx(1, 400, 3, tx, 4096)
+    assert all(len(encode(p).encode()) <= 4096 for p in parts)
+    assert join_parts(parts).txs == (tx,)
+
+
 def test_a_large_transaction_splits_into_parts_that_join_back() -> None:
     rows = [Change("I", "public.accounts", new=(str(i), 'ü"\\\n\x01' * 20, "1")) for i in range(400)]
     tx = _tx(500, *rows)
