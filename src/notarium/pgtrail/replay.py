@@ -81,7 +81,10 @@ def key_of(table: TableShape, row: Sequence[Value]) -> str:
 class Replay:
     """Feed it the trail's verified entries in ledger order; read the state with :meth:`rows`."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, before: int | None = None) -> None:
+        """``before``: replay only the transactions whose commit record precedes this LSN (a
+        snapshot's consistent point: exactly the transactions the snapshot sees)."""
+        self.before = before
         self.path = workdir / "replay.sqlite"
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.executescript(
@@ -97,6 +100,7 @@ class Replay:
         self._baseline_counts: dict[str, int] = {}
         self._parts: dict[tuple[int, str], list[Part]] = {}
         self._stopped = False
+        self._past = False  # the trail has gone past ``before``
 
     def close(self) -> None:
         self.db.close()
@@ -106,6 +110,8 @@ class Replay:
     def feed_all(self, recorded: Iterable[Recorded]) -> ReplayResult:
         for r in recorded:
             self.feed(r)
+            if self._past:
+                break  # nothing further counts: stop reading
         self.db.execute("COMMIT")
         self.db.execute("BEGIN")
         return self.result
@@ -116,6 +122,9 @@ class Replay:
     def feed(self, r: Recorded) -> None:
         e, txid = r.entry, r.txid
         res = self.result
+        if self._past or (self.before is not None and isinstance(e, Txs | Gap) and e.start >= self.before):
+            self._past = True
+            return
         res.entries += 1
         res.last_txid = txid
         if isinstance(e, Init):
@@ -257,6 +266,9 @@ class Replay:
         for tx in e.txs:
             if tx.end <= res.end:
                 continue
+            if self.before is not None and tx.lsn >= self.before:
+                self._past = True  # after the point compared at, and so is the rest of the trail
+                return
             for change in tx.changes:
                 self._apply(change, txid)
             res.count += 1

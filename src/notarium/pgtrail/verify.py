@@ -191,14 +191,17 @@ def verify(
         slot_before = pgdb.slot(conn, init.slot)  # read before the trail: the agent confirms only what is Committed
         stream = None if at is not None else _Stream(dsn)
         try:
+            if stream is not None:
+                point, snapshot = stream.create_slot_with_snapshot(
+                    f"notarium_verify_{os.getpid()}_temp", temporary=True
+                )
+            else:
+                point, snapshot = pgdb.current_lsn(conn), ""
             with (
                 tempfile.TemporaryDirectory(prefix="notarium-pg-verify-") as work,
-                contextlib.closing(Replay(Path(work))) as replay,
+                contextlib.closing(Replay(Path(work), before=point if stream is not None else None)) as replay,
             ):
                 if stream is not None:
-                    point, snapshot = stream.create_slot_with_snapshot(
-                        f"notarium_verify_{os.getpid()}_temp", temporary=True
-                    )
                     trail_end = _wait_for_trail(conn, ledger, init, point, timeout, say)
                     if trail_end < point:
                         findings.append(
@@ -210,8 +213,6 @@ def verify(
                                 "differences",
                             )
                         )
-                else:
-                    point, snapshot = pgdb.current_lsn(conn), ""
                 say(f"replaying the trail of {db.database} from the ledger")
                 result = replay.feed_all(ledger.read(last=at))
                 if result.init is None:

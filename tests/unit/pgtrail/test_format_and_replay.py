@@ -302,3 +302,26 @@ def test_a_new_epoch_starts_afresh_and_is_reported(f: Feeder) -> None:
     assert "after capture stopped" in f.replay.result.findings[1].message
     with pytest.raises(VerificationError, match="does not follow"):
         f.feed(_init(epoch=4))
+
+
+def test_replay_up_to_a_snapshot_point_leaves_out_later_transactions(tmp_path: Path) -> None:
+    f = Feeder(tmp_path)
+    f.replay.before = 130  # a snapshot sees the transactions whose commit record precedes 130
+    _baseline(f)
+    f.feed(
+        Txs(
+            1,
+            100,
+            200,
+            2,
+            (
+                _tx(110, Change("I", "public.log", new=("seen", "1"))),
+                _tx(130, Change("I", "public.log", new=("after", "2"))),
+            ),
+        ),
+        Txs(1, 200, 300, 3, (_tx(210, Change("I", "public.log", new=("later", "3"))),)),
+    )
+    assert [r[0][0] for r in f.state("public.log")] == ["seen", "x"]
+    assert f.replay.result.count == 1
+    assert f.replay.result.findings == []  # what lies beyond the point is no gap
+    f.replay.close()
