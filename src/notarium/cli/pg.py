@@ -73,6 +73,13 @@ def register(sub: Any) -> None:
     p = command("verify", "compare the live database with the trail (exit 3 when they differ)", _verify)
     p.add_argument("--at", metavar="V.S", help="compare with the state recorded at this TxId (a restored database)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="how long to wait for capture to catch up")
+    p.add_argument(
+        "--epoch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="accept the re-baselines (pg init --rebaseline) up to epoch N: judge the trail from its baseline on",
+    )
 
     p = command("restore", "rebuild the captured tables in an empty database from the ledger", _restore)
     p.add_argument("--at", metavar="V.S", help="as they were after the entry at this TxId (default: the last)")
@@ -159,14 +166,15 @@ def _capture(args: argparse.Namespace, client: Client) -> int:
 
 def _verify(args: argparse.Namespace, client: Client) -> int:
     ledger = _ledger(args, client)
-    report = verify(args.db, ledger, at=_txid(args.at), timeout=args.timeout, say=_say(args))
+    report = verify(args.db, ledger, at=_txid(args.at), epoch=args.epoch, timeout=args.timeout, say=_say(args))
     if args.json:
         print(json.dumps(report.to_json()))
         return EXIT_OK if report.ok else EXIT_VERIFY
     out = Console(highlight=False, soft_wrap=True)
     r = report.replay
     for f in report.findings:
-        out.print(f"{f.kind.upper()}: {escape(f.message)}" + (f" (entry {f.txid})" if f.txid else ""))
+        label = f.kind.upper() if report.alarming(f) else f"{f.kind} (epoch {f.epoch}, accepted or informational)"
+        out.print(escape(f"{label}: {f.message}" + (f" (entry {f.txid})" if f.txid else "")))
     for d in report.divergences:
         key = ", ".join(f"{k}={v}" for k, v in d.key.items())
         out.print(escape(f"DIVERGENT {d.table} [{key}]: {d.what}"))
@@ -193,6 +201,8 @@ def _restore(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         print(json.dumps(report.to_json()))
     else:
+        for f in report.replay.findings:
+            print(f"warning: {f.kind} (epoch {f.epoch}): {f.message}", file=sys.stderr)
         total = sum(report.tables.values())
         print(f"restored {total} rows into {report.database} as of {report.replay.last_txid}")
     return EXIT_OK
@@ -211,19 +221,27 @@ def _status(args: argparse.Namespace, client: Client) -> int:
         print(json.dumps(body))
         return EXIT_OK
     slot = body["slot"]
-    print(
-        f"{body['database']} → {body['collection']} (epoch {body['epoch']}, {len(body['tables'])} table(s))\n"
+    lines = [
+        f"{body['database']} → {body['collection']} (epoch {body['epoch']}, {len(body['tables'])} table(s))",
         f"  baseline: {'done' if body['baselineDone'] else 'not done'}; "
-        f"transactions captured: {body['transactionsCaptured']}\n"
+        f"transactions captured: {body['transactionsCaptured']}",
         f"  lag: {body['lagBytes']} bytes, {body['lagSeconds']} s "
-        f"(trail {body['trailEnd']}, database {body['databaseLsn']})\n"
-        f"  last captured commit: {body['lastCapturedCommit']}; last entry: {body['lastEntry']}\n"
-        + (f"  stopped: {body['stopped']}\n" if body["stopped"] else "")
-        + (
+        f"(trail {body['trailEnd']}, database {body['databaseLsn']})",
+        f"  last captured commit: {body['lastCapturedCommit']}; last entry: {body['lastEntry']}",
+    ]
+    if body["stopped"]:
+        lines.append(f"  STOPPED: {body['stopped']}")
+    if slot is None:
+        lines.append("  slot: MISSING (dropped? the trail has a gap)")
+    else:
+        lost = slot["walStatus"] == "lost"
+        lines.append(
             f"  slot {slot['name']}: {'active' if slot['active'] else 'inactive'}, confirmed {slot['confirmedFlush']}, "
-            f"WAL held {slot['walRetainedBytes']} bytes"
-            if slot
-            else "  slot: MISSING (dropped?)"
+            + (
+                "INVALIDATED: its WAL is lost and the trail has a gap"
+                if lost
+                else f"WAL held {slot['walRetainedBytes']} bytes"
+            )
         )
-    )
+    print("\n".join(lines))
     return EXIT_OK

@@ -120,7 +120,13 @@ class _Stream:
         )
 
     def confirm(self, lsn: int) -> None:
-        self.cur.send_feedback(write_lsn=lsn, flush_lsn=lsn, apply_lsn=lsn, force=True)  # type: ignore[no-untyped-call]
+        """Tell the server that the ledger holds every transaction that commits before ``lsn`` (the
+        end of the last one recorded). The slot is told one byte less: once the client has confirmed
+        the last message it received, psycopg2 moves the slot on by itself to the position of the
+        server's keepalives, past WAL the trail does not cover, and the next start would see a gap.
+        Nothing is sent twice for it: the last transaction's commit record begins before ``lsn - 1``."""
+        mark = max(lsn - 1, 0)
+        self.cur.send_feedback(write_lsn=mark, flush_lsn=mark, apply_lsn=mark, force=True)  # type: ignore[no-untyped-call]
 
     def keepalive(self) -> None:
         self.cur.send_feedback()  # type: ignore[no-untyped-call]
@@ -197,6 +203,13 @@ class Agent:
                 )
             if info.active:
                 raise TrailError(f"replication slot {init.slot} is in use by another process", hint="stop it first")
+            if info.wal_status == "lost":
+                raise TrailError(
+                    f"replication slot {init.slot} was invalidated: it fell more than max_slot_wal_keep_size behind, "
+                    f"and the WAL after {po.lsn_text(pos.end)} is gone, so the trail has a gap",
+                    hint="pg verify reports it; pg init --rebaseline starts a new epoch (and raise "
+                    "max_slot_wal_keep_size or keep capture running)",
+                )
             if info.confirmed_flush is not None and info.confirmed_flush > pos.end:
                 gap = Gap(
                     init.epoch,
@@ -211,13 +224,9 @@ class Agent:
                     f"{po.lsn_text(pos.end)}; recorded at {txid}; capture goes on from the slot"
                 )
                 pos = TrailPosition(True, info.confirmed_flush, pos.count)
-            published = pgdb.publication_tables(conn, init.publication)
-            if published != [t.name for t in init.tables]:
-                raise TrailError(
-                    f"publication {init.publication} publishes {published}, not the recorded tables "
-                    f"{[t.name for t in init.tables]}",
-                    hint="pg init --rebaseline records the new set",
-                )
+            problem = pgdb.publication_problem(conn, init.publication, [t.name for t in init.tables])
+            if problem is not None:
+                raise TrailError(problem, hint="pg init --rebaseline records what is published now")
             _Streamer(self, conn, init, pos).run()
 
     # -- the baseline ---------------------------------------------------------------------------
@@ -475,13 +484,17 @@ class _Streamer:
         if self.pending:
             self.flush()
         count = self.count + 1
-        if self.spool is not None:
+        # the spool holds the changes of the transaction just committed (its own are then empty); a
+        # pending one found too large when flushed, maybe while another is being spooled, has its own
+        spooled = self.spool is not None and not tx.changes
+        if spooled:
             lines: Callable[[], Iterable[str]] = self.spooled_lines
         else:
             lines = lambda: (change_line(c) for c in tx.changes)  # noqa: E731
         for part in split_stream(self.init.epoch, self.end, count, tx, lines, self.config.max_entry_bytes):
             self.ledger.append_retrying(part, say=self.agent.say, keepalive=self.stream.keepalive)
-        self.drop_spool()
+        if spooled:
+            self.drop_spool()
         self.end = self.covered = tx.end
         self.count = count
         self.stream.confirm(tx.end)

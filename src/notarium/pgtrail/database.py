@@ -140,7 +140,8 @@ def _table_oid(conn: psycopg.Connection[Any], name: str) -> int:
 def _all_tables(conn: psycopg.Connection[Any]) -> list[int]:
     rows = conn.execute(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        " WHERE c.relkind = 'r' AND c.relpersistence = 'p'"
+        " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
         " AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'"
         " ORDER BY n.nspname, c.relname"
     ).fetchall()
@@ -150,16 +151,21 @@ def _all_tables(conn: psycopg.Connection[Any]) -> list[int]:
 def shape(conn: psycopg.Connection[Any], oid: int) -> TableShape:
     """A table's shape as the trail records it, or a refusal that says how to make it capturable."""
     row = conn.execute(
-        "SELECT n.nspname, c.relname, c.relkind, c.relreplident FROM pg_class c"
+        "SELECT n.nspname, c.relname, c.relkind, c.relreplident, c.relpersistence FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
         (oid,),
     ).fetchone()
     if row is None:
         raise TrailError(f"table {oid} vanished")
-    schema, table, kind, ident = row
+    schema, table, kind, ident, persistence = row
     name = f"{schema}.{table}"
     if kind != "r":
         raise TrailError(f"{name} is not an ordinary table (partitioned tables: name their partitions)")
+    if persistence != "p":
+        raise TrailError(
+            f"{name} is an unlogged or temporary table: its changes are not in the WAL, so it cannot be captured",
+            hint=f"ALTER TABLE {name} SET LOGGED, or leave it out of --tables",
+        )
     columns = tuple(
         ColumnShape(str(r[0]), str(r[1]), int(r[2]))
         for r in conn.execute(
@@ -247,6 +253,31 @@ def publication_tables(conn: psycopg.Connection[Any], name: str) -> list[str] | 
         "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1", (name,)
     ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def publication_problem(conn: psycopg.Connection[Any], name: str, tables: Sequence[str]) -> str | None:
+    """What makes the publication publish less than the trail needs, if anything: other tables,
+    an operation left out, a row filter or a column list (each would drop changes silently)."""
+    row = conn.execute(
+        "SELECT pubinsert AND pubupdate AND pubdelete AND pubtruncate FROM pg_publication WHERE pubname = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        return f"publication {name} no longer exists"
+    if not row[0]:
+        return f"publication {name} leaves out inserts, updates, deletes or truncates"
+    published = publication_tables(conn, name)
+    if published != sorted(tables):
+        return f"publication {name} publishes {published}, not the recorded tables {sorted(tables)}"
+    filtered = conn.execute(
+        "SELECT n.nspname || '.' || c.relname FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid"
+        " JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE p.pubname = %s AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL)",
+        (name,),
+    ).fetchall()
+    if filtered:
+        return f"publication {name} filters rows or columns of {', '.join(str(r[0]) for r in filtered)}"
+    return None
 
 
 def create_publication(conn: psycopg.Connection[Any], name: str, tables: Sequence[TableShape]) -> None:

@@ -33,13 +33,14 @@ def current_init(ledger: TrailLedger) -> tuple[TxId, Init] | None:
     return found[-1] if found else None
 
 
-def require_trail(ledger: TrailLedger, db: pgdb.DbInfo) -> tuple[TxId, Init]:
-    """The current epoch's ``init`` entry, which must be this database's."""
+def require_trail(ledger: TrailLedger, db: pgdb.DbInfo, *, same_database: bool = True) -> tuple[TxId, Init]:
+    """The current epoch's ``init`` entry, which must be this database's (unless ``same_database``
+    is False: a copy restored elsewhere)."""
     found = current_init(ledger)
     if found is None:
         raise TrailError(f"collection {ledger.collection} holds no trail", hint="prepare the database with pg init")
     txid, init = found
-    if db.system_identifier != init.system_identifier:
+    if same_database and db.system_identifier != init.system_identifier:
         raise TrailError(
             f"this database (system identifier {db.system_identifier}) is not the one whose trail "
             f"{ledger.collection} holds ({init.system_identifier}, recorded at {txid})",

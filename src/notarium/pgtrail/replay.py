@@ -47,12 +47,13 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 class Finding:
     """Something the trail shows that an auditor must see."""
 
-    kind: str  # gap, stop, epoch, inconsistency
+    kind: str  # gap, stop, epoch, inconsistency (replay); timeline, restored, behind (verify)
     txid: str | None
     message: str
+    epoch: int = 1  # the epoch it belongs to (an "epoch" finding: the one that begins)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "txid": self.txid, "message": self.message}
+        return {"kind": self.kind, "epoch": self.epoch, "txid": self.txid, "message": self.message}
 
 
 @dataclass
@@ -116,8 +117,9 @@ class Replay:
         self.db.execute("BEGIN")
         return self.result
 
-    def _find(self, kind: str, txid: TxId | str | None, message: str) -> None:
-        self.result.findings.append(Finding(kind, None if txid is None else str(txid), message))
+    def _find(self, kind: str, txid: TxId | str | None, message: str, *, epoch: int | None = None) -> None:
+        current = self.result.init.epoch if self.result.init is not None else 1
+        self.result.findings.append(Finding(kind, None if txid is None else str(txid), message, epoch or current))
 
     def feed(self, r: Recorded) -> None:
         e, txid = r.entry, r.txid
@@ -177,7 +179,9 @@ class Replay:
                 "epoch",
                 txid,
                 f"re-baselined {how}: epoch {res.init.epoch} ended at {lsn_text(res.end)}; epoch {e.epoch} begins with "
-                "a new baseline, and what changed in between is known only through it",
+                "a new baseline, and what changed in between is known only through it (verify --epoch "
+                f"{e.epoch} accepts it)",
+                epoch=e.epoch,
             )
         elif e.epoch != 1:
             raise VerificationError(f"the trail begins with epoch {e.epoch}", check="trail")

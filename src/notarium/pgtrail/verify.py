@@ -81,10 +81,18 @@ class VerifyReport:
     divergences: list[Divergence] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)  # gaps, epochs, stops, inconsistencies, lag
 
+    accepted_epoch: int = 1  # --epoch: re-baselines up to this one are accepted, earlier epochs are history
+
+    def alarming(self, f: Finding) -> bool:
+        """A finding that fails verify: a gap, an inconsistency, a database behind its own trail,
+        or a re-baseline nobody accepted; what belongs to epochs before the accepted one is history."""
+        if f.kind not in {"gap", "inconsistency", "restored", "epoch"}:
+            return False
+        return f.epoch > self.accepted_epoch or (f.epoch == self.accepted_epoch and f.kind != "epoch")
+
     @property
     def ok(self) -> bool:
-        alarming = {"gap", "inconsistency", "restored"}
-        return not self.divergences and not any(f.kind in alarming for f in self.findings)
+        return not self.divergences and not any(self.alarming(f) for f in self.findings)
 
     def to_json(self) -> dict[str, Any]:
         r = self.replay
@@ -99,7 +107,8 @@ class VerifyReport:
             "transactions": r.count,
             "entries": r.entries,
             "tables": self.tables,
-            "findings": [f.to_json() for f in self.findings],
+            "acceptedEpoch": self.accepted_epoch,
+            "findings": [{**f.to_json(), "alarming": self.alarming(f)} for f in self.findings],
             "divergences": [d.to_json() for d in self.divergences],
         }
 
@@ -181,12 +190,16 @@ def verify(
     ledger: TrailLedger,
     *,
     at: TxId | None = None,
+    epoch: int = 1,
     timeout: float = 30.0,
     say: Callable[[str], None] = lambda _: None,
 ) -> VerifyReport:
+    """Compare the database with the trail. ``at``: with the state recorded at that TxId (a
+    database restored to it: it may live in another cluster, so its identity is not checked).
+    ``epoch``: accept the re-baselines up to that epoch (what came before it is history)."""
     with pgdb.connect(dsn) as conn:
         db = pgdb.info(conn)
-        _, init = require_trail(ledger, db)
+        _, init = require_trail(ledger, db, same_database=at is None)
         findings: list[Finding] = []
         slot_before = pgdb.slot(conn, init.slot)  # read before the trail: the agent confirms only what is Committed
         stream = None if at is not None else _Stream(dsn)
@@ -211,6 +224,7 @@ def verify(
                                 f"the trail ends at {lsn_text(trail_end)}, the database at {lsn_text(point)}: "
                                 "changes in between are not captured yet (is pg capture running?) and show as "
                                 "differences",
+                                init.epoch,
                             )
                         )
                 say(f"replaying the trail of {db.database} from the ledger")
@@ -218,7 +232,11 @@ def verify(
                 if result.init is None:
                     raise TrailError("the trail holds no init entry")
                 findings.extend(result.findings)
-                report = VerifyReport(db.database, lsn_text(point), lsn_text(result.end), result, findings=findings)
+                report = VerifyReport(
+                    db.database, lsn_text(point), lsn_text(result.end), result, findings=findings, accepted_epoch=epoch
+                )
+                if epoch > result.init.epoch:
+                    raise TrailError(f"--epoch {epoch}: the trail's newest epoch is {result.init.epoch}")
                 if not result.baseline_done:
                     raise TrailError("the trail's baseline is not complete yet", hint="let pg capture run first")
                 if at is None:
@@ -240,44 +258,44 @@ def verify(
 def _check_continuity(
     db: pgdb.DbInfo, slot: pgdb.SlotInfo | None, result: ReplayResult, name: str, findings: list[Finding]
 ) -> None:
+    """What the database and its slot say about the trail's continuity."""
     init = result.init
     if init is None:
         return
+    end = lsn_text(result.end)
+
+    def find(kind: str, message: str) -> None:
+        findings.append(Finding(kind, None, message, init.epoch))
+
     if db.timeline != init.timeline:
-        findings.append(
-            Finding(
-                "timeline",
-                None,
-                f"the database is on timeline {db.timeline}, the trail began on {init.timeline}: it was restored to a "
-                "point in time or a standby was promoted",
-            )
+        find(
+            "timeline",
+            f"the database is on timeline {db.timeline}, the trail began on {init.timeline}: it was restored to a "
+            "point in time or a standby was promoted",
         )
     if db.lsn < result.end:
-        findings.append(
-            Finding(
-                "restored",
-                None,
-                f"the database's WAL ends at {lsn_text(db.lsn)}, before the trail's {lsn_text(result.end)}: it was "
-                "restored from an older backup",
-            )
+        find(
+            "restored",
+            f"the database's WAL ends at {lsn_text(db.lsn)}, before the trail's {end}: it was restored "
+            "from an older backup",
         )
     if slot is None:
-        findings.append(
-            Finding(
-                "gap",
-                None,
-                f"replication slot {name} no longer exists: it was dropped, so changes after {lsn_text(result.end)} "
-                "may never reach the ledger",
-            )
+        find(
+            "gap",
+            f"replication slot {name} no longer exists: it was dropped, so changes after {end} may never "
+            "reach the ledger",
+        )
+    elif slot.wal_status == "lost":
+        find(
+            "gap",
+            f"replication slot {name} was invalidated (it fell more than max_slot_wal_keep_size behind): the "
+            f"WAL after {end} is gone before it reached the ledger",
         )
     elif slot.confirmed_flush is not None and slot.confirmed_flush > result.end:
-        findings.append(
-            Finding(
-                "gap",
-                None,
-                f"replication slot {name} was advanced to {lsn_text(slot.confirmed_flush)}, past the trail's end "
-                f"{lsn_text(result.end)}: transactions in between never reached the ledger",
-            )
+        find(
+            "gap",
+            f"replication slot {name} was advanced to {lsn_text(slot.confirmed_flush)}, past the trail's end "
+            f"{end}: transactions in between never reached the ledger",
         )
 
 
