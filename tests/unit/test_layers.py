@@ -49,3 +49,42 @@ def test_layers_point_downward() -> None:
         for path in sorted((SRC / package).rglob("*.py")):
             found = [n for n in _imports(path) if n.startswith(forbidden)]
             assert not found, (path.relative_to(SRC), found)
+
+
+ALLOWED_IN_PGTRAIL = ("notarium.client", "notarium.errors", "notarium.types", "notarium.verify", "notarium.pgtrail")
+
+
+def _within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def _modules(path: Path) -> set[str]:
+    """What a file imports, also ``from notarium import pgtrail`` as ``notarium.pgtrail``."""
+    names = _imports(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "notarium":
+            names.update(f"notarium.{a.name}" for a in node.names)
+    return names - {"notarium"}
+
+
+def test_pgtrail_is_a_client_of_the_ledger() -> None:
+    """The database trail talks to a ledger like any user: of notarium it imports only the client,
+    errors, types, the verification core and itself."""
+    paths = sorted((SRC / "pgtrail").rglob("*.py"))
+    assert paths
+    for path in paths:
+        found = [n for n in _modules(path) if n.split(".")[0] == "notarium" and not _within(n, ALLOWED_IN_PGTRAIL)]
+        assert not found, (path.relative_to(SRC), found)
+
+
+def test_nothing_below_the_cli_imports_pgtrail() -> None:
+    """Only the command line knows the database trail: no layer under it (ledger, cluster, server,
+    host, governance, auth, verify, client, nor any other module outside cli/) imports it."""
+    for package in ("ledger", "cluster", "server", "host", "governance", "auth", "verify", "client"):
+        assert (SRC / package).is_dir(), package
+    for path in sorted(SRC.rglob("*.py")):
+        part = path.relative_to(SRC).parts[0]
+        if part in ("cli", "pgtrail"):
+            continue
+        found = [n for n in _modules(path) if _within(n, ("notarium.pgtrail",))]
+        assert not found, (path.relative_to(SRC), found)
