@@ -54,13 +54,13 @@ def clean_env() -> dict[str, str]:
 
 @contextmanager
 def running(
-    directory: Path, *args: str, command: str = "serve", verbose: int = 0, timeout: float = 30
+    directory: Path, *args: str, command: str = "serve", verbose: int = 0, timeout: float = 30, port: int = 0
 ) -> Iterator[Server]:
-    """Start the server on a free port and yield it once it listens; SIGTERM it on exit.
+    """Start the server on ``port`` (0: a free one) and yield it once it listens; SIGTERM it on exit.
     ``verbose``: 1 logs requests (INFO), 2 everything (DEBUG); the output holds both server processes'."""
     flags = ["-" + "v" * verbose] if verbose else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "notarium", *flags, command, str(directory), "--port", "0", *args],
+        [sys.executable, "-m", "notarium", *flags, command, str(directory), "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -66,7 +66,9 @@ def _run(args: list[str], what: str) -> str:
     done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        raise TrailError(f"{what} failed: {lines[-1] if lines else done.returncode}")
+        # psql follows its ERROR line with the statement and a caret: name the error
+        errors = [ln for ln in lines if "ERROR:" in ln or "FATAL:" in ln]
+        raise TrailError(f"{what} failed: {(errors or lines)[-1] if lines else done.returncode}")
     return done.stdout
 
 
