@@ -203,6 +203,8 @@ def test_a_table_dropped_from_the_publication_shows_as_divergent(
         ("public.notes", {"id": "2"}, "differs")
     ]
     assert report["divergences"][0]["database"]["body"] == "unseen"
+    named = [f for f in report["findings"] if f["kind"] == "gap" and "not the recorded tables" in f["message"]]
+    assert len(named) == 1, report["findings"]  # the publication itself is named, not only the rows
     refused = t.pg("capture", "--once", timeout=120)
     assert refused.returncode == 1, (refused.stdout, refused.stderr)
     assert "not the recorded tables" in refused.stderr

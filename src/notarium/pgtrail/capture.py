@@ -129,7 +129,10 @@ class _Stream:
         self.cur.send_feedback(write_lsn=mark, flush_lsn=mark, apply_lsn=mark, force=True)  # type: ignore[no-untyped-call]
 
     def keepalive(self) -> None:
-        self.cur.send_feedback()  # type: ignore[no-untyped-call]
+        """A status update now (the positions already confirmed): the server drops a replication
+        connection it has not heard from for ``wal_sender_timeout``, e.g. while the ledger is down.
+        Without ``force``, psycopg2 only records it for the next read, which does not come then."""
+        self.cur.send_feedback(force=True)  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
         self.conn.close()
@@ -156,6 +159,14 @@ class Agent:
             except (psycopg.OperationalError, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 self.say(f"PostgreSQL is not available ({text}); reconnecting in {delay:.0f} s")
+            except psycopg2.DatabaseError as exc:
+                # the bare DatabaseError, without an SQLSTATE: psycopg2's word for a replication
+                # connection that is gone (a status update on a connection the server has closed)
+                if type(exc) is not psycopg2.DatabaseError or exc.pgcode is not None:
+                    raise
+                self.say(
+                    f"PostgreSQL is not available (the replication connection was lost); reconnecting in {delay:.0f} s"
+                )
             except TrailError as exc:
                 if "cannot connect" not in str(exc) and "replication connection" not in str(exc):
                     raise
@@ -394,8 +405,10 @@ class _Streamer:
         return t
 
     def add(self, change: Change) -> None:
-        self.tx_bytes += 32 + sum(
-            len(v) + 3 if isinstance(v, str) else 5 for v in (change.new or ()) + (change.old or ())
+        self.tx_bytes += (
+            32
+            + sum(len(v) + 3 if isinstance(v, str) else 5 for v in (change.new or ()) + (change.old or ()))
+            + sum(len(t) + 3 for t in change.tables)
         )
         if self.spool is None and self.tx_bytes > self.config.max_entry_bytes:
             # larger than an entry: it will be written as parts; keep it on disk, not in memory

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from notarium.client.client import Client
-from notarium.client.errors import ApiError, ClientError, UnreachableError
+from notarium.client.errors import ApiError, ClientError, NotCommittedError, UnreachableError
 from notarium.errors import VerificationError
 from notarium.pgtrail.errors import TrailError
 from notarium.pgtrail.format import BaselineEnd, Init, TrailEntry, decode, encode
@@ -68,11 +68,30 @@ class TrailLedger:
         self, entry: TrailEntry, *, say: Callable[[str], None], keepalive: Callable[[], None] = lambda: None
     ) -> TxId:
         """Append and wait until Committed, waiting out an unreachable or busy ledger (with a visible
-        message each time, and ``keepalive`` called while waiting)."""
+        message each time, and ``keepalive`` called while waiting).
+
+        Never twice: once the ledger has handed out a TxId for the entry, that TxId is waited for
+        (a ledger that stops signs what is pending: it commits), and the entry is appended again
+        only if it became Invalid; when the append itself got no answer, the collection's newest
+        entry is looked at first (the ledger may have taken it)."""
         delay = 0.5
+        txid: TxId | None = None
+        asked = False
         while True:
             try:
-                return self.append(entry)
+                if txid is None and asked:
+                    newest = self.client.latest(collection=self.collection)
+                    if newest is not None and newest.contents == encode(entry):
+                        return newest.txid
+                if txid is None:
+                    asked = True
+                    txid = self.append(entry, wait=False)
+                self.client.wait(txid)
+                return txid
+            except NotCommittedError as exc:
+                if exc.state != "Invalid":
+                    raise
+                txid, asked = None, False  # lost when the ledger restarted: append it again
             except ClientError as exc:
                 if not retryable(exc):
                     raise

@@ -242,6 +242,11 @@ def verify(
                 if at is None:
                     now = pgdb.info(conn)  # after the trail was read: its end cannot be ahead of a live database
                     _check_continuity(now, slot_before, result, init.slot, findings)
+                    problem = pgdb.publication_problem(conn, init.publication, [t.name for t in result.init.tables])
+                    if problem is not None:
+                        findings.append(
+                            Finding("gap", None, f"{problem}: changes it leaves out are not captured", init.epoch)
+                        )
                 say(f"comparing {len(result.init.tables)} table(s) at {lsn_text(point)}")
                 with pgdb.connect(dsn, autocommit=False) as snap:
                     if snapshot:
