@@ -10,8 +10,9 @@ RUN_DIR ?= run/ledger
 
 # Compatibility oracles live in their own environments: the `ccf` package needs
 # cryptography<=46 and cbor2<6, and the two Azure SDK versions share one package name; mgmt is
-# azure-mgmt-confidentialledger, the management SDK the ledger host (notarium host) serves.
-ORACLES := ccf acl1 acl2 mgmt
+# azure-mgmt-confidentialledger, the management SDK the ledger host (notarium host) serves, and
+# mgmtbeta its newest beta (another package version, so another environment).
+ORACLES := ccf acl1 acl2 mgmt mgmtbeta
 
 .PHONY: run test lint typecheck unit bench setup oracles clean
 

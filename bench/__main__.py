@@ -11,6 +11,10 @@ Benchmarks (issue #2):
   client, export, tokens, recovery   (bench/<name>.py)
   ha       committed appends through the primary on PostgreSQL vs the embedded store, and the
            failover time over 20 SIGKILLs of the primary (bench/ha.py)
+  pgtrail  the database trail (`notarium pg`) under pgbench: capture throughput and lag, pgbench's tps
+           with capture vs without, pg verify and pg restore time and memory (bench/pgtrail.py)
+  join     3,500 unauthenticated joins from one client, then governance requests/s (a member's, and
+           forged ones) with and without them, the server's join limits at default and raised (bench/join.py)
 Results are printed and written to bench/out/results.json (a run with --only updates its sections).
 """
 
@@ -193,7 +197,7 @@ def bench_audit(ledger_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    sections = ["engine", "memory", "audit", "http", "client", "export", "tokens", "recovery", "ha"]
+    sections = ["engine", "memory", "audit", "http", "client", "export", "tokens", "recovery", "ha", "pgtrail", "join"]
     parser.add_argument("--only", nargs="*", choices=sections)
     args = parser.parse_args(argv)
     only = set(args.only or sections)
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if ledger_dir is not None:
         shutil.rmtree(ledger_dir.parent, ignore_errors=True)
     # the sections that run a server or a client of their own: module bench.NAME, function bench_NAME
-    for name in ("http", "client", "export", "tokens", "recovery", "ha"):
+    for name in ("http", "client", "export", "tokens", "recovery", "ha", "pgtrail", "join"):
         if name in only:
             run = getattr(importlib.import_module(f"bench.{name}"), f"bench_{name}")
             results[name] = run(args.quick)

@@ -8,6 +8,7 @@ CLI) can catch one class and print :meth:`NotariumError.diagnostics`::
     │   └── LedgerAuditError     a ledger failed the audit; names the TxId and the check
     ├── ServiceError             a service directory is missing, locked or inconsistent
     │   └── StorageError         the PostgreSQL store failed or refused an operation
+    │       ├── StoreUnavailableError  PostgreSQL cannot be reached right now: retry later
     │       └── FencedError      this node no longer holds the lease: it must stop writing
     └── LedgerError              the engine refused an operation (closed, bad write set, ...)
         └── NotPrimaryError      a write reached a node that is not the primary
@@ -65,6 +66,11 @@ class ServiceError(NotariumError):
 
 class StorageError(ServiceError):
     """The PostgreSQL store failed or refused an operation (never shows the connection password)."""
+
+
+class StoreUnavailableError(StorageError):
+    """The PostgreSQL store cannot be reached right now: connecting failed, the connection was lost,
+    or the server is starting, stopping or out of connections. Worth retrying later."""
 
 
 class FencedError(StorageError):

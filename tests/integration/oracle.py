@@ -3,7 +3,7 @@
 Each oracle is a script in ``tests/oracles/`` run as a subprocess with the interpreter of a
 dedicated venv (``make oracles`` creates them): the `ccf` package needs ``cryptography<47`` and
 ``cbor2<6``, and the two Azure SDK versions share one package name (``mgmt`` holds the management
-SDK, azure-mgmt-confidentialledger), so none of them may be imported
+SDK, azure-mgmt-confidentialledger, and ``mgmtbeta`` its newest beta), so none of them may be imported
 into notarium's own environment. A missing venv is an error (the test fails), never a skip.
 
 The interpreters run with ``-I`` (isolated: no ``PYTHON*`` variables such as ``PYTHONOPTIMIZE``,
@@ -22,9 +22,16 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ORACLE_SCRIPTS = REPO_ROOT / "tests" / "oracles"
-VENVS = {"ccf": ".venv-ccf", "acl1": ".venv-acl1", "acl2": ".venv-acl2", "mgmt": ".venv-mgmt"}
+VENVS = {
+    "ccf": ".venv-ccf",
+    "acl1": ".venv-acl1",
+    "acl2": ".venv-acl2",
+    "mgmt": ".venv-mgmt",
+    "mgmtbeta": ".venv-mgmtbeta",
+}
 SDK_VERSIONS = {"acl1": "1.1.1", "acl2": "2.0.0b2"}
 MGMT_SDK_VERSION = "1.0.1"  # azure-mgmt-confidentialledger in .venv-mgmt
+MGMT_BETA_SDK_VERSION = "2.0.0b6"  # its newest beta, in .venv-mgmtbeta (api-version 2026-05-22-preview)
 TIMEOUT = 300.0
 
 

@@ -94,6 +94,17 @@ def start_pgbench(dsn: str, *, seconds: float, clients: int = 2) -> subprocess.P
     )
 
 
+def reap(proc: subprocess.Popen[str]) -> str:
+    """End a background program whose output is piped (SIGTERM if it still runs), close the pipe;
+    what it printed (nothing if it was read already)."""
+    if proc.poll() is None:
+        proc.terminate()
+    if proc.stdout is None or proc.stdout.closed:
+        proc.wait(30)
+        return ""
+    return proc.communicate(timeout=30)[0] or ""
+
+
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.2) -> Any:
     """Poll ``check`` until it returns something true (returned); fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -54,17 +55,32 @@ def clean_env() -> dict[str, str]:
 
 @contextmanager
 def running(
-    directory: Path, *args: str, command: str = "serve", verbose: int = 0, timeout: float = 30, port: int = 0
+    directory: Path,
+    *args: str,
+    command: str = "serve",
+    verbose: int = 0,
+    timeout: float = 30,
+    port: int = 0,
+    open_files: int | tuple[int, int] | None = None,
 ) -> Iterator[Server]:
     """Start the server on ``port`` (0: a free one) and yield it once it listens; SIGTERM it on exit.
-    ``verbose``: 1 logs requests (INFO), 2 everything (DEBUG); the output holds both server processes'."""
+    ``verbose``: 1 logs requests (INFO), 2 everything (DEBUG); the output holds both server processes'.
+    ``open_files``: the server's open-files limit (soft and hard, or both the same), as a host's
+    ulimit would set it."""
     flags = ["-" + "v" * verbose] if verbose else []
+
+    def limit_open_files() -> None:  # in the child, before exec
+        if open_files is not None:
+            soft, hard = open_files if isinstance(open_files, tuple) else (open_files, open_files)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "notarium", *flags, command, str(directory), "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=clean_env(),
+        preexec_fn=limit_open_files if open_files is not None else None,  # noqa: PLW1509  (one setrlimit)
     )
     lines: list[str] = []
     found: list[str] = []

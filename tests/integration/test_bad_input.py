@@ -616,18 +616,19 @@ def test_unknown_api_version(ledger: Ledger, endpoint: tuple[str, str, Any]) -> 
             assert version in r.json()["error"]["message"]
 
 
+# Any other id is a token user's (notarium.auth.identity, docs/design/trust-model.md "User ids"):
+# "abc", 62 hex digits, a GUID without dashes, ACL's "0" * 36 are accepted (tests/integration/test_tokens.py).
 BAD_USER_IDS = [
-    "abc",
-    "AB" * 31,  # 62 hex digits
-    "AB" * 33,  # 66
-    "GG" * 32,
-    ":".join(["AB"] * 31) + ":A",
+    ":".join(["AB"] * 31) + ":A",  # a mistyped fingerprint
     "AB:" * 32,  # trailing colon
-    "00000000-0000-0000-0000-00000000000g",
-    "00000000000000000000000000000000",  # a GUID without dashes
-    "x" * 300,
-    "%00",
-    "%2E%2E",
+    "AB:CD",
+    "x" * 257,  # longer than a user id may be
+    "%00",  # control characters
+    "a%0Ab",
+    "a%7Fb",
+    "%C2%85",
+    "%FF",  # not UTF-8
+    "%ED%A0%80",  # a surrogate, encoded
 ]
 
 

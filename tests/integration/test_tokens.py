@@ -9,6 +9,11 @@ HTTPS with a certificate of its own, which the ledger is told to trust).
   (403 NotAllowed).
 - Key rotation at the issuer is picked up without a restart; the retired key no longer works;
   the change is recorded in the ledger. Inline keys (offline installs), removal of an issuer.
+- Issue 15: a token is only ever a user of its own issuer, never a certificate user (a claim that
+  spells the Administrator's fingerprint) nor another issuer's user; OIDC user ids that are not
+  GUIDs (Dex, Auth0, Keycloak, ACL's "0" * 36) work, through the API and `users add`; users added
+  before any issuer, several issuers and `?issuer=`; a ledger written before issuer scoping keeps
+  its token users; a token with bytes that are not UTF-8 is a 401 with one short log line.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,18 +30,24 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 import pytest
 import requests
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from integration.issuer import AUDIENCE, Issuer
 from integration.oracle import interpreter
 from integration.server import Server, clean_env, running
+from notarium.auth.identity import acl_fingerprint
 from notarium.client import ApiError, Client
-from notarium.ledger import init_service
+from notarium.ledger import EngineConfig, init_service, open_ledger
 from notarium.server import issuers as issuers_module
+from notarium.types import TxStatus
+from notarium.verify import tables
 
 CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 TIMEOUT = 10
@@ -62,10 +75,11 @@ class Ledger:
         headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
         return requests.request(method, self.url + path, verify=self.verify, headers=headers, timeout=TIMEOUT, **kwargs)
 
-    def add_user(self, oid: str, role: str) -> None:
+    def add_user(self, oid: str, role: str, issuer: str | None = None) -> None:
         r = self.admin(
             "PATCH",
-            f"/app/users/{oid}",
+            f"/app/users/{quote(oid, safe='')}",
+            params={"issuer": issuer} if issuer is not None else None,
             data=json.dumps({"assignedRole": role}),
             headers={"Content-Type": "application/merge-patch+json"},
         )
@@ -234,7 +248,9 @@ def test_inline_keys_and_removal(ledger: Ledger, users: None) -> None:
         r = ledger.admin("PUT", "/app/jwtIssuers", json=config)
         assert r.status_code == 200, r.text
         assert r.json()["userIdClaim"] == "sub"
-        token = offline.token(CONTRIBUTOR, aud="api://ledger", oid=None)
+        user = str(uuid.uuid4())
+        ledger.add_user(user, "Reader", issuer=offline.iss)  # two issuers: the user's is named
+        token = offline.token(user, aud="api://ledger", oid=None)
         assert ledger.bearer(token, "GET", "/app/ping").status_code == 200
         assert offline.fetches == 0  # never fetched: the keys came with the request
         r = ledger.admin("DELETE", "/app/jwtIssuers", params={"issuer": offline.iss})
@@ -389,9 +405,231 @@ def test_cli_manages_issuers(ledger: Ledger, users: None, tmp_path: Path) -> Non
         assert added["issuer"]["keyIds"] == sorted(cli_issuer.published)
         listed = {i["issuer"]: i for i in cli("list")["issuers"]}
         assert listed[cli_issuer.iss]["audiences"] == ["api://cli"]
-        token = cli_issuer.token(READER, aud="api://cli")
+        token = cli_issuer.token("cli|reader", aud="api://cli")
+        assert ledger.bearer(token, "GET", "/app/ping").status_code == 401  # not a user of this issuer yet
+        proc = subprocess.run(
+            [sys.executable, "-m", "notarium", "users", "add", "cli|reader", "--issuer", cli_issuer.iss, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        added_user = json.loads(proc.stdout)
+        assert (added_user["userId"], added_user["roles"]) == ("cli|reader", ["Reader"])
         assert ledger.bearer(token, "GET", "/app/ping").status_code == 200
         assert cli("remove", cli_issuer.iss)["removed"] is True
         assert ledger.bearer(token, "GET", "/app/ping").status_code == 401
     finally:
         cli_issuer.close()
+
+
+# --- issue 15: token identities are scoped by issuer; any OIDC user id; malformed tokens ---------
+
+
+def _admin_fingerprint(ledger: Ledger) -> str:
+    cert = x509.load_pem_x509_certificate(Path(ledger.admin_pem).read_bytes())
+    return acl_fingerprint(cert.public_bytes(Encoding.DER))
+
+
+def test_a_token_is_never_a_certificate_user(ledger: Ledger, issuer: Issuer, users: None) -> None:
+    """A token whose user-id claim is an Administrator's certificate fingerprint is nobody (it was
+    that Administrator: /app/users answered 200)."""
+    fingerprint = _admin_fingerprint(ledger)
+    before = ledger.quiet_committed()
+    for claim in (fingerprint, fingerprint.replace(":", ""), fingerprint.replace(":", "").lower()):
+        token = issuer.token(claim)
+        r = ledger.bearer(token, "GET", "/app/users")
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["code"] == "InvalidAuthenticationInfo"
+        assert "not a user of this ledger" in r.json()["error"]["message"]
+        r = ledger.bearer(token, "PATCH", f"/app/users/{claim}", json={"assignedRole": "Reader"})
+        assert r.status_code == 401, r.text
+    assert ledger.quiet_committed() == before
+    assert ledger.admin("GET", "/app/users").status_code == 200  # the certificate still is the Administrator
+
+
+def test_a_token_is_never_another_issuers_user(ledger: Ledger, issuer: Issuer, users: None) -> None:
+    """CONTRIBUTOR is a user of the first issuer: a second issuer's token naming it is nobody, and
+    a user of the second issuer is nobody for the first."""
+    other = Issuer("other")
+    try:
+        r = ledger.admin("PUT", "/app/jwtIssuers", json={"issuer": other.iss, "jwks": other.jwks()})
+        assert r.status_code == 200, r.text
+        before = ledger.quiet_committed()
+        r = ledger.bearer(other.token(CONTRIBUTOR), "POST", "/app/transactions", json={"contents": "impostor"})
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["code"] == "InvalidAuthenticationInfo"
+        assert ledger.quiet_committed() == before
+        assert ledger.bearer(issuer.token(CONTRIBUTOR), "GET", "/app/ping").status_code == 200
+        theirs = str(uuid.uuid4())
+        ledger.add_user(theirs, "Reader", issuer=other.iss)
+        assert ledger.bearer(other.token(theirs), "GET", "/app/ping").status_code == 200
+        assert ledger.bearer(issuer.token(theirs), "GET", "/app/ping").status_code == 401
+        r = ledger.admin("GET", f"/app/users/{theirs}")  # shown as it was written, without its issuer
+        assert r.json() == {"assignedRole": "Reader", "userId": theirs}
+    finally:
+        assert ledger.admin("DELETE", "/app/jwtIssuers", params={"issuer": other.iss}).status_code == 204
+        other.close()
+
+
+OIDC_USER_IDS = {
+    "Dex": "CgVhbGljZRIFbG9jYWw",
+    "Auth0": "auth0|64f1a2b3c4d5e6f708192a3b",
+    "Keycloak": "alice.smith",
+    "ACL test id": "0" * 36,
+    "email": "bob/ops@example.com",
+}
+
+
+@pytest.mark.parametrize("name", list(OIDC_USER_IDS))
+def test_oidc_user_ids_that_are_not_guids(ledger: Ledger, issuer: Issuer, users: None, name: str) -> None:
+    user_id = OIDC_USER_IDS[name]
+    path = quote(user_id, safe="")
+    r = ledger.admin(
+        "PATCH",
+        f"/app/ledgerUsers/{path}",
+        json={"assignedRoles": ["Contributor"]},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"assignedRoles": ["Contributor"], "userId": user_id}
+    token = issuer.token(user_id)
+    r = ledger.bearer(token, "POST", "/app/transactions", params={"collectionId": "oidc"}, json={"contents": name})
+    assert r.status_code == 200, r.text
+    assert ledger.admin("GET", f"/app/users/{path}").json() == {"assignedRole": "Contributor", "userId": user_id}
+    assert {"assignedRole": "Contributor", "userId": user_id} in ledger.admin("GET", "/app/users").json()["ledgerUsers"]
+    assert ledger.admin("DELETE", f"/app/users/{path}").status_code == 204
+    assert ledger.bearer(token, "GET", "/app/ping").status_code == 401
+    assert ledger.admin("GET", f"/app/ledgerUsers/{path}").status_code == 404
+
+
+def test_a_token_with_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    """401 with one short access-log line each, not a 500 with a traceback (about 1.7 KB) each."""
+    directory = tmp_path / "ledger"
+    init_service(directory)
+    with running(directory, verbose=1) as srv:
+        host, port = srv.url.removeprefix("https://").rsplit(":", 1)
+        ctx = ssl.create_default_context(cafile=str(srv.service_cert))
+        ctx.check_hostname = False  # the node certificate names the host it was made for; pinned all the same
+        start = len(srv.output)
+        tokens = [b"eyJ\xff\xfe.e30.sig", b"\xc3\x28", b"abc\x80", "é.a.b".encode()]
+        for token in tokens:
+            with socket.create_connection((host, int(port)), timeout=TIMEOUT) as raw, ctx.wrap_socket(raw) as tls:
+                tls.sendall(b"GET /app/users HTTP/1.1\r\nHost: ledger\r\nAuthorization: Bearer " + token + b"\r\n\r\n")
+                answer = b""
+                while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+                    chunk = tls.recv(1 << 16)
+                    assert chunk, answer
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 401 "), answer
+            error = json.loads(body)["error"]
+            assert error["code"] == "InvalidAuthenticationInfo"
+            assert "not a well-formed JWT" in error["message"]
+        deadline = time.monotonic() + TIMEOUT
+        while sum('"status":401' in line for line in srv.output[start:]) < len(tokens):
+            assert time.monotonic() < deadline, "".join(srv.output[start:])
+            time.sleep(0.05)
+        logged = srv.output[start:]
+    assert len(logged) == len(tokens), "".join(logged)
+    assert all(len(line) < 400 for line in logged), "".join(logged)
+    assert "Traceback" not in "".join(logged)
+
+
+def _set_issuer(led: Ledger, it: Issuer) -> None:
+    r = led.admin("PUT", "/app/jwtIssuers", json={"issuer": it.iss, "jwks": it.jwks()})
+    assert r.status_code == 200, r.text
+
+
+def test_token_users_when_a_ledger_trusts_several_issuers(tmp_path: Path) -> None:
+    """A user added before any issuer is trusted is the first issuer's, stays its own when a second
+    comes; with two issuers a new token user's issuer must be named; ids are shown as written."""
+    a, b = Issuer("a"), Issuer("b")
+    early, later = "0" * 36, "auth0|later"
+    try:
+        directory = tmp_path / "ledger"
+        init_service(directory)
+        with running(directory) as srv:
+            led = Ledger(srv)
+            led.add_user(early, "Reader")  # no issuer yet: the ACL API takes any id
+            _set_issuer(led, a)
+            assert led.bearer(a.token(early), "GET", "/app/ping").status_code == 200
+            _set_issuer(led, b)
+            assert led.bearer(a.token(early), "GET", "/app/ping").status_code == 200
+            assert led.bearer(b.token(early), "GET", "/app/ping").status_code == 401  # a's user, not b's
+            before = led.quiet_committed()
+            for params in (None, {"issuer": "https://untrusted.example"}):
+                r = led.admin("PATCH", f"/app/users/{quote(later)}", params=params, json={"assignedRole": "Reader"})
+                assert r.status_code == 400, r.text
+                assert r.json()["error"]["code"] == "InvalidInput"
+            assert (
+                "several token issuers"
+                in led.admin("PATCH", f"/app/users/{quote(later)}", json={"assignedRole": "Reader"}).json()["error"][
+                    "message"
+                ]
+            )
+            assert led.quiet_committed() == before
+            led.add_user(later, "Contributor", issuer=b.iss)
+            assert led.bearer(b.token(later), "GET", "/app/ping").status_code == 200
+            assert led.bearer(a.token(later), "GET", "/app/ping").status_code == 401
+            assert led.admin("GET", f"/app/users/{quote(later)}").json() == {
+                "assignedRole": "Contributor",
+                "userId": later,
+            }
+            # the same id at both issuers: two users, told apart by ?issuer=
+            led.add_user(early, "Contributor", issuer=b.iss)
+            r = led.admin("GET", f"/app/users/{early}")
+            assert r.status_code == 400, r.text
+            assert "several token users" in r.json()["error"]["message"]
+            assert led.admin("GET", f"/app/users/{early}", params={"issuer": a.iss}).json()["assignedRole"] == "Reader"
+            assert (
+                led.admin("GET", f"/app/users/{early}", params={"issuer": b.iss}).json()["assignedRole"]
+                == "Contributor"
+            )
+            listed = led.admin("GET", "/app/users").json()["ledgerUsers"]
+            assert sorted(u["assignedRole"] for u in listed if u["userId"] == early) == ["Contributor", "Reader"]
+            assert led.admin("DELETE", f"/app/users/{early}", params={"issuer": b.iss}).status_code == 204
+            assert led.bearer(b.token(early), "GET", "/app/ping").status_code == 401
+            assert led.bearer(a.token(early), "GET", "/app/ping").status_code == 200
+        with running(directory) as srv:  # all of it is ledger state
+            led = Ledger(srv)
+            assert led.bearer(a.token(early), "GET", "/app/ping").status_code == 200
+            assert led.bearer(b.token(early), "GET", "/app/ping").status_code == 401
+            assert led.bearer(b.token(later), "GET", "/app/ping").status_code == 200
+    finally:
+        a.close()
+        b.close()
+
+
+def test_token_users_of_a_ledger_from_before_issuer_scoping(tmp_path: Path) -> None:
+    """Ledgers written before token users were scoped by issuer keep a token user under its bare
+    lower-case object id. Such a user still authenticates with its (only) issuer's tokens, and is
+    bound to that issuer, not handed to the next one, when a second issuer is trusted."""
+    a, b = Issuer("legacy-a"), Issuer("legacy-b")
+    oid = str(uuid.uuid4()).upper()
+    try:
+        directory = tmp_path / "ledger"
+        init_service(directory)
+        with running(directory) as srv:
+            _set_issuer(Ledger(srv), a)
+        with open_ledger(directory, EngineConfig()) as engine:  # the row as earlier versions wrote it
+            row = json.dumps({"assignedRoles": ["Contributor"], "userId": oid}, separators=(",", ":")).encode()
+            txid = engine.append({tables.USERS: {oid.lower().encode(): row}})
+            assert engine.wait_committed(txid, timeout=TIMEOUT) == TxStatus.COMMITTED
+        with running(directory) as srv:
+            led = Ledger(srv)
+            r = led.bearer(a.token(oid.lower()), "POST", "/app/transactions", json={"contents": "still works"})
+            assert r.status_code == 200, r.text
+            assert led.admin("GET", f"/app/users/{oid}").json() == {"assignedRole": "Contributor", "userId": oid}
+            _set_issuer(led, b)
+            assert led.bearer(b.token(oid.lower()), "GET", "/app/ping").status_code == 401
+            assert led.bearer(a.token(oid.lower()), "GET", "/app/ping").status_code == 200
+            assert led.admin("GET", f"/app/users/{oid.lower()}").json() == {
+                "assignedRole": "Contributor",
+                "userId": oid,
+            }
+    finally:
+        a.close()
+        b.close()

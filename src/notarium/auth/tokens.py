@@ -8,7 +8,9 @@ The JOSE work is PyJWT's. This module decides what is acceptable:
   and HMAC are refused;
 - ``aud`` one of the issuer's audiences (ACL's ``https://confidential-ledger.azure.com`` by
   default), ``exp`` required, ``nbf``/``exp`` with a small leeway, tokens of at most 6 KiB;
-- the user id is the issuer's user-id claim (``oid`` as in ACL, configurable).
+- the user id is the issuer's user-id claim (``oid`` as in ACL, configurable): any user id
+  (:func:`notarium.auth.identity.check_user_id`), naming a token user *of that issuer*
+  (:func:`notarium.auth.identity.token_key`), never a certificate user or another issuer's user.
 
 Results are cached by the token's exact text until it expires; any change of issuers or keys
 empties the cache.
@@ -26,7 +28,7 @@ from urllib.parse import urlsplit
 import jwt
 from cryptography import x509
 
-from notarium.auth.identity import Principal, normalise_user_id
+from notarium.auth.identity import Principal, check_user_id, token_key
 
 DEFAULT_AUDIENCE = "https://confidential-ledger.azure.com"
 ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
@@ -193,10 +195,12 @@ class TokenValidator:
     def _validate(self, token: str, now: float) -> tuple[Principal, float]:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenError(f"the token is larger than {MAX_TOKEN_BYTES} bytes")
+        if not token.isascii():  # a JWT is base64url and dots; HTTP headers may carry any byte
+            raise TokenError("the bearer token is not a well-formed JWT")
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, ValueError, TypeError):
             raise TokenError("the bearer token is not a well-formed JWT") from None
         alg = header.get("alg")
         if alg not in ALGORITHMS:
@@ -247,8 +251,9 @@ class TokenValidator:
         if not isinstance(user, str):
             raise TokenError(f"the token has no {issuer.user_id_claim} claim naming the user")
         try:
-            key_id = normalise_user_id(user)
-        except ValueError:
-            raise TokenError(f"the token's {issuer.user_id_claim} claim is not a user id") from None
+            check_user_id(user)
+        except ValueError as exc:
+            raise TokenError(f"the token's {issuer.user_id_claim} claim is not a user id ({exc})") from None
+        principal = Principal(key=token_key(issuer.issuer, user), display_id=user, kind="token", issuer=issuer.issuer)
         # cached until it expires (not into the leeway), an hour at most
-        return Principal(key=key_id, display_id=user, kind="token"), min(float(exp), now + 3600)
+        return principal, min(float(exp), now + 3600)

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from notarium.cli.serve import _ENGINE_DEFAULTS, _SERVER_DEFAULTS
+from notarium.cli.serve import _ENGINE_DEFAULTS, _SERVER_DEFAULTS, add_connection_options, connection_settings
 from notarium.ledger import EngineConfig
 from notarium.server.config import ServerConfig
 
@@ -53,6 +53,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--page-size", type=int, default=_SERVER_DEFAULTS.page_size, help="entries per listing page")
     p.add_argument("--chunk-size", type=int, default=_ENGINE_DEFAULTS.chunk_size, help="ledger chunk size in bytes")
+    add_connection_options(p)
     p.set_defaults(handler=handle)
 
 
@@ -77,6 +78,7 @@ def handle(args: argparse.Namespace) -> int:
         max_entry_bytes=args.max_entry_bytes,
         max_body_bytes=max(_SERVER_DEFAULTS.max_body_bytes, 8 * args.max_entry_bytes),
         page_size=args.page_size,
+        **connection_settings(args),
     )
     settings = LedgerSettings(server, EngineConfig(chunk_size=args.chunk_size))
 

@@ -90,6 +90,11 @@ def register(sub: Any) -> None:
     p.add_argument("action", choices=("list", "add", "remove"))
     p.add_argument("user_id", nargs="?", metavar="USER_ID", help="certificate fingerprint or token user id")
     p.add_argument("--role", "-r", action="append", dest="roles", help="a role to grant (built-in or user-defined)")
+    p.add_argument(
+        "--issuer",
+        metavar="ISSUER",
+        help="a token user's issuer (its iss value): needed when the ledger trusts several issuers",
+    )
 
     p = _command(sub, "issuers", "manage the token issuers the ledger trusts (Administrators)", _issuers)
     p.add_argument("action", choices=("list", "add", "remove"))
@@ -256,13 +261,13 @@ def _users(args: argparse.Namespace, client: Client) -> int:
     if not args.user_id:
         raise ClientError(f"`users {args.action}` needs a USER_ID")
     if args.action == "add":
-        user = client.set_user(args.user_id, args.roles or ["Reader"])
+        user = client.set_user(args.user_id, args.roles or ["Reader"], args.issuer)
         return _out(
             args,
             {"userId": user.user_id, "roles": user.roles},
             lambda c: c.print(f"{user.user_id}: {', '.join(user.roles)}", highlight=False),
         )
-    client.remove_user(args.user_id)
+    client.remove_user(args.user_id, args.issuer)
     return _out(args, {"userId": args.user_id, "removed": True}, lambda c: c.print(f"removed {args.user_id}"))
 
 

@@ -43,6 +43,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         default=_SERVER_DEFAULTS.export_role.value,
         help="least role that may download the ledger's chunk files (/app/ledger/chunks; default Administrator)",
     )
+    add_connection_options(p)
     p.add_argument(
         "--auto-trust-virtual-nodes",
         action="store_true",
@@ -50,6 +51,90 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         "virtual platform attests nothing, so any host that can reach this port can join and receive the "
         "service key and ledger secrets",
     )
+    add_join_options(p)
+
+
+def add_join_options(p: argparse.ArgumentParser) -> None:
+    """The limits on POST /node/join, which asks no credential (docs/design/ha.md#limits-on-joining)."""
+    d = _SERVER_DEFAULTS
+    p.add_argument(
+        "--join-rate",
+        type=int,
+        default=d.join_rate_per_minute,
+        metavar="N",
+        help=f"record at most N new joining nodes a minute, N at once (default {d.join_rate_per_minute}); "
+        "beyond it a join is refused with 429",
+    )
+    p.add_argument(
+        "--max-pending-nodes",
+        type=int,
+        default=d.max_pending_nodes,
+        metavar="N",
+        help=f"at most N nodes Pending at a time (default {d.max_pending_nodes}); beyond it a new join is "
+        "refused with 503",
+    )
+    p.add_argument(
+        "--pending-node-ttl",
+        type=int,
+        default=d.pending_node_ttl_s,
+        metavar="SECONDS",
+        help=f"remove a Pending node this long after it first asked, unless an Open proposal would trust it "
+        f"(default {d.pending_node_ttl_s})",
+    )
+
+
+def add_connection_options(p: argparse.ArgumentParser) -> None:
+    """Client connections' timeouts and limits (docs/design/server.md#connections)."""
+    d = _SERVER_DEFAULTS
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=d.header_timeout_s,
+        metavar="SECONDS",
+        help=f"a request's headers must arrive within this long of its first byte (default {d.header_timeout_s:g})",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=d.body_timeout_s,
+        metavar="SECONDS",
+        help="the longest a request body may pause, or a response go untaken by the client "
+        f"(default {d.body_timeout_s:g})",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=d.idle_timeout_s,
+        metavar="SECONDS",
+        help=f"close a connection without a request after this long (default {d.idle_timeout_s:g})",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        metavar="N",
+        help=f"client connections at most (default {d.max_connections}; lowered to fit the open-files limit); "
+        "at the limit a new connection sheds the newest idle one",
+    )
+    p.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=d.max_connections_per_address,
+        metavar="N",
+        help=f"client connections at most from one address (default {d.max_connections_per_address}; "
+        "raise it behind a proxy or NAT)",
+    )
+
+
+def connection_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ServerConfig fields of :func:`add_connection_options`."""
+    return {
+        "header_timeout_s": args.header_timeout,
+        "body_timeout_s": args.body_timeout,
+        "idle_timeout_s": args.idle_timeout,
+        "max_connections": args.max_connections,
+        "max_connections_per_address": args.max_connections_per_address,
+    }
 
 
 def register(sub: Any) -> None:
@@ -90,6 +175,10 @@ def configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]:
         page_size=args.page_size,
         export_role=Role(args.export_role),
         auto_trust_virtual_nodes=args.auto_trust_virtual_nodes,
+        join_rate_per_minute=args.join_rate,
+        max_pending_nodes=args.max_pending_nodes,
+        pending_node_ttl_s=args.pending_node_ttl,
+        **connection_settings(args),
     )
     return server, EngineConfig(signature_interval_ms=args.signature_interval_ms, chunk_size=args.chunk_size)
 

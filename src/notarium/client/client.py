@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from cryptography import x509
@@ -587,13 +588,14 @@ class Client(_Base):
         body = self._run(_op_json(Call("GET", "/app/ledgerUsers")), USERS_API_VERSION)
         return _users(body)
 
-    def set_user(self, user_id: str, roles: list[str]) -> User:
-        """Create the user, or replace its roles (ledger users with several roles)."""
-        body = self._run(_op_json(_set_user_call(user_id, roles)), USERS_API_VERSION)
+    def set_user(self, user_id: str, roles: list[str], issuer: str | None = None) -> User:
+        """Create the user, or replace its roles (ledger users with several roles); ``issuer``
+        names a token user's issuer (needed when the ledger trusts several)."""
+        body = self._run(_op_json(_set_user_call(user_id, roles, issuer)), USERS_API_VERSION)
         return _users({"ledgerUsers": [body]})[0]
 
-    def remove_user(self, user_id: str) -> None:
-        self._run(_op_json(_remove_user_call(user_id)), USERS_API_VERSION)
+    def remove_user(self, user_id: str, issuer: str | None = None) -> None:
+        self._run(_op_json(_remove_user_call(user_id, issuer)), USERS_API_VERSION)
 
     # token issuers
     def issuers(self) -> list[dict[str, Any]]:
@@ -700,25 +702,32 @@ class AsyncClient(_Base):
     async def users(self) -> list[User]:
         return _users(await self._run(_op_json(Call("GET", "/app/ledgerUsers")), USERS_API_VERSION))
 
-    async def set_user(self, user_id: str, roles: list[str]) -> User:
-        body = await self._run(_op_json(_set_user_call(user_id, roles)), USERS_API_VERSION)
+    async def set_user(self, user_id: str, roles: list[str], issuer: str | None = None) -> User:
+        body = await self._run(_op_json(_set_user_call(user_id, roles, issuer)), USERS_API_VERSION)
         return _users({"ledgerUsers": [body]})[0]
 
-    async def remove_user(self, user_id: str) -> None:
-        await self._run(_op_json(_remove_user_call(user_id)), USERS_API_VERSION)
+    async def remove_user(self, user_id: str, issuer: str | None = None) -> None:
+        await self._run(_op_json(_remove_user_call(user_id, issuer)), USERS_API_VERSION)
 
 
-def _set_user_call(user_id: str, roles: list[str]) -> Call:
+def _user_path(user_id: str) -> str:
+    """The path of a user: any id (``auth0|…``, ``a/b``, …) travels percent-encoded; colons stay."""
+    return "/app/ledgerUsers/" + quote(user_id, safe=":")
+
+
+def _set_user_call(user_id: str, roles: list[str], issuer: str | None = None) -> Call:
     return Call(
         "PATCH",
-        f"/app/ledgerUsers/{user_id}",
+        _user_path(user_id),
+        params={"issuer": issuer} if issuer is not None else {},
         json={"assignedRoles": roles},
         headers={"Content-Type": "application/merge-patch+json"},
     )
 
 
-def _remove_user_call(user_id: str) -> Call:
-    return Call("DELETE", f"/app/ledgerUsers/{user_id}", ok=frozenset({204}))
+def _remove_user_call(user_id: str, issuer: str | None = None) -> Call:
+    params = {"issuer": issuer} if issuer is not None else {}
+    return Call("DELETE", _user_path(user_id), params=params, ok=frozenset({204}))
 
 
 def _op_json(call: Call) -> Op[Any]:

@@ -46,6 +46,11 @@ what proves the key.
 :func:`seal_to_node` over the JSON document ``{"format": "notarium-join-secrets/1",
 "serviceKey": "<PEM PKCS#8>", "ledgerSecrets": [{"startSeqno": 1, "secret": "<base64>"}, …]}``
 with context :func:`secrets_context`.
+
+**Limits** (the service side's pure parts; applied by ``server/joins.py``): :class:`JoinBudget`
+(new nodes a minute), :func:`pending_records` (the Pending ones, for the cap) and
+:func:`expired_pending` (by each record's own ``pending_since``, never a node an Open proposal
+would trust).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ import datetime
 import ipaddress
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -353,13 +358,15 @@ def parse_join_request(body: object, *, now: float, window_s: int = WINDOW_S) ->
 
 
 NODE_PENDING, NODE_TRUSTED, NODE_RETIRED = "Pending", "Trusted", "Retired"
+PENDING_SINCE = "pending_since"  # a Pending record's: when the node first asked (integer seconds, the primary's clock)
 
 
-def node_info(request: JoinRequest, status: str) -> dict[str, Any]:
-    """The node's record in ``public:ccf.gov.nodes.info`` (CCF's field names where CCF has them)."""
+def node_info(request: JoinRequest, status: str, *, pending_since: int | None = None) -> dict[str, Any]:
+    """The node's record in ``public:ccf.gov.nodes.info`` (CCF's field names where CCF has them;
+    ``pending_since`` is notarium's, for the expiry of Pending nodes)."""
     if status not in (NODE_PENDING, NODE_TRUSTED):
         raise ValueError("a joining node is recorded Pending or Trusted")
-    return {
+    info: dict[str, Any] = {
         "status": status,
         "public_key": request.public_key_pem,
         "quote_info": {
@@ -371,6 +378,77 @@ def node_info(request: JoinRequest, status: str) -> dict[str, Any]:
         "node_data": {"hosts": list(request.hosts), "address": request.address},
         "retired_committed": False,
     }
+    if status == NODE_PENDING and pending_since is not None:
+        info[PENDING_SINCE] = int(pending_since)
+    return info
+
+
+# --- limits on joining (the service side; docs/design/ha.md §Limits on joining) --------------------
+
+
+class JoinBudget:
+    """How many new nodes may be recorded: a token bucket holding at most ``per_minute`` tokens,
+    refilled at ``per_minute`` a minute (a burst of ``per_minute``, then one every ``60 / per_minute``
+    seconds). Pure: the caller passes a monotonic ``now``."""
+
+    def __init__(self, per_minute: int, now: float) -> None:
+        if per_minute < 1:
+            raise ValueError("the join rate must be at least 1 a minute")
+        self.per_minute = per_minute
+        self._tokens = float(per_minute)
+        self._at = now
+
+    def take(self, now: float) -> float:
+        """0.0 if a new node may be recorded now (a token is spent), else the seconds until one may."""
+        if now > self._at:
+            self._tokens = min(float(self.per_minute), self._tokens + (now - self._at) * self.per_minute / 60)
+            self._at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) * 60 / self.per_minute
+
+
+def pending_records(nodes: Mapping[bytes, bytes]) -> dict[bytes, dict[str, Any]]:
+    """The Pending records of ``public:ccf.gov.nodes.info`` (node id -> record); others, and
+    records that are not JSON objects, are left out."""
+    pending = {}
+    for key, raw in nodes.items():
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(info, dict) and info.get("status") == NODE_PENDING:
+            pending[key] = info
+    return pending
+
+
+def pending_since(info: Mapping[str, Any]) -> int | None:
+    """When a Pending node first asked (its record's ``pending_since``), None if not recorded."""
+    since = info.get(PENDING_SINCE)
+    return since if type(since) is int else None
+
+
+def expired_pending(
+    pending: Mapping[bytes, Mapping[str, Any]],
+    *,
+    now: float,
+    ttl_s: float,
+    protected: Collection[str],
+    first_seen: Mapping[bytes, float],
+) -> list[bytes]:
+    """The Pending nodes to remove at ``now``: those that asked more than ``ttl_s`` seconds ago
+    (``pending_since``; for a record without it, when the caller first saw it: ``first_seen``),
+    except the ``protected`` ones (node ids an Open proposal would trust). Only a record's own age
+    counts: nothing another node does (asking to join, filling the cap) removes it sooner."""
+    expired = []
+    for key, info in sorted(pending.items()):
+        since = pending_since(info)
+        start = float(since) if since is not None else first_seen.get(key)
+        if start is None or now - start <= ttl_s or key.decode(errors="replace") in protected:
+            continue
+        expired.append(key)
+    return expired
 
 
 # --- admission (the service side) ----------------------------------------------------------------

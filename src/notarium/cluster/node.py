@@ -12,12 +12,21 @@ Runs in the engine process of ``notarium serve DIR --store postgresql://…``, o
 
 A verification failure while following (a changed or missing row) stops following: the node
 stays up for reads of what it verified, reports itself unhealthy, and never takes the lease.
+
+**PostgreSQL unreachable** (down, restarting, cut off): the thread never gives up and never ends
+the process. It marks the node's role ``store_reachable=False`` (the front then answers
+``/readyz`` 503, and a primary refuses writes with 503), logs each retry, and retries with a capped
+exponential backoff with jitter (``poll_s`` doubling up to :data:`RETRY_MAX_S`). Once a round
+succeeds it says so and clears the mark; a follower first checks again that the log still holds
+its committed prefix (:func:`check_replica`). A primary whose writes failed meanwhile is deposed
+and starts again as a follower, which needs no PostgreSQL to start (docs/design/ha.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +41,10 @@ from notarium.verify import tables
 log = logging.getLogger("notarium.cluster")
 
 READ_BATCH = 20_000
+RETRY_MAX_S = 2.0  # the longest wait between two attempts to reach an unreachable PostgreSQL
+RETRY_LOG_EVERY_S = 30.0  # past the first attempts, one "retrying" line at most this often
+_RETRY_LOGGED_ATTEMPTS = 6  # attempts logged one by one before that
+_jitter = random.SystemRandom()
 
 
 class LeaseView(Protocol):
@@ -95,6 +108,11 @@ class ReplicaNode:
         self.view = 0  # the lease's view, as last seen
         self.primary_address: str | None = None
         self.failure: str | None = None  # why following stopped (tampering, a gap)
+        self.store_error: str | None = None  # why the replicated log cannot be reached right now
+        self.checked = False  # the log was checked to hold the committed prefix since it was last unreachable
+        self._attempts = 0  # failed rounds in a row
+        self._unreachable_since = 0.0
+        self._last_retry_log = 0.0
         self.deposed = threading.Event()
         self.took_over = threading.Event()
 
@@ -117,6 +135,7 @@ class ReplicaNode:
             ledger.last_sequenced + 1,
             self.settings.address if ledger.is_primary else self.primary_address,
             self.failure is None,
+            self.store_error is None,
         )
 
     def _announce(self) -> None:
@@ -132,18 +151,78 @@ class ReplicaNode:
                     self._as_primary()
                 else:
                     self._as_follower()
-            except StorageError as exc:  # PostgreSQL unreachable or failing over: retry
-                log.warning("replicated log: %s; retrying", exc)
-                self._stop.wait(self.settings.poll_s)
+            except StorageError as exc:  # PostgreSQL unreachable, restarting or failing over: retry
+                self.store_unreachable(exc)
+                self._stop.wait(self._retry_delay(exc))
+                continue
             except Exception:
-                log.exception("replication thread failed; this node stops")
+                log.exception("replication thread failed; this node starts again as a follower")
                 self._depose()
                 return
-            if self.deposed.is_set():
+            if self.deposed.is_set():  # (a deposition may touch no PostgreSQL: not a sign it is back)
                 return
+            if self.store_error is not None:
+                self._store_back()
+
+    # --- PostgreSQL unreachable ---
+
+    def store_unreachable(self, exc: StorageError) -> None:
+        """A call to the log failed: the node reports not ready (its role says so) until a round
+        of the loop succeeds, and a follower checks the log again before following it."""
+        self.checked = False
+        self._attempts += 1
+        if self.store_error is None:
+            self._unreachable_since = time.monotonic()
+            self.store_error = _one_line(exc)  # redacted by the store: never a password
+            self._announce()
+
+    def _retry_delay(self, exc: StorageError) -> float:
+        """The wait before the next attempt (capped exponential backoff, jittered), logged."""
+        base = min(RETRY_MAX_S, max(self.settings.poll_s, 0.05) * 2 ** min(self._attempts - 1, 16))
+        delay = _jitter.uniform(base / 2, base)
+        now = time.monotonic()
+        if self._attempts <= _RETRY_LOGGED_ATTEMPTS or now - self._last_retry_log >= RETRY_LOG_EVERY_S:
+            self._last_retry_log = now
+            log.warning(
+                "the replicated log (PostgreSQL) cannot be reached: %s; retrying in %.1f s (attempt %d, "
+                "%.0f s so far): this node is not ready meanwhile, and serves reads of what it verified",
+                _one_line(exc),
+                delay,
+                self._attempts,
+                now - self._unreachable_since,
+            )
+        return delay
+
+    def _store_back(self) -> None:
+        log.warning(
+            "the replicated log (PostgreSQL) is reachable again, after %.1f s and %d failed attempt(s)",
+            time.monotonic() - self._unreachable_since,
+            self._attempts,
+        )
+        self.store_error, self._attempts = None, 0
+        self._announce()
+
+    def check(self, *, refuse: bool = False) -> None:
+        """Check that the log holds this node's committed prefix (:func:`check_replica`). If it
+        does not, ``refuse`` raises (a node starting), else following stops for good (a node that
+        reconnects to a log restored from an old backup). :class:`StorageError` propagates."""
+        if self.failure is None:
+            try:
+                check_replica(self.ledger, self.store)
+            except StorageError:
+                raise
+            except ServiceError as exc:
+                if refuse:
+                    raise
+                self.failure = str(exc)
+                log.error("%s; this node stops following and will not take the lease", exc)
+                self._announce()
+        self.checked = True
 
     def _as_follower(self) -> None:
         s = self.settings
+        if not self.checked:
+            self.check()
         self.follow()
         lease = self.store.lease()
         self.store.heartbeat(s.node_id, s.address)
@@ -231,8 +310,10 @@ class ReplicaNode:
 
     def _as_primary(self) -> None:
         s = self.settings
-        if not self.ledger.healthy:  # a fenced write: another node has the lease
-            log.error("this node's writes were fenced: it is no longer the primary")
+        if not self.ledger.healthy:  # a write failed: fenced (another node has the lease), or PostgreSQL failed
+            log.error(
+                "this node's writes were fenced, or failed in PostgreSQL (see above): it is no longer the primary"
+            )
             self._depose()
             return
         if not self.trusted():  # retired by governance (remove_node): hand over to a trusted node
@@ -259,6 +340,11 @@ class ReplicaNode:
                 self.store.release(self.view, self.settings.node_id)
             except NotariumError as exc:
                 log.warning("could not release the lease: %s", exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one log line (libpq's messages span several)."""
+    return " ".join(str(exc).split())
 
 
 def check_replica(ledger: Ledger, store: Log) -> None:

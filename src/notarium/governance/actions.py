@@ -19,7 +19,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from notarium.auth.identity import normalise_user_id
+from notarium.auth.identity import bind_unbound, certificate_key, check_user_ref, find_user_key, new_user_key
 from notarium.auth.tokens import IssuerConfig, parse_jwks
 from notarium.errors import VerificationError
 from notarium.governance import tables as t
@@ -62,20 +62,30 @@ def _loads(data: bytes | None) -> Any:
 
 
 class Overlay:
-    """The state as it would be after the writes so far: a base snapshot plus pending writes."""
+    """The state as it would be after the writes so far: a base snapshot plus pending writes.
 
-    def __init__(self, base: Mapping[str, Mapping[bytes, bytes]]) -> None:
+    ``strict``: the base holds only the tables that were loaded (governance loads what a request
+    needs, :data:`ACTION_READS`), and reading another one is a bug, raised as ``LookupError``
+    rather than answered as an empty table."""
+
+    def __init__(self, base: Mapping[str, Mapping[bytes, bytes]], *, strict: bool = False) -> None:
         self._base = base
+        self._strict = strict
         self.writes: dict[str, dict[bytes, bytes | None]] = {}
+
+    def _table(self, table: str) -> Mapping[bytes, bytes]:
+        if self._strict and table not in self._base:
+            raise LookupError(f"governance read the table {table}, which it did not load")
+        return self._base.get(table, {})
 
     def get(self, table: str, key: bytes) -> bytes | None:
         pending = self.writes.get(table, {})
         if key in pending:
             return pending[key]
-        return self._base.get(table, {}).get(key)
+        return self._table(table).get(key)
 
     def items(self, table: str) -> dict[bytes, bytes]:
-        merged = dict(self._base.get(table, {}))
+        merged = dict(self._table(table))
         for key, value in self.writes.get(table, {}).items():
             if value is None:
                 merged.pop(key, None)
@@ -172,31 +182,58 @@ def _roles(value: object) -> list[str]:
     return sorted(set(value))
 
 
-def _user_key(a: dict[str, Any]) -> tuple[str, str, str | None]:
-    """(lookup key, user id as shown, certificate PEM or None) of a set_user/remove_user."""
+def _user_ref(a: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+    """(user id as shown, token issuer named or None, certificate PEM or None) of a set_user/remove_user.
+
+    ``user_id`` follows the one rule for user ids (notarium.auth.identity): a fingerprint is a
+    certificate user, anything else a token user, of ``issuer`` if given."""
     if ("user_id" in a) == ("cert" in a):
         raise ValueError("give the user's user_id or its cert (one of them)")
     if "cert" in a:
+        if "issuer" in a:
+            raise ValueError("issuer names a token user's issuer; a certificate user has none")
         pem = _pem_cert(a["cert"], "cert")
-        user_id = acl_user_id(load_pem_cert(pem))
-        return normalise_user_id(user_id), user_id, pem
-    user_id = a["user_id"]
-    if not isinstance(user_id, str):
-        raise ValueError("user_id must be a string")
-    return normalise_user_id(user_id), user_id, None
+        return acl_user_id(load_pem_cert(pem)), None, pem
+    try:
+        user_id, issuer = check_user_ref(a["user_id"], a.get("issuer"))
+    except ValueError as exc:
+        raise ValueError(f"user_id: {exc}") from None
+    return user_id, issuer, None
+
+
+def _user_key(view: Overlay, a: Mapping[str, Any], *, create: bool) -> tuple[str, str, str | None, str | None]:
+    """(key, user id as shown, issuer bound or None, certificate PEM or None) of the user a
+    set_user/remove_user names in ``view``; for ``create``, a new user's if there is none."""
+    user_id, issuer, pem = _user_ref(a)
+    if pem is not None:
+        key = certificate_key(user_id)
+        return key, user_id, None, pem
+    trusted = [k.decode() for k in view.items(t.JWT_ISSUERS)]
+    try:
+        found = find_user_key(user_id, issuer, [k.decode() for k in view.items(t.USERS)], trusted)
+        if found is not None:
+            record = view.get_json(t.USERS, found.encode()) or {}
+            bound = record.get("issuer")
+            return found, str(record.get("userId", user_id)), bound if isinstance(bound, str) else None, None
+        if not create:
+            raise ActionFailedError("no such user")
+        key, bound = new_user_key(user_id, issuer, trusted)
+    except ValueError as exc:
+        raise ActionFailedError(str(exc)) from None
+    return key, user_id, bound, None
 
 
 def _v_set_user(args: object) -> dict[str, Any]:
-    a = _object(args, {"user_id", "cert", "roles", "user_data"}, {"roles"})
-    _user_key(a)
+    a = _object(args, {"user_id", "cert", "issuer", "roles", "user_data"}, {"roles"})
+    _user_ref(a)
     a["roles"] = _roles(a["roles"])
     _data(a.get("user_data"), "user_data")
     return a
 
 
 def _v_remove_user(args: object) -> dict[str, Any]:
-    a = _object(args, {"user_id", "cert"}, set())
-    _user_key(a)
+    a = _object(args, {"user_id", "cert", "issuer"}, set())
+    _user_ref(a)
     return a
 
 
@@ -342,13 +379,15 @@ def _admins_left(view: Overlay) -> bool:
 
 def _a_set_user(ctx: ApplyContext, a: Mapping[str, Any]) -> None:
     view = ctx.view
-    key, user_id, pem = _user_key(dict(a))
+    key, shown, issuer, pem = _user_key(view, a, create=True)
     unknown = [r for r in a["roles"] if r not in _role_names(view)]
     if unknown:
         raise ActionFailedError(f"unknown role {unknown[0][:64]!r}")
     existing = view.get_json(t.USERS, key.encode())
-    shown = existing["userId"] if existing else user_id
-    view.put(t.USERS, key.encode(), _json({"assignedRoles": a["roles"], "userId": shown}))
+    if existing:
+        shown = existing["userId"]
+    record = {"assignedRoles": a["roles"], "userId": shown, **({"issuer": issuer} if issuer is not None else {})}
+    view.put(t.USERS, key.encode(), _json(record))
     if pem is not None:
         view.put(t.USERS_CERTS, key.encode(), pem.encode())
     info = {"user_data": {"assignedRoles": a["roles"], **({"data": a["user_data"]} if "user_data" in a else {})}}
@@ -359,7 +398,7 @@ def _a_set_user(ctx: ApplyContext, a: Mapping[str, Any]) -> None:
 
 def _a_remove_user(ctx: ApplyContext, a: Mapping[str, Any]) -> None:
     view = ctx.view
-    key = _user_key(dict(a))[0].encode()
+    key = _user_key(view, a, create=False)[0].encode()
     if view.get(t.USERS, key) is None:
         raise ActionFailedError("no such user")
     for table in (t.USERS, t.USERS_CERTS, t.USERS_INFO):
@@ -373,6 +412,7 @@ def _a_set_jwt_issuer(ctx: ApplyContext, a: Mapping[str, Any]) -> None:
     keys = parse_jwks(a["jwks"])
     body = json.dumps({"keys": [keys[k] for k in sorted(keys)]}, sort_keys=True, separators=(",", ":")).encode()
     issuer = config.issuer.encode()
+    _bind_unbound_users(ctx.view)
     ctx.view.put(t.JWT_ISSUERS, issuer, json.dumps(config.to_json(), sort_keys=True).encode())
     ctx.view.put(t.JWT_KEYS, issuer, body)
 
@@ -381,8 +421,23 @@ def _a_remove_jwt_issuer(ctx: ApplyContext, a: Mapping[str, Any]) -> None:
     issuer = a["issuer"].encode()
     if ctx.view.get(t.JWT_ISSUERS, issuer) is None:
         raise ActionFailedError("no such issuer")
+    _bind_unbound_users(ctx.view)
     ctx.view.put(t.JWT_ISSUERS, issuer, None)
     ctx.view.put(t.JWT_KEYS, issuer, None)
+
+
+def _bind_unbound_users(view: Overlay) -> None:
+    """Before the trusted issuers change: unbound token users become users of the only issuer
+    trusted so far (as the front does for /app/jwtIssuers; notarium.auth.identity.bind_unbound)."""
+    issuers = view.items(t.JWT_ISSUERS)
+    if len(issuers) != 1:
+        return
+    (only,) = issuers
+    user_writes, info_writes = bind_unbound(view.items(t.USERS), view.items(t.USERS_INFO), only.decode())
+    for key, value in user_writes.items():
+        view.put(t.USERS, key, value)
+    for key, value in info_writes.items():
+        view.put(t.USERS_INFO, key, value)
 
 
 def _a_set_recovery_threshold(ctx: ApplyContext, a: Mapping[str, Any]) -> None:
@@ -477,6 +532,31 @@ ACTIONS: Mapping[str, tuple[Validator, Applier]] = {
     "renew_node_certificate": (_v_renew, _renewal("renew_node_certificate", service=False)),
     "transition_service_to_open": (_v_open, _intent("transition_service_to_open")),
 }
+
+# the tables each action reads (whole or in part) from the committed state: governance loads these,
+# and only these, for an accepted proposal (with a strict Overlay: a table missing here is an error)
+_MEMBERSHIP = frozenset({t.MEMBERS_INFO, t.MEMBERS_ENC_KEYS, t.SERVICE_CONFIG})
+ACTION_READS: Mapping[str, frozenset[str]] = {
+    "set_member": _MEMBERSHIP,
+    "remove_member": _MEMBERSHIP,
+    "set_user": frozenset({t.ROLES, t.USERS, t.JWT_ISSUERS}),
+    "remove_user": frozenset({t.USERS, t.JWT_ISSUERS}),
+    "set_jwt_issuer": frozenset({t.JWT_ISSUERS, t.USERS, t.USERS_INFO}),  # unbound token users get bound
+    "remove_jwt_issuer": frozenset({t.JWT_ISSUERS, t.USERS, t.USERS_INFO}),
+    "set_recovery_threshold": _MEMBERSHIP,
+    "set_constitution": frozenset({t.PROPOSALS_INFO}),
+    "transition_node_to_trusted": frozenset({t.NODES_INFO}),
+    "remove_node": frozenset({t.NODES_INFO}),
+    "trigger_ledger_rekey": frozenset(),
+    "renew_service_certificate": frozenset(),
+    "renew_node_certificate": frozenset(),
+    "transition_service_to_open": frozenset(),
+}
+
+
+def action_reads(calls: list[ActionCall]) -> frozenset[str]:
+    """The tables applying ``calls`` reads."""
+    return frozenset().union(*(ACTION_READS[c.name] for c in calls))
 
 
 def parse_proposal(payload: bytes) -> list[ActionCall]:

@@ -150,6 +150,12 @@ def verify_request(
     )
 
 
+def signer_id(data: bytes) -> str:
+    """The member id a request names (``kid``), unverified: the one certificate to check it with
+    (:func:`verify_request`), looked up before anything else is read. Malformed: 400."""
+    return _parse(data).kid
+
+
 def request_header(data: bytes) -> tuple[str, str, int]:
     """(member id, type, created_at) of a request, unverified: for display only."""
     p = _parse(data)

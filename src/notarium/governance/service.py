@@ -6,6 +6,13 @@ engine link and, in unit tests, against a dictionary. Requests are serialised (o
 each is checked against the committed state and its transaction commits before the next starts.
 A refused request writes nothing (:class:`~notarium.governance.request.RequestRefusedError`).
 
+Reads are what a request needs, in that order: first the one certificate the request names, to
+check its signature (a request that is not a member's reads nothing else); then that member's
+records; the tables a decision reads whole (:data:`DECIDE_TABLES`) only for proposals and ballots;
+and the tables of a proposal's actions (:data:`~notarium.governance.actions.ACTION_READS`) only
+once it is Accepted. So no table grows the cost of requests that do not need it (the nodes table,
+which anyone can add Pending nodes to, is read only by the node actions).
+
 Every accepted request is one transaction holding: the request itself (``HISTORY``, the member's
 last signed request, raw COSE), the replay memory (``RECENT_REQUESTS``), the proposal or its new
 state (``PROPOSALS``, ``PROPOSALS_INFO``) and, when the proposal is decided Accepted, the writes of
@@ -19,7 +26,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,37 +40,29 @@ from notarium.governance.actions import (
     ApplyContext,
     Effect,
     Overlay,
+    action_reads,
     active_members,
     apply_actions,
     parse_proposal,
 )
 from notarium.governance.constitution import Constitution, ProposalState
-from notarium.governance.request import RequestRefusedError, SignedRequest, malformed, verify_request
+from notarium.governance.request import RequestRefusedError, SignedRequest, malformed, signer_id, verify_request
 
 log = logging.getLogger("notarium.governance")
 
 WINDOW_S = 300  # a request must be created within this many seconds of the service's clock
 Writes = dict[str, dict[bytes, bytes | None]]
 
-# the tables a decision may read (loaded once per request: they are small)
-READ_TABLES = (
-    t.MEMBERS_CERTS,
-    t.MEMBERS_INFO,
-    t.MEMBERS_ENC_KEYS,
-    t.MEMBERS_ACKS,
-    t.CONSTITUTION,
-    t.PROPOSALS_INFO,
-    t.RECENT_REQUESTS,
-    t.SERVICE_CONFIG,
-    t.NODES_INFO,
-    t.USERS,
-    t.ROLES,
-    t.JWT_ISSUERS,
-)
+# the tables deciding a proposal reads whole (who is Active, the constitution); an accepted
+# proposal's actions read theirs (actions.ACTION_READS)
+DECIDE_TABLES = (t.MEMBERS_INFO, t.CONSTITUTION)
+TRUST_NODE = "transition_node_to_trusted"
 
 
 class Store(Protocol):
     async def state(self, table: str) -> dict[bytes, bytes]: ...
+
+    async def state_get(self, table: str, key: bytes) -> bytes | None: ...
 
     async def commit(self, writes: Writes) -> bool:
         """Append ``writes`` as one transaction; True once committed, False if it could not be."""
@@ -186,14 +185,26 @@ class Governance:
             raise RequestRefusedError(404, "StateDigestNotFound", "No state digest for this member yet.")
         return {"memberId": member_id.lower(), "stateDigest": json.loads(ack)["state_digest"]}
 
+    async def nodes_to_trust(self) -> frozenset[str]:
+        """The node ids an Open proposal would trust (``transition_node_to_trusted``): Pending
+        nodes the members are deciding on, which do not expire meanwhile."""
+        nodes: set[str] = set()
+        for key, raw in (await self._store.state(t.PROPOSALS_INFO)).items():
+            if json.loads(raw).get("state") != ProposalState.OPEN:
+                continue
+            proposal = await self._store.state_get(t.PROPOSALS, key)
+            for action in json.loads(proposal or b"{}").get("actions", []):
+                if action.get("name") == TRUST_NODE and isinstance(action.get("args", {}).get("node_id"), str):
+                    nodes.add(action["args"]["node_id"])
+        return frozenset(nodes)
+
     # --- signed requests ------------------------------------------------------------------------
 
-    async def _snapshot(self) -> dict[str, dict[bytes, bytes]]:
-        return {table: await self._store.state(table) for table in READ_TABLES}
+    async def _load(self, tables: Iterable[str]) -> dict[str, dict[bytes, bytes]]:
+        return {table: await self._store.state(table) for table in tables}
 
-    def _verify(
+    async def _verify(
         self,
-        snapshot: Mapping[str, Mapping[bytes, bytes]],
         body: bytes,
         msg_type: str,
         *,
@@ -201,12 +212,14 @@ class Governance:
         member_id: str | None = None,
         active: bool = True,
     ) -> tuple[SignedRequest, Writes]:
-        """Verify a request and refuse replays; the writes that record it (history, replay memory)."""
-        certs = snapshot[t.MEMBERS_CERTS]
+        """Verify a request and refuse replays; the writes that record it (history, replay memory).
+        The signature is checked before anything but the certificate it names is read."""
+        signer = signer_id(body)
+        pem = await self._store.state_get(t.MEMBERS_CERTS, signer.encode())
         now = self._clock()
         request = verify_request(
             body,
-            lambda mid: certs.get(mid.encode()),
+            lambda mid: pem if mid == signer else None,
             expected_type=msg_type,
             now=now,
             window_s=self._window,
@@ -214,10 +227,10 @@ class Governance:
             member_id=member_id,
         )
         member = request.member_id.encode()
-        info = json.loads(snapshot[t.MEMBERS_INFO].get(member, b"{}"))
+        info = json.loads(await self._store.state_get(t.MEMBERS_INFO, member) or b"{}")
         if active and info.get("status") != "Active":
             raise RequestRefusedError(403, "MemberNotActive", "Only Active members may do this (ack a state digest).")
-        recent = json.loads(snapshot[t.RECENT_REQUESTS].get(member, b"{}"))
+        recent = json.loads(await self._store.state_get(t.RECENT_REQUESTS, member) or b"{}")
         if request.digest in recent:
             raise RequestRefusedError(403, "ReplayedRequest", "This request was already received.")
         oldest = int(now) - self._window - 1
@@ -233,16 +246,12 @@ class Governance:
         if not await self._store.commit(writes):
             raise RequestRefusedError(503, "ServiceUnavailable", "The request could not be committed; retry.")
 
-    def _decide(
-        self,
-        snapshot: Mapping[str, Mapping[bytes, bytes]],
-        proposal_id: str,
-        info: dict[str, Any],
-        calls: list[ActionCall],
-        state_digest: str,
+    async def _decide(
+        self, proposal_id: str, info: dict[str, Any], calls: list[ActionCall]
     ) -> tuple[Overlay, list[Effect]]:
         """Resolve the proposal; if Accepted apply its actions (or mark it Failed). Updates ``info``."""
-        view = Overlay(snapshot)
+        snapshot = await self._load(DECIDE_TABLES)
+        view = Overlay(snapshot, strict=True)
         raw = snapshot[t.CONSTITUTION].get(t.SINGLETON_KEY)
         constitution = Constitution.loads(raw) if raw else Constitution()
         active = active_members(view)
@@ -252,12 +261,14 @@ class Governance:
         if state in (ProposalState.ACCEPTED, ProposalState.REJECTED):
             info["final_votes"] = {m: v for m, v in info["ballots"].items() if m in active}
         if state == ProposalState.ACCEPTED:
-            ctx = ApplyContext(view, proposal_id, state_digest)
+            snapshot.update(await self._load(action_reads(calls) - set(snapshot)))
+            view = Overlay(snapshot, strict=True)
+            ctx = ApplyContext(view, proposal_id, await self._store.state_digest())
             try:
                 apply_actions(ctx, calls)
                 effects = ctx.effects
             except ActionFailedError as exc:
-                view = Overlay(snapshot)
+                view = Overlay(snapshot, strict=True)
                 info["state"] = ProposalState.FAILED.value
                 info["failure"] = str(exc)
         view.put(t.PROPOSALS_INFO, proposal_id.encode(), _json(info))
@@ -282,74 +293,70 @@ class Governance:
 
     async def create_proposal(self, body: bytes) -> Outcome:
         async with self._lock:
-            snapshot = await self._snapshot()
-            request, writes = self._verify(snapshot, body, "proposal")
+            request, writes = await self._verify(body, "proposal")
             try:
                 calls = parse_proposal(request.payload)
             except ValueError as exc:
                 raise malformed(f"The proposal is invalid: {exc}.") from None
             proposal_id = request.digest
-            if proposal_id.encode() in snapshot[t.PROPOSALS_INFO]:
+            if await self._store.state_get(t.PROPOSALS_INFO, proposal_id.encode()) is not None:
                 raise RequestRefusedError(403, "ReplayedRequest", "This proposal was already received.")
             writes[t.PROPOSALS] = {proposal_id.encode(): _json({"actions": [c.to_json() for c in calls]})}
             info: dict[str, Any] = {"proposer_id": request.member_id, "ballots": {}, "created_at": request.created_at}
-            view, effects = self._decide(snapshot, proposal_id, info, calls, await self._store.state_digest())
+            view, effects = await self._decide(proposal_id, info, calls)
             changed = await self._finish(writes, view, effects)
             return Outcome(proposal_view(proposal_id, info), changed)
 
-    async def _open_proposal(
-        self, snapshot: Mapping[str, Mapping[bytes, bytes]], proposal_id: str
-    ) -> tuple[dict[str, Any], list[ActionCall]]:
-        raw = snapshot[t.PROPOSALS_INFO].get(proposal_id.encode())
+    async def _open_proposal(self, proposal_id: str) -> tuple[dict[str, Any], list[ActionCall]]:
+        raw = await self._store.state_get(t.PROPOSALS_INFO, proposal_id.encode())
         if raw is None:
             raise RequestRefusedError(404, "ProposalNotFound", "No such proposal.")
         info = dict(json.loads(raw))
         if info["state"] != ProposalState.OPEN:
             raise RequestRefusedError(409, "ProposalNotOpen", f"The proposal is {info['state']}, no longer Open.")
-        proposal = json.loads((await self._store.state(t.PROPOSALS))[proposal_id.encode()])
+        stored = await self._store.state_get(t.PROPOSALS, proposal_id.encode())
+        if stored is None:
+            raise RequestRefusedError(404, "ProposalNotFound", "No such proposal.")
+        proposal = json.loads(stored)
         return info, [ActionCall(a["name"], a.get("args", {})) for a in proposal["actions"]]
 
     async def submit_ballot(self, proposal_id: str, member_id: str, body: bytes) -> Outcome:
         async with self._lock:
-            snapshot = await self._snapshot()
-            request, writes = self._verify(snapshot, body, "ballot", proposal_id=proposal_id, member_id=member_id)
+            request, writes = await self._verify(body, "ballot", proposal_id=proposal_id, member_id=member_id)
             vote = _ballot(request.payload)
-            info, calls = await self._open_proposal(snapshot, proposal_id)
+            info, calls = await self._open_proposal(proposal_id)
             if request.member_id in info["ballots"]:
                 raise RequestRefusedError(409, "VoteAlreadyExists", "This member has already voted on this proposal.")
             info["ballots"] = {**info["ballots"], request.member_id: vote}
-            view, effects = self._decide(snapshot, proposal_id, info, calls, await self._store.state_digest())
+            view, effects = await self._decide(proposal_id, info, calls)
             changed = await self._finish(writes, view, effects)
             return Outcome(proposal_view(proposal_id, info), changed)
 
     async def withdraw(self, proposal_id: str, body: bytes) -> Outcome:
         async with self._lock:
-            snapshot = await self._snapshot()
-            request, writes = self._verify(snapshot, body, "withdrawal", proposal_id=proposal_id)
-            info, _calls = await self._open_proposal(snapshot, proposal_id)
+            request, writes = await self._verify(body, "withdrawal", proposal_id=proposal_id)
+            info, _calls = await self._open_proposal(proposal_id)
             if info["proposer_id"] != request.member_id:
                 raise RequestRefusedError(403, "NotProposer", "Only the proposer may withdraw a proposal.")
             info["state"] = ProposalState.WITHDRAWN.value
-            view = Overlay(snapshot)
+            view = Overlay({}, strict=True)
             view.put(t.PROPOSALS_INFO, proposal_id.encode(), _json(info))
             changed = await self._finish(writes, view, [])
             return Outcome(proposal_view(proposal_id, info), changed)
 
     async def update_state_digest(self, member_id: str, body: bytes) -> Outcome:
         async with self._lock:
-            snapshot = await self._snapshot()
-            request, writes = self._verify(snapshot, body, "state_digest", member_id=member_id, active=False)
+            request, writes = await self._verify(body, "state_digest", member_id=member_id, active=False)
             digest = await self._store.state_digest()
             writes[t.MEMBERS_ACKS] = {request.member_id.encode(): _json({"state_digest": digest})}
-            changed = await self._finish(writes, Overlay(snapshot), [])
+            changed = await self._finish(writes, Overlay({}, strict=True), [])
             return Outcome({"memberId": request.member_id, "stateDigest": digest}, changed)
 
     async def ack(self, member_id: str, body: bytes) -> Outcome:
         async with self._lock:
-            snapshot = await self._snapshot()
-            request, writes = self._verify(snapshot, body, "ack", member_id=member_id, active=False)
+            request, writes = await self._verify(body, "ack", member_id=member_id, active=False)
             member = request.member_id.encode()
-            stored = snapshot[t.MEMBERS_ACKS].get(member)
+            stored = await self._store.state_get(t.MEMBERS_ACKS, member)
             if stored is None:
                 raise RequestRefusedError(404, "StateDigestNotFound", "No state digest for this member yet.")
             expected = json.loads(stored)["state_digest"]
@@ -357,8 +364,8 @@ class Governance:
                 raise RequestRefusedError(
                     400, "StateDigestMismatch", "The acknowledged digest is not this member's latest state digest."
                 )
-            view = Overlay(snapshot)
-            info = dict(json.loads(snapshot[t.MEMBERS_INFO][member]))
+            view = Overlay({}, strict=True)
+            info = dict(json.loads(await self._store.state_get(t.MEMBERS_INFO, member) or b"{}"))
             if info.get("status") == "Accepted":
                 info["status"] = "Active"
                 view.put(t.MEMBERS_INFO, member, _json(info))

@@ -13,9 +13,15 @@
 
 A name that is unknown, deleted or not yet created answers 404 ``LedgerNotFound`` in ACL's error
 format, the same for all three (where real ACL's DNS name would simply stop resolving).
+
+Every other refusal is an error body too (:func:`error_bodies`): a path no route matches is 404
+(``LedgerNotFound`` under ``/ledgers/`` and ``/ledgerIdentity/``, else ``NotFound``), a method a
+route does not take 405 ``MethodNotAllowed`` with ``Allow``; never aiohttp's plain-text pages.
 """
 
 from __future__ import annotations
+
+import logging
 
 from aiohttp import web
 
@@ -25,10 +31,47 @@ from notarium.server.app import json_response
 from notarium.server.errors import error_response
 
 PREFIX = "/ledgers/"
+IDENTITY_PREFIX = "/ledgerIdentity/"
+log = logging.getLogger("notarium.host")
+
+
+@web.middleware
+async def error_bodies(request: web.Request, handler: arm.Handler) -> web.StreamResponse:
+    """What aiohttp refuses by itself (no route, a method a route does not take, …) answers an ARM
+    error body ``{"error": {"code", "message"}}`` (the shape ACL's data plane uses too)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 404:
+        if request.path.startswith((PREFIX, IDENTITY_PREFIX)):
+            return error_response(
+                404, "LedgerNotFound", "No ledger is named in this path: ledgers are served under /ledgers/{name}."
+            )
+        return error_response(
+            404,
+            "NotFound",
+            "No such resource on this host: the management API is under /subscriptions/{subscriptionId}/… and "
+            "/providers/Microsoft.ConfidentialLedger/…, the ledgers under /ledgers/{name}.",
+        )
+    if exc.status == 405:
+        response = error_response(405, "MethodNotAllowed", f"The method {request.method[:20]} is not allowed here.")
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    if exc.status >= 500:
+        log.error("%s %s: %s", request.method, request.path[:200], exc.reason)
+        return error_response(500, "InternalServerError", "The host failed to answer this request.")
+    return error_response(exc.status, "InvalidRequest", exc.reason or "The request is invalid.")
 
 
 def create_host_app(manager: LedgerManager) -> web.Application:
-    app = web.Application(client_max_size=manager.settings.server.max_body_bytes)
+    app = web.Application(client_max_size=manager.settings.server.max_body_bytes, middlewares=[error_bodies])
     app[arm.MANAGER] = manager
     app.router.add_route("*", "/ledgers/{ledgerName}", ledger_request)
     app.router.add_route("*", "/ledgers/{ledgerName}/{tail:.*}", ledger_request)

@@ -1,5 +1,5 @@
 """The management API: ARM's ``Microsoft.ConfidentialLedger/ledgers``, as azure-mgmt-confidentialledger
-(1.0.1, api-version 2022-05-13) and ARM templates use it.
+(1.0.1, api-version 2022-05-13; 2.0.0b6, api-version 2026-05-22-preview) and ARM templates use it.
 
 Routes (every one needs the host credential and an ``api-version``):
 
@@ -10,6 +10,7 @@ Routes (every one needs the host credential and an ``api-version``):
 - ``GET /subscriptions/{s}/providers/Microsoft.ConfidentialLedger/operationStatuses/{id}``: the
   Azure-AsyncOperation resource of a create or delete
 - ``GET /providers/Microsoft.ConfidentialLedger/operations``
+- any method on ``…/ledgers/`` (an empty ledger name): 400 ``InvalidResourceName``
 
 Long-running operations follow ARM: a create answers 201 with ``provisioningState: Creating`` and
 an ``Azure-AsyncOperation`` header; a delete answers 202 with the same header (and ``Location``);
@@ -32,6 +33,7 @@ from aiohttp import web
 from notarium.host.manager import ConflictError, LedgerManager, Operation
 from notarium.host.names import NAME_RULE, InvalidRequestError, check_name, valid_name
 from notarium.host.registry import FAILED, Caller, LedgerRecord
+from notarium.server.connections import aborted
 from notarium.server.errors import ApiError, error_response
 from notarium.server.tls import PEER_CERT_DER
 
@@ -40,8 +42,10 @@ log = logging.getLogger("notarium.host")
 
 PROVIDER = "Microsoft.ConfidentialLedger"
 RESOURCE_TYPE = f"{PROVIDER}/ledgers"
-# every api-version of the provider's ledgers (azure-rest-api-specs); the wire format of these
-# operations is the same in all of them as far as notarium serves it
+# every api-version of the provider's ledgers in its published specification (azure-rest-api-specs,
+# specification/confidentialledger/resource-manager; the SDKs embed them: 1.0.1 sends 2022-05-13,
+# 2.0.0b6 2026-05-22-preview); the wire format of these operations is the same in all of them as
+# far as notarium serves it. An api-version that is not listed is refused, as ARM refuses it.
 API_VERSIONS = frozenset(
     {
         "2020-12-01-preview",
@@ -54,6 +58,7 @@ API_VERSIONS = frozenset(
         "2024-09-19-preview",
         "2025-06-10-preview",
         "2026-02-23",
+        "2026-05-22-preview",
     }
 )
 RETRY_AFTER_S = "1"  # how soon ARM clients poll an operation again
@@ -71,6 +76,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get(one, management(get_ledger))
     router.add_patch(one, management(patch_ledger))
     router.add_delete(one, management(delete_ledger))
+    router.add_route("*", LEDGERS + "/", management(empty_ledger_name))
     router.add_get(LEDGERS, management(list_by_resource_group))
     router.add_get(SUBSCRIPTION + "/ledgers", management(list_by_subscription))
     router.add_get(SUBSCRIPTION + "/ledgers/", management(list_by_subscription))
@@ -133,9 +139,13 @@ def management(handler: Handler) -> Handler:
             response = error_response(409, exc.code, str(exc))
         except web.HTTPException as exc:
             response = error_response(exc.status if exc.status < 500 else 400, "InvalidRequest", exc.reason)
-        except Exception:
-            log.exception("unexpected error serving %s %s", request.method, request.path)
-            response = error_response(500, "InternalServerError", "The host failed to answer this request.")
+        except Exception as exc:
+            gone = aborted(request, exc)  # the client left mid-request, or stalled and was cut off
+            if gone is not None:  # nothing can be sent; the access log line says what happened
+                response = error_response(gone.status, gone.code, str(gone))
+            else:
+                log.exception("unexpected error serving %s %s", request.method, request.path)
+                response = error_response(500, "InternalServerError", "The host failed to answer this request.")
         if access_log.isEnabledFor(logging.INFO):
             line = {
                 "method": request.method,
@@ -232,6 +242,14 @@ def _operation_url(request: web.Request, subscription: str, op: Operation) -> st
 
 
 # --- handlers ---------------------------------------------------------------------------------
+
+
+async def empty_ledger_name(request: web.Request) -> web.StreamResponse:
+    """``…/ledgers/``: a request for a ledger without its name (whatever the method)."""
+    raise InvalidRequestError(
+        f"The ledger name is missing (the path ends with /ledgers/): a ledger name is {NAME_RULE}.",
+        code="InvalidResourceName",
+    )
 
 
 async def put_ledger(request: web.Request) -> web.StreamResponse:

@@ -101,6 +101,7 @@ class HostedLedger:
                 process.kill()
             await process.wait()
             raise
+        ctx.join_limits.start()  # removes the ledger's expired Pending nodes (server/joins.py)
         log.info("ledger %s: engine process %d serves %s", name, process.pid, directory)
         return cls(name, directory, process, remote, ctx, runner)
 
@@ -133,6 +134,7 @@ class HostedLedger:
             await asyncio.wait_for(self._idle.wait(), self.ctx.config.shutdown_timeout_s)
         await self._runner.cleanup()
         await self.ctx.issuers.stop()
+        await self.ctx.join_limits.stop()
         self.ctx.commits.close()
         await self.remote.aclose()
         try:

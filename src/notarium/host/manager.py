@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
+from notarium.auth.identity import JWT_USER_PREFIX
 from notarium.auth.users import User
 from notarium.errors import ServiceError
 from notarium.host.credentials import HostCredentials, HostLayout
@@ -420,7 +421,20 @@ async def _apply_users(hosted: HostedLedger, certs: list[CertPrincipal], aad: li
         for key, value in rows.items():
             if value is None:
                 continue
-            txid = await ctx.users.put(User.from_json(key.decode(), value))
+            user = User.from_json(key.decode(), value)
+            if user.key.startswith(JWT_USER_PREFIX):  # an AAD principal: the token user /app/users would find
+                trusted = ctx.issuers.trusted()
+                try:
+                    existing = ctx.users.lookup(user.user_id, None, trusted)
+                    if existing is not None:
+                        user = replace(existing, roles=user.roles)
+                    else:
+                        new_key, issuer = ctx.users.new_key(user.user_id, None, trusted)
+                        user = replace(user, key=new_key, issuer=issuer)
+                except ValueError as exc:
+                    log.warning("ledger %s: the principal %s was not added: %s", hosted.name, user.user_id, exc)
+                    continue
+            txid = await ctx.users.put(user)
         if txid is not None and await ctx.commits.wait(txid) != TxStatus.COMMITTED:
             log.error("ledger %s: the users of an update did not commit", hosted.name)
         await ctx.users.reload()

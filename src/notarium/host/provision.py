@@ -36,7 +36,8 @@ def _user(user_id: str, role: str) -> bytes:
 
 def first_users(certs: list[CertPrincipal], aad: list[AadPrincipal]) -> dict[bytes, bytes | None]:
     """The rows of ``public:notarium.users`` for the ARM principals (keyed as the data plane looks
-    users up: the certificate's SHA-256, or the lower-case object id)."""
+    users up: the certificate's SHA-256; an object id as an unbound token user, which belongs to the
+    first issuer an Administrator trusts: notarium.auth.identity)."""
     rows: dict[bytes, bytes | None] = {}
     for c in certs:
         der = load_cert(c.cert_pem).public_bytes(Encoding.DER)

@@ -29,8 +29,9 @@ from notarium.host.manager import HostConfig, LedgerManager
 from notarium.host.registry import Registry
 from notarium.ledger.durable import lock_exclusive, replace
 from notarium.server.config import url
+from notarium.server.connections import Gate, listen
 from notarium.server.front import EXIT_LISTEN_FAILED, _quiet_http_logger
-from notarium.server.tls import Gate, TLSServerProtocol, server_context
+from notarium.server.tls import TLSServerProtocol, server_context
 
 log = logging.getLogger("notarium.host")
 
@@ -75,15 +76,9 @@ async def run_host(
         if handler is None:
             raise ServiceError("the host application did not set up")
         tls = server_context([credentials.server_cert], credentials.server_key)
-        gate = Gate()
+        gate = Gate(settings.server)
         try:
-            server = await loop.create_server(
-                lambda: TLSServerProtocol(tls, handler, gate),
-                config.host,
-                config.port,
-                reuse_address=True,
-                backlog=1024,
-            )
+            server = await listen(config.host, config.port, lambda: TLSServerProtocol(tls, handler, gate), gate)
         except OSError as exc:
             print(f"error: cannot listen on {config.host} port {config.port}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_LISTEN_FAILED

@@ -89,6 +89,7 @@ class Role:
     next_seqno: int
     primary_address: str | None  # https://host:port of the primary (None: none known right now)
     following: bool = True  # False: following stopped on a verification failure
+    store_reachable: bool = True  # False: the replicated log (PostgreSQL) cannot be reached right now
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
@@ -10,12 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from notarium.auth.identity import Principal, principal_from_certificate
+from notarium.auth.identity import CertificateRefusedError, CertificateWindows, Principal, principal_from_certificate
 from notarium.auth.rbac import CATALOGUE, Action
 from notarium.auth.tokens import TokenError
 from notarium.auth.users import User
 from notarium.errors import NotariumError
 from notarium.server.config import API_VERSIONS
+from notarium.server.connections import aborted
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError, error_response
 from notarium.server.forward import FORWARDED_CERT, SAFE_METHODS, forwarded_peer_cert
@@ -29,6 +31,8 @@ PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 USER: web.RequestKey[User] = web.RequestKey("user", User)
 TXID_HEADER = "x-ms-ccf-transaction-id"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# the validity periods of users' certificates (by digest; nothing is kept for other certificates)
+CERTIFICATE_WINDOWS = CertificateWindows()
 
 
 def context(request: web.Request) -> ServerContext:
@@ -56,15 +60,26 @@ async def authenticate(request: web.Request) -> Principal:
         der = forwarded_peer_cert(der, forwarded, context(request).service_cert)
     if der is None:
         raise ApiError(401, "InvalidAuthenticationInfo", "No client certificate or token was presented.")
-    return principal_from_certificate(der)
+    principal = principal_from_certificate(der)
+    if context(request).users.get(principal.key) is not None:  # a user's: it must be within its validity
+        try:
+            CERTIFICATE_WINDOWS.check(principal.key, der, datetime.datetime.now(datetime.UTC))
+        except CertificateRefusedError as exc:
+            raise ApiError(401, "InvalidAuthenticationInfo", str(exc)) from None
+    return principal
 
 
 def authorize(request: web.Request, principal: Principal, action: Action) -> User:
     """The user ``principal`` is, if one of its roles holds ``action``: else 401 (not a user) or 403."""
     ctx = context(request)
-    user = ctx.users.get(principal.key)
+    user = ctx.users.find(principal, ctx.issuers.trusted())
     if user is None:
-        message = f"The caller {principal.display_id} is not a user of this ledger."
+        message = f"The caller {principal.display_id[:200]} is not a user of this ledger."
+        if ctx.users.unbound(principal):
+            message += (
+                " A token user recorded without its issuer belongs to the ledger's only issuer, and this ledger"
+                " trusts several: an Administrator adds the user again, naming its issuer (?issuer=)."
+            )
         raise ApiError(401, "InvalidAuthenticationInfo", message)
     if action not in ctx.roles.actions_of(user.roles):
         raise ApiError(403, "NotAllowed", f"Not allowed to call {request.method} {request.path}.")
@@ -130,9 +145,13 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except NotariumError as exc:  # the engine refused or is gone (closing, failed): the caller may retry
         log.warning("%s %s: the ledger engine could not answer: %s", request.method, request.path, exc)
         response = error_response(503, "ServiceUnavailable", "The ledger is not available; retry later.")
-    except Exception:
-        log.exception("unexpected error serving %s %s", request.method, request.path)
-        response = error_response(500, "InternalServerError", "The server failed to answer this request.")
+    except Exception as exc:
+        gone = aborted(request, exc)  # the client left mid-request, or stalled and was cut off
+        if gone is not None:  # nothing can be sent; the access log line says what happened
+            response = error_response(gone.status, gone.code, str(gone))
+        else:
+            log.exception("unexpected error serving %s %s", request.method, request.path)
+            response = error_response(500, "InternalServerError", "The server failed to answer this request.")
     ctx = context(request)
     if TXID_HEADER not in response.headers:
         response.headers[TXID_HEADER] = str(ctx.ledger.committed)
@@ -177,11 +196,18 @@ def _http_error(exc: web.HTTPException) -> web.Response:
 
 @web.middleware
 async def forward_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A follower of a replicated service sends writes to the primary (server/forward.py)."""
+    """A follower of a replicated service sends writes to the primary (server/forward.py); a primary
+    that cannot reach the replicated log refuses them (it could not commit them)."""
     ctx = context(request)
-    if request.method in SAFE_METHODS or ctx.ledger.primary:
+    if request.method in SAFE_METHODS:
         return await handler(request)
     role, forwarder = ctx.ledger.role, ctx.forwarder
+    if ctx.ledger.primary:
+        if role is not None and not role.store_reachable:
+            raise ApiError(
+                503, "ServiceUnavailable", "The replicated log (PostgreSQL) cannot be reached right now; retry later."
+            )
+        return await handler(request)
     if FORWARDED_CERT in request.headers or forwarder is None or role is None or role.primary_address is None:
         raise ApiError(503, "ServiceUnavailable", "This node has no primary to send writes to right now; retry.")
     der = request.transport.get_extra_info(PEER_CERT_DER) if request.transport is not None else None

@@ -23,6 +23,9 @@ class LedgerStore:
     async def state(self, table: str) -> dict[bytes, bytes]:
         return await self._ledger.state(table)
 
+    async def state_get(self, table: str, key: bytes) -> bytes | None:
+        return await self._ledger.state_get(table, key)
+
     async def commit(self, writes: Writes) -> bool:
         txid = await self._ledger.append(writes)
         return await self._wait(txid) == TxStatus.COMMITTED

@@ -17,6 +17,7 @@ from notarium.server.config import ServerConfig
 from notarium.server.consortium import EngineEffects, LedgerStore
 from notarium.server.forward import Forwarder
 from notarium.server.issuers import IssuerDirectory
+from notarium.server.joins import JoinLimits
 from notarium.server.metrics import Metrics
 from notarium.types import TxId, TxStatus
 
@@ -68,6 +69,8 @@ class ServerContext:
     governance: Governance = field(init=False)
     # what governance has the engine do (rekey, shares, renewals); the front hooks `renewed`
     effects: EngineEffects = field(init=False)
+    # POST /node/join: the rate and cap of new nodes, and the expiry of Pending ones (server/joins.py)
+    join_limits: JoinLimits = field(init=False)
 
     # a node of a replicated service: sends writes to the primary while it is a follower
     forwarder: Forwarder | None = None
@@ -84,6 +87,9 @@ class ServerContext:
     def __post_init__(self) -> None:
         self.effects = EngineEffects(self.ledger, self.commits.wait)
         self.governance = Governance(LedgerStore(self.ledger, self.commits.wait), self.effects)
+        self.join_limits = JoinLimits(
+            self.ledger, self.config, self.access_changes, self.commits.wait, self.governance.nodes_to_trust
+        )
 
     @classmethod
     async def create(cls, ledger: RemoteLedger, config: ServerConfig) -> ServerContext:

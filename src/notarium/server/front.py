@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from notarium.ledger.remote import RemoteLedger
 from notarium.server.app import create_app, create_identity_app
 from notarium.server.config import LOG_FORMAT, ServerConfig
+from notarium.server.connections import Gate, PlainServerProtocol, listen
 from notarium.server.context import ServerContext
-from notarium.server.tls import Gate, TLSServerProtocol, server_context
+from notarium.server.tls import TLSServerProtocol, server_context
 
 log = logging.getLogger("notarium.server")
 
@@ -67,6 +68,7 @@ async def run_front(sock: socket.socket) -> int:
     config: ServerConfig = ledger.facts.settings
     ctx = await ServerContext.create(ledger, config)
     ctx.issuers.start()  # re-fetches issuers' keys now and then
+    ctx.join_limits.start()  # removes expired Pending nodes (on the primary)
     runner = web.AppRunner(
         create_app(ctx),
         access_log=None,
@@ -77,7 +79,10 @@ async def run_front(sock: socket.socket) -> int:
         logger=_quiet_http_logger(),
     )
     await runner.setup()
-    gate = Gate()
+    app_server = runner.server
+    if app_server is None:
+        raise RuntimeError("the app did not set up")
+    gate = Gate(config)  # both listeners' connections: one budget of file descriptors
     plain = None
     tls = [_tls(ledger)]
 
@@ -86,20 +91,16 @@ async def run_front(sock: socket.socket) -> int:
 
     ctx.effects.renewed = renewed
     try:
-        server = await loop.create_server(
-            lambda: TLSServerProtocol(tls[0], runner.server, gate),  # type: ignore[arg-type]
-            config.host,
-            config.port,
-            reuse_address=True,
-            backlog=1024,
-        )
+        server = await listen(config.host, config.port, lambda: TLSServerProtocol(tls[0], app_server, gate), gate)
         if config.identity_http_port is not None:
-            plain_runner = web.AppRunner(create_identity_app(ctx), access_log=None)
+            plain_runner = web.AppRunner(create_identity_app(ctx), access_log=None, logger=_quiet_http_logger())
             await plain_runner.setup()
             handler = plain_runner.server
             if handler is None:
                 raise RuntimeError("the identity app did not set up")
-            plain = await loop.create_server(handler, config.host, config.identity_http_port)
+            plain = await listen(
+                config.host, config.identity_http_port, lambda: PlainServerProtocol(handler, gate), gate
+            )
     except OSError as exc:
         where = f"{config.host} port {config.port}"
         print(f"error: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr, flush=True)
@@ -123,6 +124,7 @@ async def run_front(sock: socket.socket) -> int:
     await runner.shutdown()
     await runner.cleanup()
     await ctx.issuers.stop()
+    await ctx.join_limits.stop()
     if ctx.forwarder is not None:
         await ctx.forwarder.close()
     ctx.commits.close()

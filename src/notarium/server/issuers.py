@@ -7,6 +7,11 @@ is set, every ``REFRESH_S``, and when a token names a key id the ledger does not
 once per ``REFETCH_MIN_S`` per issuer, so that made-up key ids cannot make the ledger hammer the
 issuer). A fetched key set that differs from the recorded one is recorded (and waited for)
 before it is used.
+
+Token users are users of one issuer (:mod:`notarium.auth.identity`). A change of the trusted
+issuers (setting or removing one) first binds the unbound token users to the issuer trusted
+until then if it was the only one, in the same transaction: they were its users, and must not
+become another's. The caller holds ``ServerContext.access_changes`` and reloads the users after.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from notarium.auth.identity import Principal
+from notarium.auth.identity import Principal, bind_unbound
 from notarium.auth.tokens import IssuerConfig, TokenError, TokenValidator, UnknownKeyError, parse_jwks
 from notarium.ledger.remote import RemoteLedger
 from notarium.types import TxId, TxStatus
@@ -83,6 +88,10 @@ class IssuerDirectory:
     def issuers(self) -> list[tuple[IssuerConfig, list[str]]]:
         return [(c, sorted(self._keys.get(i, {}))) for i, c in sorted(self._issuers.items())]
 
+    def trusted(self) -> frozenset[str]:
+        """The issuers in force (their ``iss`` values)."""
+        return frozenset(self._issuers)
+
     # --- authentication -------------------------------------------------------------------------
 
     async def principal(self, token: str) -> Principal:
@@ -115,6 +124,7 @@ class IssuerDirectory:
         issuer = config.issuer.encode()
         txid = await self._ledger.append(
             {
+                **await self._bind_unbound_users(),
                 tables.JWT_ISSUERS: {issuer: json.dumps(config.to_json(), sort_keys=True).encode()},
                 tables.JWT_KEYS: {issuer: _canonical(keys)},
             }
@@ -128,10 +138,25 @@ class IssuerDirectory:
             return False
         raw = issuer.encode()
         await self._committed(
-            await self._ledger.append({tables.JWT_ISSUERS: {raw: None}, tables.JWT_KEYS: {raw: None}})
+            await self._ledger.append(
+                {**await self._bind_unbound_users(), tables.JWT_ISSUERS: {raw: None}, tables.JWT_KEYS: {raw: None}}
+            )
         )
         await self.load()
         return True
+
+    async def _bind_unbound_users(self) -> dict[str, dict[bytes, bytes | None]]:
+        """The writes binding unbound token users to the only issuer trusted so far (none if there
+        are several or none: with several, they were not anyone's; with none, nobody's yet)."""
+        if len(self._issuers) != 1:
+            return {}
+        (only,) = self._issuers
+        users, info = await self._ledger.state(tables.USERS), await self._ledger.state(tables.USERS_INFO)
+        user_writes, info_writes = bind_unbound(users, info, only)
+        if user_writes:
+            log.info("token users recorded without an issuer are now users of %s", only)
+        writes = {tables.USERS: user_writes, tables.USERS_INFO: info_writes}
+        return {table: rows for table, rows in writes.items() if rows}
 
     # --- keys -----------------------------------------------------------------------------------
 

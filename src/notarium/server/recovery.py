@@ -30,8 +30,9 @@ from notarium.ledger.identity import load_cert, load_private_ec
 from notarium.ledger.layout import Layout
 from notarium.recovery.directory import DirectoryRecovery
 from notarium.server.config import ServerConfig
+from notarium.server.connections import Gate, listen
 from notarium.server.errors import ApiError, error_response
-from notarium.server.tls import Gate, TLSServerProtocol, server_context
+from notarium.server.tls import TLSServerProtocol, server_context
 
 log = logging.getLogger("notarium.server.recovery")
 
@@ -131,15 +132,12 @@ async def wait_for_shares(
     done = asyncio.Event()
     runner = web.AppRunner(recovery_app(recovery, layout, done), access_log=None)
     await runner.setup()
-    loop = asyncio.get_running_loop()
     tls = server_context([load_cert(layout.node_cert)], load_private_ec(layout.node_key))
-    gate = Gate()
-    server = await loop.create_server(
-        lambda: TLSServerProtocol(tls, runner.server, gate),  # type: ignore[arg-type]
-        config.host,
-        config.port,
-        reuse_address=True,
-    )
+    handler = runner.server
+    if handler is None:
+        raise RuntimeError("the recovery app did not set up")
+    gate = Gate(config)
+    server = await listen(config.host, config.port, lambda: TLSServerProtocol(tls, handler, gate), gate)
     port = int(server.sockets[0].getsockname()[1])
     log.warning("recovering: waiting for %d of %d members' recovery shares", recovery.threshold, len(recovery.members))
     if announce is not None:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from notarium.cluster.join import ENGINE_CALLS, NodeCourier
-from notarium.cluster.node import NodeSettings, ReplicaNode, check_replica
-from notarium.errors import ServiceError
+from notarium.cluster.node import NodeSettings, ReplicaNode
+from notarium.errors import ServiceError, StoreUnavailableError
 from notarium.ledger import EngineConfig, Ledger, open_ledger
 from notarium.ledger.remote import EngineService
 from notarium.ledger.service import recover_service_identity
@@ -182,10 +182,15 @@ async def _serve_once(
 def _open_node(
     directory: Path, engine: EngineConfig, replication: Replication, config: ServerConfig
 ) -> tuple[ReplicaNode, Ledger]:
-    """Open a replicated node: its local replica (a follower), checked against the log and caught up."""
+    """Open a replicated node: its local replica (a follower), checked against the log and caught up.
+
+    PostgreSQL being unreachable does not stop it: the node then serves what it has verified, not
+    ready, and its replication thread checks and catches up once PostgreSQL answers (a deposed
+    primary starts again this way while PostgreSQL is down). A log that lost this node's committed
+    transactions, or any other refusal, does stop it."""
     from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415  (psycopg only when used)
 
-    store = PostgresLog(replication.dsn)
+    store = PostgresLog(replication.dsn, connect=False)
     try:
         # local files are a verified cache of the log: no fsync of their own (the log is durable)
         ledger = open_ledger(directory, replace(engine, fsync=False), replica=store, courier=NodeCourier())
@@ -193,11 +198,21 @@ def _open_node(
         store.close()
         raise
     try:
-        check_replica(ledger, store)
         address = replication.advertise or url(config.host, config.port)
         settings = NodeSettings(node_id=ledger.node_id, address=address, lease_ttl_s=replication.lease_ttl_s)
         node = ReplicaNode(ledger, store, settings)
-        node.follow()  # up to date before serving reads (a verification failure: reads of what was verified)
+        try:
+            node.check(refuse=True)
+            node.follow()  # up to date before serving reads (a verification failure: reads of what was verified)
+        except StoreUnavailableError as exc:
+            node.store_unreachable(exc)
+            log.warning(
+                "the replicated log (PostgreSQL) cannot be reached: %s; serving what this node has verified "
+                "(up to seqno %d), not ready, until it can",
+                " ".join(str(exc).split()),
+                ledger.committed.seqno,
+            )
+            return node, ledger
     except BaseException:
         ledger.close()
         store.close()

@@ -11,6 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from notarium.auth.identity import token_key
 from notarium.auth.tokens import (
     DEFAULT_AUDIENCE,
     MAX_TOKEN_BYTES,
@@ -64,8 +65,8 @@ def validator(clock: Clock) -> TokenValidator:
 
 def test_valid_tokens(validator: TokenValidator) -> None:
     p = validator.validate(token())
-    assert (p.key, p.display_id, p.kind) == (OID, OID, "token")
-    assert validator.validate(token(EC_KEY, "e1", "ES256")).key == OID
+    assert (p.key, p.display_id, p.kind, p.issuer) == (token_key(ISS, OID), OID, "token", ISS)
+    assert validator.validate(token(EC_KEY, "e1", "ES256")).key == token_key(ISS, OID)
 
 
 def _none_token() -> str:
@@ -87,7 +88,10 @@ REFUSALS = {
     "ES256 header on an RSA key": (lambda: token(EC_KEY, "r1", "ES256"), "does not fit its key"),
     "no exp": (lambda: token(exp=None), "exp"),
     "no user claim": (lambda: token(oid=None), "no oid claim"),
-    "user claim not an id": (lambda: token(oid="root; drop table"), "not a user id"),
+    "user claim not an id": (lambda: token(oid="root\nadmin"), "not a user id"),
+    "empty user claim": (lambda: token(oid=""), "not a user id"),
+    "user claim too long": (lambda: token(oid="x" * 257), "not a user id"),
+    "user claim a number": (lambda: token(oid=12345), "no oid claim"),
     "oversized": (lambda: token(pad="x" * MAX_TOKEN_BYTES), "larger than"),
     "garbage": (lambda: "a.b.c", "not a well-formed JWT"),
 }
@@ -130,7 +134,7 @@ def test_configurable_audience_and_claim(clock: Clock) -> None:
     v = TokenValidator(clock=clock)
     config = IssuerConfig(ISS, audiences=("api://ledger",), user_id_claim="sub")
     v.configure({ISS: config}, {ISS: parse_jwks({"keys": [jwk(RSA_KEY, "r1")]})})
-    assert v.validate(token(aud="api://ledger", sub=OID.upper(), oid=None)).key == OID
+    assert v.validate(token(aud="api://ledger", sub=OID.upper(), oid=None)).key == token_key(ISS, OID)
     with pytest.raises(TokenError, match="audience"):
         v.validate(token())
 
@@ -172,3 +176,49 @@ def test_parse_jwks_keeps_signing_keys_only() -> None:
     for bad in ({"keys": []}, {"nokeys": 1}, b"not json", {"keys": [keys[2]]}):
         with pytest.raises(ValueError, match="JWK set"):
             parse_jwks(bad)
+
+
+OTHER_ISS = "https://dex.example.com"
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        "CgVhbGljZRIFbG9jYWw",  # Dex's sub
+        "auth0|64f1a2b3c4d5e6f708192a3b",  # Auth0's
+        "alice",  # a Keycloak username
+        "0" * 36,  # an object id in ACL's own tests
+        "Ünïcode user",
+        "x" * 256,
+    ],
+)
+def test_any_user_id_claim_is_a_token_user_of_its_issuer(clock: Clock, claim: str) -> None:
+    v = TokenValidator(clock=clock)
+    v.configure({ISS: IssuerConfig(ISS, user_id_claim="sub")}, {ISS: parse_jwks({"keys": [jwk(RSA_KEY, "r1")]})})
+    p = v.validate(token(sub=claim))
+    assert (p.key, p.display_id, p.issuer) == (token_key(ISS, claim), claim, ISS)
+    assert p.key.startswith("jwt:")
+
+
+def test_a_fingerprint_claim_is_never_a_certificate_user(validator: TokenValidator) -> None:
+    fingerprint = ":".join(["5F"] * 32)
+    for claim in (fingerprint, fingerprint.replace(":", ""), fingerprint.replace(":", "").lower()):
+        p = validator.validate(token(oid=claim))
+        assert p.kind == "token"
+        assert p.key == token_key(ISS, claim) != "5f" * 32
+
+
+def test_the_same_claim_of_two_issuers_is_two_users(clock: Clock) -> None:
+    v = TokenValidator(clock=clock)
+    keys = parse_jwks({"keys": [jwk(RSA_KEY, "r1")]})
+    v.configure({ISS: IssuerConfig(ISS), OTHER_ISS: IssuerConfig(OTHER_ISS)}, {ISS: keys, OTHER_ISS: keys})
+    mine, theirs = v.validate(token(oid=OID)), v.validate(token(oid=OID, iss=OTHER_ISS))
+    assert (mine.issuer, theirs.issuer) == (ISS, OTHER_ISS)
+    assert mine.key != theirs.key
+
+
+@pytest.mark.parametrize("text", ["ey\udcff.a.b", "é.a.b", token() + "\udcff"])
+def test_non_ascii_tokens_are_refused_as_malformed(validator: TokenValidator, text: str) -> None:
+    """aiohttp hands header bytes over 0x7F on as surrogate escapes; PyJWT cannot encode them."""
+    with pytest.raises(TokenError, match="not a well-formed JWT"):
+        validator.validate(text)

@@ -512,3 +512,65 @@ def test_the_previous_identities_come_with_the_answer_checked_as_a_chain() -> No
         parse_join_answer(answer, node_key=node, service_cert=service.cert)
     answer["previousIdentityEndorsements"] = "no list"
     fails(CHECK_ANSWER, parse_join_answer, answer, node_key=node, service_cert=service.cert)
+
+
+# --- limits on joining (issue #15) ----------------------------------------------------------------
+
+
+def test_a_pending_record_says_since_when() -> None:
+    key = new_ec_key()
+    body = make_join_request(key, hosts=["node2.example"], address=ADDRESS, created_at=int(time.time()))
+    req = parse_join_request(body, now=time.time())
+    info = node_info(req, "Pending", pending_since=1_700_000_000)
+    assert info["pending_since"] == 1_700_000_000
+    assert join_module.pending_since(info) == 1_700_000_000
+    assert "pending_since" not in node_info(req, "Trusted", pending_since=1_700_000_000)
+    assert join_module.pending_since({"status": "Pending"}) is None
+    assert join_module.pending_since({"status": "Pending", "pending_since": "1"}) is None
+
+
+def test_the_join_budget_is_a_burst_then_a_steady_rate() -> None:
+    budget = join_module.JoinBudget(3, now=100.0)
+    assert [budget.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]  # a burst of the rate
+    assert budget.take(100.0) == pytest.approx(20.0)  # then one every 60 / 3 s
+    assert budget.take(110.0) == pytest.approx(10.0)  # refused: nothing spent
+    assert budget.take(120.0) == 0.0
+    assert budget.take(120.0) > 0
+    assert [budget.take(10_000.0) for _ in range(4)][:3] == [0.0, 0.0, 0.0]  # refills to the burst, no more
+    assert budget.take(10_000.0) > 0
+    assert budget.take(9_000.0) > 0  # a clock going back refills nothing
+    with pytest.raises(ValueError, match="at least 1"):
+        join_module.JoinBudget(0, now=0.0)
+
+
+def test_pending_nodes_expire_by_their_own_age_unless_protected() -> None:
+    ttl = 100.0
+    nodes = {
+        b"a" * 64: json.dumps({"status": "Pending", "pending_since": 1000}).encode(),
+        b"b" * 64: json.dumps({"status": "Pending", "pending_since": 1050}).encode(),
+        b"c" * 64: json.dumps({"status": "Pending", "pending_since": 900}).encode(),  # a proposal would trust it
+        b"d" * 64: json.dumps({"status": "Pending"}).encode(),  # recorded before pending_since existed
+        b"e" * 64: json.dumps({"status": "Trusted", "pending_since": 0}).encode(),
+        b"f" * 64: json.dumps({"status": "Retired"}).encode(),
+        b"g" * 64: b"not json",
+    }
+    pending = join_module.pending_records(nodes)
+    assert sorted(pending) == [b"a" * 64, b"b" * 64, b"c" * 64, b"d" * 64]
+
+    def expired(now: float, first_seen: dict[bytes, float] | None = None) -> list[bytes]:
+        return join_module.expired_pending(
+            pending, now=now, ttl_s=ttl, protected={"c" * 64}, first_seen=first_seen or {}
+        )
+
+    assert expired(1100.0) == []  # exactly the TTL: not yet
+    assert expired(1100.5) == [b"a" * 64]
+    assert expired(1151.0) == [b"a" * 64, b"b" * 64]
+    assert expired(10**9) == [b"a" * 64, b"b" * 64]  # never the protected one; never one of unknown age
+    assert expired(10**9, {b"d" * 64: 10**9 - 101}) == [b"a" * 64, b"b" * 64, b"d" * 64]
+    assert expired(10**9, {b"d" * 64: 10**9 - 99}) == [b"a" * 64, b"b" * 64]
+    # a record's own age only: many younger nodes remove nothing older sooner
+    crowd = {f"{i:064x}".encode(): {"status": "Pending", "pending_since": 1090} for i in range(1000)}
+    assert join_module.expired_pending({**pending, **crowd}, now=1101.0, ttl_s=ttl, protected=set(), first_seen={}) == [
+        b"a" * 64,
+        b"c" * 64,
+    ]

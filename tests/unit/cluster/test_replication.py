@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from nodes import new_node
-from notarium.errors import LedgerError, NotPrimaryError
+from notarium.cluster.node import RETRY_MAX_S, ReplicaNode
+from notarium.errors import LedgerError, NotPrimaryError, ServiceError
 from notarium.ledger import EngineConfig
+from notarium.ledger.remote import Role
 from notarium.types import TxStatus
 from notarium.verify import tables, verify_json_receipt
+from pg import PgCluster
 
 from .conftest import TTL, Cluster, wait_for
 
@@ -168,3 +174,81 @@ def test_rekeying_without_a_courier_is_refused(cluster: Cluster) -> None:
     with pytest.raises(LedgerError, match="new secret"):
         la.rekey()
     assert la.last_sequenced == before
+
+
+# --- PostgreSQL unreachable (docs/design/ha.md) -----------------------------------------------------
+
+
+def test_nodes_outlive_their_postgresql_retrying_with_backoff_and_rejoin(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL crashed: neither node's thread ends; each says it cannot reach the log (its role:
+    not ready) and retries, logging each attempt, waiting longer each time (up to RETRY_MAX_S);
+    once PostgreSQL is back both rejoin, one of them primary, and the log goes on."""
+    caplog.set_level(logging.WARNING, logger="notarium.cluster")
+    with PgCluster.create() as server:
+        cluster = Cluster(tmp_path, server.dsn())
+        try:
+            a, la = cluster.start(cluster.service)
+            wait_for(a.took_over.is_set, what="the first primary")
+            b, lb = cluster.start(cluster.admit(la, new_node(cluster.service, cluster.root / "n1")))
+            before = la.append_entry("before the crash")
+            wait_for(lambda: lb.status(before) == TxStatus.COMMITTED, what="the follower to catch up")
+            roles: dict[str, list[Role]] = {"a": [], "b": []}
+            a.on_role, b.on_role = roles["a"].append, roles["b"].append
+            server.stop("immediate")
+            retries = re.compile(r"cannot be reached: .*; retrying in ([0-9.]+) s \(attempt (\d+),")
+
+            def logged() -> dict[int, float]:
+                """Retry delays by attempt, as logged (either node's: both follow the same schedule)."""
+                return {int(m[2]): float(m[1]) for r in caplog.records if (m := retries.search(r.getMessage()))}
+
+            wait_for(lambda: len(logged()) >= 6, what="six logged attempts")
+            for node, name in ((a, "a"), (b, "b")):
+                assert node.store_error is not None
+                assert roles[name][-1].store_reachable is False
+            delays = logged()
+            assert min(delays) == 1
+            assert max(delays.values()) <= RETRY_MAX_S
+            assert delays[max(delays)] > delays[1]  # the waits grow (jitter keeps each within [base/2, base])
+            server.start()
+            wait_for(lambda: b.store_error is None, timeout=30, what="the backup to rejoin")
+            assert roles["b"][-1].store_reachable
+            assert "reachable again" in caplog.text
+            # the primary kept its lease (renewed in time) or lost it (serve starts it again as a follower)
+            wait_for(lambda: a.deposed.is_set() or a.store_error is None, timeout=30, what="the primary to rejoin")
+            if a.deposed.is_set():
+                wait_for(b.took_over.is_set, timeout=30, what="the backup to take over")
+            primary = lb if a.deposed.is_set() else la
+            after = primary.append_entry("after the crash")
+            wait_for(lambda: primary.status(after) == TxStatus.COMMITTED, timeout=30, what="a commit after it")
+            assert primary.status(before) == TxStatus.COMMITTED
+        finally:
+            cluster.close()
+
+
+def test_a_log_that_lost_committed_transactions_stops_a_follower_not_its_process(cluster: Cluster) -> None:
+    """PostgreSQL back from an old backup: a starting node refuses it; a node already running (its
+    replication thread checks the log again after every outage) stops following and says why."""
+    a, la = cluster.start(cluster.service)
+    wait_for(a.took_over.is_set, what="the first primary")
+    b, lb = cluster.start(cluster.admit(la, new_node(cluster.service, cluster.root / "n1")))
+    txids = [la.append_entry(f"entry {i}") for i in range(5)]
+    wait_for(lambda: lb.committed.seqno >= txids[-1].seqno, what="the follower to catch up")
+    a.stop()
+    b.stop()
+    _sql(cluster.dsn, "DELETE FROM notarium.tx WHERE seqno >= %s", txids[0].seqno)  # restored from an old backup
+    store = cluster.nodes[1][2]
+    with pytest.raises(ServiceError, match="lost committed transactions"):
+        ReplicaNode(lb, store, b.settings).check(refuse=True)
+    again = ReplicaNode(lb, store, b.settings)  # the thread of a node that reconnects
+    again.start()
+    try:
+        wait_for(lambda: again.failure is not None, what="the follower to find it")
+        assert "lost committed transactions" in (again.failure or "")
+        assert again.role().following is False
+        again.took_over.wait(4 * TTL)
+        assert not again.took_over.is_set()  # and it never takes the lease
+        assert not again.deposed.is_set()
+    finally:
+        again.stop()

@@ -30,9 +30,15 @@ class FakeStore:
         self.tables: dict[str, dict[bytes, bytes]] = {}
         self.transactions: list[Writes] = []
         self.digest = "11" * 32
+        self.reads: list[tuple[str, bytes | None]] = []  # (table, key): a key read; (table, None): a whole table
 
     async def state(self, table: str) -> dict[bytes, bytes]:
+        self.reads.append((table, None))
         return dict(self.tables.get(table, {}))
+
+    async def state_get(self, table: str, key: bytes) -> bytes | None:
+        self.reads.append((table, key))
+        return self.tables.get(table, {}).get(key)
 
     async def commit(self, writes: Writes) -> bool:
         self.transactions.append(writes)
@@ -317,7 +323,7 @@ def test_jwt_issuer_and_nodes(world: World) -> None:
         {},
         {"actions": []},
         {"actions": [{"name": "set_user", "args": {"roles": ["Reader"]}}]},
-        {"actions": [{"name": "set_user", "args": {"user_id": "nobody", "roles": ["Reader"]}}]},
+        {"actions": [{"name": "set_user", "args": {"user_id": "AB:CD:EF", "roles": ["Reader"]}}]},
         {"actions": [{"name": "set_member", "args": {"cert": "not a cert"}}]},
         {"actions": [{"name": "set_member", "args": {"cert": "x", "extra": 1}}]},
         {"actions": [{"name": "set_recovery_threshold", "args": {"recovery_threshold": 0}}]},
@@ -329,3 +335,108 @@ def test_jwt_issuer_and_nodes(world: World) -> None:
 def test_invalid_arguments(proposal: object) -> None:
     with pytest.raises(ValueError, match=r"."):
         parse_proposal(json.dumps(proposal).encode())
+
+
+# --- what a request reads (issue #15: unauthenticated requests must not cost table copies) -------
+
+
+def many_pending_nodes(n: int) -> dict[bytes, bytes]:
+    return {f"{i:064x}".encode(): b'{"status":"Pending","pending_since":1}' for i in range(n)}
+
+
+def test_a_request_that_is_not_a_members_reads_only_the_certificate_it_names(world: World) -> None:
+    """Before its signature is checked, a request costs one key lookup: the certificate its kid
+    names. No table is copied for a stranger's or a forged request, however large the tables."""
+    world.store.tables[t.NODES_INFO] = many_pending_nodes(3500)
+    stranger = new_member("stranger")
+    forged = sign_request(stranger.key, world.m[0].cert, "proposal", b'{"actions":[]}', created_at=NOW)
+    for body, code in (
+        (stranger.sign("proposal", {"actions": [set_user(stranger.cert, ["Reader"])]}), "UnknownMember"),
+        (forged, "InvalidSignature"),
+    ):
+        world.store.reads.clear()
+        e = world.refused(world.gov.create_proposal(body))
+        assert (e.status, e.code) == (401, code)
+        kid = (stranger if code == "UnknownMember" else world.m[0]).id.encode()
+        assert world.store.reads == [(t.MEMBERS_CERTS, kid)]
+    pid = world.propose(0, set_user(world.m[3].cert, ["Reader"]))
+    world.store.reads.clear()
+    e = world.refused(world.gov.submit_ballot(pid, world.m[0].id, stranger.sign("ballot", {"ballot": True}, pid)))
+    assert e.code == "UnknownMember"
+    assert world.store.reads == [(t.MEMBERS_CERTS, stranger.id.encode())]
+
+
+def test_only_the_node_actions_read_the_nodes_table(world: World) -> None:
+    world.store.tables[t.NODES_INFO] = many_pending_nodes(100)
+    node = f"{7:064x}"
+    world.store.reads.clear()
+    three(world)  # proposals, ballots, state digests and acks of members
+    pid = world.propose(1, set_user(world.m[3].cert, ["Reader"]))
+    world.vote(1, pid)
+    assert world.vote(2, pid) == "Accepted"
+    pid = world.propose(1, {"name": "trigger_ledger_rekey", "args": {}})
+    world.run(world.gov.withdraw(pid, world.m[1].sign("withdrawal", b"", pid)))
+    assert not [r for r in world.store.reads if r[0] == t.NODES_INFO]
+    assert (t.PROPOSALS, None) not in world.store.reads  # one proposal is read by its key, never all of them
+    assert (t.MEMBERS_CERTS, None) not in world.store.reads
+    pid = world.propose(1, {"name": "transition_node_to_trusted", "args": {"node_id": node}})
+    world.vote(1, pid)
+    assert (t.NODES_INFO, None) not in world.store.reads  # Open: no action applied yet
+    assert world.vote(2, pid) == "Accepted"
+    assert (t.NODES_INFO, None) in world.store.reads
+    assert json.loads(world.store.tables[t.NODES_INFO][node.encode()])["status"] == "Trusted"
+
+
+def test_the_nodes_an_open_proposal_would_trust(world: World) -> None:
+    three(world)
+    a, b, c = (f"{i:064x}" for i in (1, 2, 3))
+    world.store.tables[t.NODES_INFO] = {n.encode(): b'{"status":"Pending"}' for n in (a, b, c)}
+    open_one = world.propose(0, {"name": "transition_node_to_trusted", "args": {"node_id": a}})
+    withdrawn = world.propose(0, {"name": "transition_node_to_trusted", "args": {"node_id": b}})
+    world.run(world.gov.withdraw(withdrawn, world.m[0].sign("withdrawal", b"", withdrawn)))
+    accepted = world.propose(0, {"name": "transition_node_to_trusted", "args": {"node_id": c}})
+    world.vote(0, accepted)
+    assert world.vote(1, accepted) == "Accepted"
+    world.propose(0, {"name": "remove_node", "args": {"node_id": b}})  # removing is not trusting
+    assert world.run(world.gov.nodes_to_trust()) == {a}
+    assert world.info(open_one)["state"] == "Open"
+
+
+ACTION_SAMPLES: dict[str, dict[str, Any]] = {
+    "set_member": {"cert": "member1", "encryption_pub_key": "enc1"},
+    "remove_member": {"member_id": "member0"},
+    "set_user": {"user_id": ADMIN, "roles": ["Reader", "Administrator"]},
+    "remove_user": {"user_id": ADMIN},
+    "set_jwt_issuer": {
+        "issuer": "https://login.example/",
+        "jwks": {"keys": [{"kty": "RSA", "kid": "k", "n": "sXch", "e": "AQAB"}]},
+    },
+    "remove_jwt_issuer": {"issuer": "https://login.example/"},
+    "set_recovery_threshold": {"recovery_threshold": 1},
+    "set_constitution": {"constitution": {"format": "notarium-constitution/1"}},
+    "transition_node_to_trusted": {"node_id": "ab" * 32},
+    "remove_node": {"node_id": "ab" * 32},
+    "trigger_ledger_rekey": {},
+    "renew_service_certificate": {},
+    "renew_node_certificate": {"node_id": "ab" * 32},
+    "transition_service_to_open": {"next_service_identity": "member1"},
+}
+
+
+def test_every_action_reads_only_the_tables_it_declares(world: World) -> None:
+    """Governance loads ACTION_READS[name] for an accepted action and nothing else: applied to a
+    strict view of just those tables, no action reads another (a LookupError would say which)."""
+    from notarium.governance.actions import ACTION_READS, ACTIONS, ApplyContext, Overlay, apply_actions
+
+    assert set(ACTION_SAMPLES) == set(ACTIONS) == set(ACTION_READS)
+    three(world)
+    pem = {"member1": cert_pem(world.m[1].cert).decode(), "member0": world.m[0].id, "enc1": world.m[1].enc}
+    world.store.tables[t.NODES_INFO] = {b"ab" * 32: b'{"status":"Pending"}', b"cd" * 32: b'{"status":"Trusted"}'}
+    world.store.tables[t.JWT_ISSUERS] = {b"https://login.example/": b"{}"}
+    world.store.tables[t.USERS][b"b" * 64] = b'{"assignedRoles":["Administrator"],"userId":"other"}'
+    for name, sample in ACTION_SAMPLES.items():
+        args = {k: pem.get(v, v) if isinstance(v, str) else v for k, v in sample.items()}
+        (call,) = parse_proposal(json.dumps({"actions": [{"name": name, "args": args}]}).encode())
+        base = {table: dict(world.store.tables.get(table, {})) for table in ACTION_READS[name]}
+        ctx = ApplyContext(Overlay(base, strict=True), "p" * 64, "11" * 32)
+        apply_actions(ctx, [call])  # neither a LookupError nor a failure: each sample applies

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from notarium.errors import FencedError, StorageError
+from notarium.errors import FencedError, StorageError, StoreUnavailableError
 from notarium.ledger.storage.postgres import SCHEMA_VERSION, Lease, PostgresLog, Row
 from pg import PgCluster, free_port, replicated_pair
 
@@ -380,6 +380,54 @@ def test_a_multi_host_dsn_skips_a_dead_host(pg: PgCluster, pg_dsn: str) -> None:
         assert log.last_seqno() == 2
     with pytest.raises(StorageError, match="cannot connect"):
         PostgresLog(f"postgresql://postgres@127.0.0.1:{dead}/{dbname}", connect_timeout=1)
+
+
+def test_a_server_that_is_down_is_store_unavailable_and_a_lazy_log_opens_without_it() -> None:
+    """What a node needs to outlive a PostgreSQL crash: every call fails with StoreUnavailableError
+    (worth retrying) while the server is down, a log opened with ``connect=False`` needs no server
+    until its first call, and both work again once the server is back."""
+    with PgCluster.create() as server:
+        dsn = server.dsn()
+        with PostgresLog(dsn) as log:
+            view = primary(log)
+            log.append(view, "n1", rows(1, 2, view))
+            assert log.wait_for_notify(0)  # the listener opened
+            with pytest.raises(StorageError) as refused:
+                log.read(1, limit=-1)  # a refusal by a running server is not "unavailable"
+            assert not isinstance(refused.value, StoreUnavailableError)
+            server.stop("immediate")
+            for call in (
+                lambda: log.read(1),
+                log.last_seqno,
+                log.lease,
+                lambda: log.append(view, "n1", rows(3, 1, view)),
+                lambda: log.renew(view, "n1", 30.0),
+                lambda: log.heartbeat("n1", "https://n1:8000"),
+            ):
+                with pytest.raises(StoreUnavailableError):
+                    call()
+            assert log.wait_for_notify(0.1)  # the listener dropped: True (it may have missed one)
+            with pytest.raises(StoreUnavailableError):
+                log.wait_for_notify(0.1)  # and cannot reopen
+            with pytest.raises(StoreUnavailableError, match="cannot connect"):
+                PostgresLog(dsn, connect_timeout=1)  # connect=True: at once
+            with PostgresLog(dsn, connect=False) as lazy:
+                with pytest.raises(StoreUnavailableError):
+                    lazy.last_seqno()
+                server.start()
+                assert lazy.last_seqno() == 2
+            assert log.read(1, limit=10) == log.read(1)
+            assert log.last_seqno() == 2
+            log.append(view, "n1", rows(3, 1, view))
+            assert log.last_seqno() == 3
+
+
+def test_a_lazy_log_creates_the_schema_at_its_first_call(pg_dsn: str) -> None:
+    with PostgresLog(pg_dsn, connect=False) as lazy:
+        with psycopg.connect(pg_dsn) as conn:
+            assert conn.execute("SELECT to_regclass('notarium.tx')").fetchone() == (None,)
+        assert lazy.last_seqno() == 0
+        assert lazy.lease().view == 0
 
 
 def test_failover_to_the_synchronous_standby_loses_nothing() -> None:

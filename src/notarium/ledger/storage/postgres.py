@@ -31,12 +31,15 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg.rows import TupleRow
 
-from notarium.errors import FencedError, StorageError
+from notarium.errors import FencedError, StorageError, StoreUnavailableError
 
 SCHEMA_VERSION = 1
 NOTIFY_CHANNEL = "notarium_tx"
 _MAX_SEQNO = 2**63 - 1
 _SCHEMA_LOCK = 0x6E6F746172697531  # pg_advisory_xact_lock key: creating the schema is serialised
+# SQLSTATE classes of a server that cannot serve right now: connection exception, insufficient
+# resources (too many connections…), operator intervention (shutting down, starting up, crashed)
+_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
 
 Row = tuple[int, int, bool, bytes]
 """(seqno, view, is_signature, data)."""
@@ -88,11 +91,15 @@ class PostgresLog:
     PostgreSQL failover finds the new primary. A call that fails because the connection dropped
     is retried once on a fresh connection when that is safe: reads, the lease and heartbeat
     statements (idempotent), and a write whose ``COMMIT`` was not sent (it cannot have committed).
-    A connection lost *during* ``COMMIT`` leaves the outcome unknown: :class:`StorageError`, and
-    the caller re-reads the tail.
+    A connection lost *during* ``COMMIT`` leaves the outcome unknown: :class:`StoreUnavailableError`, and
+    the caller re-reads the tail. A server that cannot be reached (refused, lost, starting or
+    stopping) raises :class:`StoreUnavailableError`, any other failure :class:`StorageError`.
+
+    ``connect=False`` connects (and checks the schema) only at the first call, so a node can open
+    while PostgreSQL is down and retry (docs/design/ha.md, "When PostgreSQL is unreachable").
     """
 
-    def __init__(self, dsn: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, connect_timeout: float = 5.0, connect: bool = True) -> None:
         try:
             params: dict[str, Any] = pg_conninfo.conninfo_to_dict(dsn)
         except psycopg.Error:
@@ -113,11 +120,13 @@ class PostgresLog:
         self._conn: Conn | None = None
         self._listen: Conn | None = None
         self._closed = False
-        try:
-            self._retrying(self._ensure_schema)
-        except BaseException:
-            self.close()
-            raise
+        self._schema_checked = False
+        if connect:
+            try:
+                self._retrying(lambda _conn: None)
+            except BaseException:
+                self.close()
+                raise
 
     @property
     def redacted_dsn(self) -> str:
@@ -132,8 +141,11 @@ class PostgresLog:
                 text = text.replace(form, "***")
         return text
 
-    def _error(self, what: str, exc: BaseException) -> StorageError:
-        return StorageError(self._redact(f"{what} ({self._redacted}): {exc}".strip()))
+    def _error(self, what: str, exc: BaseException, *, unavailable: bool = False) -> StorageError:
+        """A :class:`StorageError` (:class:`StoreUnavailableError` when the server cannot serve right now)."""
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        kind = StoreUnavailableError if unavailable or sqlstate[:2] in _UNAVAILABLE_CLASSES else StorageError
+        return kind(self._redact(f"{what} ({self._redacted}): {exc}".strip()))
 
     def _connect(self) -> Conn:
         if self._closed:
@@ -142,7 +154,26 @@ class PostgresLog:
             return psycopg.connect(self._conninfo, autocommit=True)
         except psycopg.Error as e:
             # from None: the original error may quote the connection string
-            raise self._error("cannot connect to PostgreSQL", e) from None
+            raise self._error("cannot connect to PostgreSQL", e, unavailable=True) from None
+
+    def _session(self) -> Conn:
+        """The connection for reads and writes (``_lock`` held): a new one if there is none; the
+        schema is checked (created if missing) on the first one."""
+        if self._conn is None:
+            conn = self._connect()
+            if not self._schema_checked:
+                try:
+                    self._ensure_schema(conn)
+                except psycopg.Error as e:
+                    lost = self._lost(conn)
+                    conn.close()
+                    raise self._error("cannot check the notarium schema", e, unavailable=lost) from e
+                except BaseException:
+                    conn.close()
+                    raise
+                self._schema_checked = True
+            self._conn = conn
+        return self._conn
 
     @staticmethod
     def _lost(conn: Conn) -> bool:
@@ -157,9 +188,7 @@ class PostgresLog:
         """Run ``op`` (safe to run twice) on the connection; once more on a fresh one if it dropped."""
         with self._lock:
             for attempt in range(2):
-                if self._conn is None:
-                    self._conn = self._connect()
-                conn = self._conn
+                conn = self._session()
                 try:
                     return op(conn)
                 except psycopg.Error as e:
@@ -167,16 +196,14 @@ class PostgresLog:
                         raise self._error("PostgreSQL error", e) from e
                     self._drop()
                     if attempt == 1:
-                        raise self._error("PostgreSQL connection lost", e) from e
+                        raise self._error("PostgreSQL connection lost", e, unavailable=True) from e
             raise StorageError("unreachable")  # pragma: no cover
 
     def _fenced(self, view: int, holder: str, body: Callable[[psycopg.Cursor[TupleRow]], _T]) -> _T:
         """Run ``body`` in one transaction that first checks, row locked, that ``(view, holder)`` holds the lease."""
         with self._lock:
             for attempt in range(2):
-                if self._conn is None:
-                    self._conn = self._connect()
-                conn = self._conn
+                conn = self._session()
                 committing = False
                 try:
                     with conn.transaction(), conn.cursor() as cur:
@@ -194,10 +221,12 @@ class PostgresLog:
                     self._drop()
                     if committing:
                         raise self._error(
-                            "PostgreSQL connection lost during COMMIT: outcome unknown, re-read the tail", e
+                            "PostgreSQL connection lost during COMMIT: outcome unknown, re-read the tail",
+                            e,
+                            unavailable=True,
                         ) from e
                     if attempt == 1:
-                        raise self._error("PostgreSQL connection lost, nothing written", e) from e
+                        raise self._error("PostgreSQL connection lost, nothing written", e, unavailable=True) from e
             raise StorageError("unreachable")  # pragma: no cover
 
     def _ensure_schema(self, conn: Conn) -> None:
@@ -416,8 +445,9 @@ class PostgresLog:
                 try:
                     conn.execute("LISTEN notarium_tx")
                 except psycopg.Error as e:
+                    lost = self._lost(conn)
                     conn.close()
-                    raise self._error("cannot LISTEN", e) from e
+                    raise self._error("cannot LISTEN", e, unavailable=lost) from e
                 self._listen = conn
                 return True
             came = False

@@ -41,11 +41,15 @@ async def put_issuer(request: web.Request) -> web.StreamResponse:
         config = IssuerConfig.from_json(body)
     except ValueError as exc:
         raise bad_input(str(exc)) from None
-    directory = context(request).issuers
-    try:
-        await directory.set_issuer(config, body.get("jwks"))
-    except IssuerError as exc:
-        raise bad_input(str(exc)) from None
+    ctx = context(request)
+    directory = ctx.issuers
+    async with ctx.access_changes:  # the change may bind unbound token users (server/issuers.py)
+        try:
+            await directory.set_issuer(config, body.get("jwks"))
+        except IssuerError as exc:
+            raise bad_input(str(exc)) from None
+        finally:
+            await ctx.users.reload()
     for c, kids in directory.issuers():
         if c.issuer == config.issuer:
             return json_response(_issuer_json(c, kids))
@@ -57,6 +61,12 @@ async def delete_issuer(request: web.Request) -> web.StreamResponse:
     issuer = query(request).get("issuer")
     if not issuer:
         raise ApiError(400, "InvalidQueryParameterValue", "Name the issuer to remove: ?issuer=<its iss value>.")
-    if not await context(request).issuers.remove_issuer(issuer):
+    ctx = context(request)
+    async with ctx.access_changes:
+        try:
+            removed = await ctx.issuers.remove_issuer(issuer)
+        finally:
+            await ctx.users.reload()
+    if not removed:
         raise ApiError(404, "ResourceNotFound", f"No trusted issuer {issuer[:200]!r}.")
     return web.Response(status=204)

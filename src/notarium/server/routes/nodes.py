@@ -8,7 +8,9 @@ records the node ``Pending`` in ``public:ccf.gov.nodes.info`` (``Trusted`` at on
 pass ``transition_node_to_trusted``, then ``Trusted`` with the node's certificate and the sealed
 secrets, which the engine process makes (the service key never reaches this process). A Retired
 node is refused. Writes here are serialised with governance's (``ctx.access_changes``), so a node
-is never admitted by a request that raced its removal.
+is never admitted by a request that raced its removal. New nodes are recorded within a rate and a
+cap on Pending nodes, and Pending nodes expire (:mod:`notarium.server.joins`); a Pending node
+asking again is answered without a write or a lock.
 """
 
 from __future__ import annotations
@@ -99,14 +101,19 @@ async def join(request: web.Request) -> web.StreamResponse:
         http_status, code = _REFUSALS.get(exc.check, (400, "InvalidInput"))
         raise ApiError(http_status, code, f"The join request is refused: {exc}.") from None
     key = req.node_id.encode()
+    auto_trust = ctx.config.auto_trust_virtual_nodes
+    known = _stored(await ctx.ledger.state_get(tables.NODES_INFO, key))
+    if known is not None and known.get("status") == NODE_PENDING and not auto_trust:
+        return json_response(pending_answer(req.node_id))  # asking again writes nothing: no lock, no limit
     async with ctx.access_changes:  # one node or governance change at a time, each against committed state
         info = _stored(await ctx.ledger.state_get(tables.NODES_INFO, key))
         writes: dict[str, dict[bytes, bytes | None]] = {}
-        if info is None:
-            info = node_info(req, NODE_TRUSTED if ctx.config.auto_trust_virtual_nodes else NODE_PENDING)
-            writes[tables.NODES_INFO] = {key: _json_bytes(info)}
+        if info is None:  # a new node: within the rate and the cap (server/joins.py), or refused
+            since, expired = await ctx.join_limits.admit_new()
+            info = node_info(req, NODE_TRUSTED if auto_trust else NODE_PENDING, pending_since=since)
+            writes[tables.NODES_INFO] = {**expired, key: _json_bytes(info)}
         status = info.get("status")
-        if status == NODE_PENDING and ctx.config.auto_trust_virtual_nodes:  # the policy in force now admits it
+        if status == NODE_PENDING and auto_trust:  # the policy in force now admits it
             info, status = {**info, "status": NODE_TRUSTED}, NODE_TRUSTED
             writes[tables.NODES_INFO] = {key: _json_bytes(info)}
         if status == NODE_RETIRED:

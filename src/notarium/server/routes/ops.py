@@ -33,6 +33,9 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     if ledger.role is not None and not ledger.role.following:
         reason = "the replicated log failed verification: this node stopped following it (see its log)"
         return json_response({"status": "unavailable", "reason": reason}, status=503)
+    if ledger.role is not None and not ledger.role.store_reachable:
+        reason = "the replicated log (PostgreSQL) cannot be reached: this node retries (see its log)"
+        return json_response({"status": "unavailable", "reason": reason}, status=503)
     return json_response({"status": "ready", "committed": str(ledger.committed)})
 
 
@@ -48,7 +51,12 @@ async def node_state(request: web.Request) -> web.StreamResponse:
         "committed": str(ledger.committed),
     }
     if role is not None:
-        body.update(view=role.view, primaryAddress=role.primary_address, following=role.following)
+        body.update(
+            view=role.view,
+            primaryAddress=role.primary_address,
+            following=role.following,
+            storeReachable=role.store_reachable,
+        )
     return json_response(body)
 
 

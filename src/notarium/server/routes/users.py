@@ -3,21 +3,26 @@
 Roles are built-in (Administrator, Contributor, Reader) or user-defined (``/app/roles``). The
 one-role view shows the highest built-in role a user has, or, for a user with user-defined roles
 only, the first of them by name.
+
+``{userId}`` follows the one rule of :mod:`notarium.auth.identity`: a fingerprint is a certificate
+user, anything else a token user. The optional query parameter ``issuer`` (notarium's) names a
+token user's issuer; without it, the id names the only token user with that id, and a new one
+belongs to the ledger's only issuer (or is unbound while the ledger trusts none).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import unquote
 
 from aiohttp import web
 
-from notarium.auth.identity import normalise_user_id
 from notarium.auth.rbac import Action, Role, builtin_role, highest
 from notarium.auth.users import User
 from notarium.server.app import context, json_response, requires
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError, bad_input
-from notarium.server.routes.common import json_object
+from notarium.server.routes.common import json_object, query
 from notarium.types import TxStatus
 
 
@@ -46,19 +51,35 @@ def _v2(user: User) -> dict[str, object]:
     return {"assignedRoles": sorted(user.roles), "userId": user.user_id}
 
 
-def _key(request: web.Request) -> tuple[str, str]:
-    user_id = request.match_info["userId"]  # aiohttp percent-decodes: raw (1.x) and encoded (2.x) ids agree
+def _named(request: web.Request) -> tuple[str, str | None]:
+    """(user id, issuer or None) as the caller wrote them. The id is percent-decoded strictly (raw
+    ``:`` as SDK 1.x sends it and ``%3A`` as 2.x does agree; invalid UTF-8 is a 400)."""
+    raw = request.rel_url.raw_path.rsplit("/", 1)[-1]
     try:
-        return normalise_user_id(user_id), user_id
+        user_id = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise bad_input("The user id is not valid UTF-8.") from None
+    issuer = query(request).get("issuer")
+    if issuer is not None and not 0 < len(issuer) <= 2048:
+        raise ApiError(400, "InvalidQueryParameterValue", "issuer names a token issuer (its iss value).")
+    return user_id, issuer
+
+
+def _find(request: web.Request) -> tuple[User | None, str, str | None]:
+    """(the user named, or None; the id; the issuer named)."""
+    user_id, issuer = _named(request)
+    ctx = context(request)
+    try:
+        return ctx.users.lookup(user_id, issuer, ctx.issuers.trusted()), user_id, issuer
     except ValueError as exc:
         raise bad_input(str(exc)) from None
 
 
 def _existing(request: web.Request) -> User:
-    key, user_id = _key(request)
-    user = context(request).users.get(key)
+    user, user_id, issuer = _find(request)
     if user is None:
-        raise ApiError(404, "UserNotFound", f"User {user_id} is not a user of this ledger.")
+        of = f" of issuer {issuer[:200]}" if issuer is not None else ""
+        raise ApiError(404, "UserNotFound", f"User {user_id[:200]}{of} is not a user of this ledger.")
     return user
 
 
@@ -123,11 +144,11 @@ async def _patch(
     render: Callable[[User], dict[str, object]],
 ) -> web.StreamResponse:
     """Merge-patch a user: create it (``field`` required) or replace its roles (``field`` given)."""
-    key, user_id = _key(request)
+    _find(request)  # a malformed id is refused before the body is read
     body = await json_object(request)
     ctx = context(request)
     async with ctx.access_changes:  # the roles named must still exist when the change is written
-        existing = ctx.users.get(key)
+        existing, user_id, issuer = _find(request)  # again: users and issuers may have changed meanwhile
         if field not in body:
             if existing is None:
                 raise bad_input(f"At #/: {field} is required to create a user.")
@@ -136,8 +157,15 @@ async def _patch(
             roles = roles_of(ctx, body[field])
         except ValueError as exc:
             raise bad_input(f"At #/{field}: {exc}") from None
-        user = User(key, existing.user_id if existing else user_id, roles)
-        await _store(ctx, user, key)
+        if existing is not None:
+            user = User(existing.key, existing.user_id, roles, existing.issuer)
+        else:
+            try:
+                key, bound = ctx.users.new_key(user_id, issuer, ctx.issuers.trusted())
+            except ValueError as exc:
+                raise bad_input(str(exc)) from None
+            user = User(key, user_id, roles, bound)
+        await _store(ctx, user, user.key)
     return json_response(render(user))
 
 

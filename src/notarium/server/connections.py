@@ -1,0 +1,696 @@
+"""Connections: the accept loop, timeouts and limits of every listener (TLS and plain HTTP).
+
+A public listener must bound what a client can hold without sending a request. Each connection is
+in one *phase*, and each phase has a deadline:
+
+- ``CONNECTING``: accepted, TLS handshake under way (:data:`HANDSHAKE_TIMEOUT_S`);
+- ``IDLE``: no request, before the first or between two (``idle_timeout_s``, then a clean close);
+- ``HEADERS``: part of a request has arrived, not yet its headers (``header_timeout_s`` from the
+  first byte, however slowly more bytes trickle in);
+- ``BUSY``: aiohttp handles a request. While its body is still arriving, each read must come within
+  ``body_timeout_s`` of the last (the time aiohttp itself stops reading does not count).
+
+A response the client does not take (the socket's send buffer stays full) is also cut off after
+``body_timeout_s``. A timed-out request is aborted: its handler's reads fail with
+:class:`RequestTimeoutError`, so nothing half-read is ever applied.
+
+The :class:`Gate` holds one process's connections. At ``max_connections`` (lowered at start to fit
+the open-files limit, itself raised to its hard limit) or ``max_connections_per_address`` for the
+newcomer's address, a newcomer sheds, among that address's or all connections: the newest idle one;
+else the oldest that has not completed a request yet (connecting or sending headers: a client that
+means it takes milliseconds); a connection with a request in progress is never shed, and if every
+one is busy the newcomer is refused. :class:`Listener` is the accept loop (what
+``loop.create_server`` does, with admission at accept): a failed ``accept()`` pauses accepting
+briefly, and sheds a connection when the process is out of file descriptors. Sheds, refusals and
+accept failures are reported in one WARNING line per :data:`REPORT_INTERVAL_S`, never one per event.
+
+A client's half-close (TLS ``close_notify``, or TCP FIN) ends what it may send, not what it gets: a
+request it completed is answered, then the connection closes; a request it did not complete is
+aborted before its handler can apply it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import errno
+import logging
+import os
+import resource
+import socket
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from notarium.server.config import ServerConfig
+
+log = logging.getLogger("notarium.server.connections")
+
+HANDSHAKE_TIMEOUT_S = 10.0
+REPORT_INTERVAL_S = 10.0
+ACCEPT_BATCH = 64  # accepts per readiness of a listening socket (each admitted at once)
+ACCEPT_PAUSE_S = 0.1  # after a failed accept
+FD_RESERVE_MIN = 64  # file descriptors kept for everything but client connections (and 1/8 of the limit)
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class Phase(enum.Enum):
+    CONNECTING = "connecting"
+    IDLE = "idle"
+    HEADERS = "headers"
+    BUSY = "busy"
+
+
+class RequestAbortedError(ConnectionResetError):
+    """Why a request's connection ended before it was read: what its handler's reads raise. The
+    access log shows ``status`` (nothing is sent: there is no one to send it to)."""
+
+    status = 499  # "client closed request"
+    code = "ClientClosedRequest"
+
+
+class RequestTimeoutError(RequestAbortedError):
+    status = 408
+    code = "RequestTimeout"
+
+
+def aborted(request: web.BaseRequest, exc: BaseException) -> RequestAbortedError | None:
+    """``exc`` (raised serving ``request``) as a :class:`RequestAbortedError` if it only says that the
+    request's connection is gone (the client left, or stalled and was cut off), else ``None``."""
+    if isinstance(exc, RequestAbortedError):
+        return exc
+    transport = request.transport
+    if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
+        return RequestAbortedError(str(exc) or "the client closed the connection")
+    return None
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's open-files soft limit to its hard limit (as far as the kernel allows);
+    return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):  # e.g. above the kernel's nr_open: keep what we have
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 32
+
+
+class Gate:
+    """One process's client connections under its limits (``config``). Closed when the server
+    stops: connections that finish their handshake afterwards are dropped instead of being handed to
+    the application (which is shutting down)."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.closed = False
+        self.max_connections = self.config.max_connections  # lowered by fit()
+        self._all: dict[GuardedProtocol, None] = {}  # in order of arrival
+        self._by_address: dict[str, dict[GuardedProtocol, None]] = {}
+        self._events: dict[str, int] = {}  # since the last report
+        self._details: dict[str, str] = {}
+        self._reported = -REPORT_INTERVAL_S
+        self._since = 0.0  # the first event not reported yet
+        self._report_handle: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def fit(self) -> None:
+        """Raise the open-files limit, and keep the connections within it (with room for the rest)."""
+        soft = raise_open_files_limit()
+        room = soft - _open_fds() - max(FD_RESERVE_MIN, soft // 8)
+        fitted = max(1, min(self.config.max_connections, room))
+        if fitted != self.max_connections:
+            self.max_connections = fitted
+            log.info(
+                "at most %d client connections (%d per address; open-files limit %d)",
+                fitted,
+                self.config.max_connections_per_address,
+                soft,
+            )
+
+    def admit(self, conn: GuardedProtocol, address: str) -> bool:
+        """Count ``conn`` in, shedding another connection if a limit is reached; ``False``: refused
+        (every connection in the way has a request in progress)."""
+        conn.address = address
+        mine = self._by_address.get(address, {})
+        for pool, limit in ((mine, self.config.max_connections_per_address), (self._all, self.max_connections)):
+            while len(pool) >= limit:
+                victim = _victim(pool)
+                if victim is None:
+                    self.note("refused")
+                    return False
+                self.note("shed")
+                self.forget(victim)
+                victim.abort()
+        self._all[conn] = None
+        self._by_address.setdefault(address, {})[conn] = None
+        return True
+
+    def forget(self, conn: GuardedProtocol) -> None:
+        if conn not in self._all:
+            return
+        del self._all[conn]
+        mine = self._by_address.get(conn.address)
+        if mine is not None:
+            mine.pop(conn, None)
+            if not mine:
+                del self._by_address[conn.address]
+
+    def shed_one(self) -> None:
+        """Out of file descriptors: free one, if a connection may be shed."""
+        victim = _victim(self._all)
+        if victim is not None:
+            self.note("shed")
+            self.forget(victim)
+            victim.abort()
+
+    def note(self, event: str, detail: str = "") -> None:
+        """Count an event for the next report (at most one per :data:`REPORT_INTERVAL_S`)."""
+        if not self._events:
+            self._since = time.monotonic()
+        self._events[event] = self._events.get(event, 0) + 1
+        if detail:
+            self._details[event] = detail
+        now = time.monotonic()
+        if now - self._reported >= REPORT_INTERVAL_S:
+            self._report()
+        elif self._report_handle is None:
+            loop = asyncio.get_running_loop()
+            self._report_handle = loop.call_later(self._reported + REPORT_INTERVAL_S - now, self._report)
+
+    def flush(self) -> None:
+        """Report now what is not reported yet (when the server stops)."""
+        if self._report_handle is not None:
+            self._report_handle.cancel()
+        self._report()
+
+    def _report(self) -> None:
+        self._report_handle = None
+        events, details = self._events, self._details
+        if not events:
+            return
+        self._events, self._details = {}, {}
+        self._reported = time.monotonic()
+        parts = []
+        if events.get("shed") or events.get("refused"):
+            parts.append(
+                f"{_times(events.get('shed', 0), 'connection')} shed and {events.get('refused', 0)} refused at the "
+                f"connection limits ({len(self._all)} open; at most {self.max_connections}, "
+                f"{self.config.max_connections_per_address} per address)"
+            )
+        if events.get("accept-failed"):
+            failed = _times(events["accept-failed"], "time")
+            parts.append(f"accepting a connection failed {failed} ({details['accept-failed']})")
+        log.warning("in the last %.0f s: %s", max(1.0, self._reported - self._since), "; ".join(parts))
+
+
+def _times(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _victim(pool: dict[GuardedProtocol, None]) -> GuardedProtocol | None:
+    """Whom to shed: the newest idle connection; else the oldest that has not completed a request."""
+    for conn in reversed(pool):
+        if conn.phase is Phase.IDLE and not conn.writing_paused and not conn.closing:
+            return conn
+    for conn in pool:
+        if conn.phase in (Phase.CONNECTING, Phase.HEADERS) and not conn.closing:
+            return conn
+    return None
+
+
+# --- requests: aiohttp tells each connection when it begins and ends one -----------------------
+
+_TRACKED: weakref.WeakSet[web.Server] = weakref.WeakSet()
+
+
+def _track(server: web.Server) -> None:
+    """Wrap ``server``'s request factory (called once a request's headers are in) and handler (whose
+    end is the request's end) to keep each connection's phase. Before its first connection."""
+    if server in _TRACKED:
+        return
+    make, handle = server.request_factory, server.request_handler
+
+    def factory(message: Any, payload: Any, protocol: Any, *args: Any, **kwargs: Any) -> web.BaseRequest:
+        request = make(message, payload, protocol, *args, **kwargs)
+        transport = protocol.transport
+        if isinstance(transport, _PlainTransport):
+            transport.outer.request_began(payload)
+            request[_CONNECTION] = transport.outer
+        return request
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await handle(request)
+        finally:
+            conn = request.get(_CONNECTION)
+            if conn is not None:
+                conn.request_ended()
+
+    server.request_factory = factory
+    server.request_handler = handler
+    _TRACKED.add(server)
+
+
+# --- one connection ----------------------------------------------------------------------------
+
+
+class _PlainTransport(asyncio.Transport):
+    """The transport the application protocol sees: plaintext in and out."""
+
+    def __init__(self, outer: GuardedProtocol) -> None:
+        super().__init__()
+        self.outer = outer
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.outer.extra_info(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.outer.write_plain(bytes(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.outer.write_plain(b"".join(bytes(d) for d in list_of_data))
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def is_closing(self) -> bool:
+        return self.outer.closing
+
+    def close(self) -> None:
+        self.outer.close()
+
+    def abort(self) -> None:
+        self.outer.abort()
+
+    def pause_reading(self) -> None:
+        self.outer.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.outer.resume_reading()
+
+    def is_reading(self) -> bool:
+        return not self.outer.reading_paused
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if self.outer.transport is not None:
+            self.outer.transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self.outer.transport.get_write_buffer_size() if self.outer.transport is not None else 0
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.outer.app = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        app: asyncio.BaseProtocol = self.outer.app
+        return app
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """One accepted connection: its phase and deadline, and plaintext to and from ``app`` (an aiohttp
+    request handler made by ``server``). Subclasses say how bytes are carried (TLS or not)."""
+
+    def __init__(self, server: web.Server, gate: Gate) -> None:
+        _track(server)
+        self._server = server
+        self._gate = gate
+        self._config = gate.config
+        self._loop = asyncio.get_running_loop()
+        self.app: Any = None
+        self.transport: asyncio.Transport | None = None
+        self.address = ""
+        self.phase = Phase.CONNECTING
+        self.closing = False
+        self.reading_paused = False
+        self.writing_paused = False
+        self.peer_closed = False
+        self._deadline: float | None = None
+        self._why = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._body: Any = None  # the body (aiohttp StreamReader) of the request in progress, until it is whole
+        self._next = False  # bytes of the next request arrived during this one
+        self._reason: Exception | None = None
+        self._outbox: list[bytes] = []
+        self._flush_scheduled = False
+
+    # --- what subclasses provide ---
+
+    def _opened(self) -> None:
+        """The socket is connected (start the handshake's deadline, or the application)."""
+        raise NotImplementedError
+
+    def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _shutdown(self) -> None:
+        """Before the socket closes (TLS: close_notify)."""
+
+    # --- deadlines ---
+
+    def _arm(self, seconds: float, why: str) -> None:
+        """One deadline at a time; a later one reuses the timer already set (it re-arms on firing)."""
+        deadline = self._loop.time() + seconds
+        self._deadline, self._why = deadline, why
+        if self._timer is None or self._timer.when() > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._expire)
+
+    def _disarm(self) -> None:
+        self._deadline = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._deadline is None or self.closing:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._expire)
+            return
+        log.debug("closing the connection from %s: %s", self.address, self._why)
+        if self.phase is Phase.IDLE and not self.writing_paused:
+            self.close()
+        else:
+            self.abort(RequestTimeoutError(self._why))
+
+    def _idle(self) -> None:
+        self.phase = Phase.IDLE
+        seconds = self._config.idle_timeout_s
+        self._arm(seconds, f"idle for {seconds:g} s")
+
+    def _headers(self) -> None:
+        self.phase = Phase.HEADERS
+        seconds = self._config.header_timeout_s
+        self._arm(seconds, f"no complete request headers within {seconds:g} s")
+
+    def _watch_body(self) -> None:
+        body = self._body
+        if body is None:
+            return
+        if body.is_eof() or body.exception() is not None:
+            self._body = None
+            self._disarm()
+        elif self.reading_paused:
+            self._disarm()  # the application is not reading: not the client's delay
+        else:
+            seconds = self._config.body_timeout_s
+            self._arm(seconds, f"no more of the request body for {seconds:g} s")
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        seconds = self._config.body_timeout_s
+        log.debug("closing the connection from %s: it took none of the response for %g s", self.address, seconds)
+        self.abort(RequestTimeoutError(f"the client took none of the response for {seconds:g} s"))
+
+    # --- the requests (from aiohttp, through _track) ---
+
+    def request_began(self, payload: Any) -> None:
+        self.phase = Phase.BUSY
+        self._next = False
+        self._body = None if payload.is_eof() else payload
+        if self._body is None:
+            self._disarm()
+        else:
+            self._watch_body()
+
+    def request_ended(self) -> None:
+        self._body = None
+        if self.closing:
+            return
+        if self._next:
+            self._headers()
+        else:
+            self._idle()
+
+    # --- the socket side ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not isinstance(transport, asyncio.Transport):
+            raise TypeError("a connection needs a stream transport")
+        self.transport = transport
+        if self.closing:  # shed before it was connected
+            transport.abort()
+            return
+        self._opened()
+
+    def _start_app(self) -> None:
+        """The connection is ready for HTTP."""
+        if self._gate.closed:
+            self.abort()
+            return
+        self.app = self._server()
+        self.app.connection_made(_PlainTransport(self))
+        self._idle()
+
+    def _deliver(self, plain: list[bytes]) -> None:
+        """Hand what one socket read carried to the application at once (one parse, not one per record)."""
+        if not plain or self.app is None:
+            return
+        data = plain[0] if len(plain) == 1 else b"".join(plain)
+        if not data:
+            return
+        if self.phase is Phase.IDLE:
+            self._headers()
+        elif self.phase is Phase.BUSY and self._body is None:
+            self._next = True
+        self.app.data_received(data)
+        self._watch_body()
+
+    def _peer_finished(self) -> None:
+        """The client sends no more (TLS close_notify or TCP FIN): answer the request it completed,
+        then close; nothing more is read."""
+        if self.peer_closed or self.closing:
+            return
+        self.peer_closed = True
+        if self.app is None:
+            self.abort()
+            return
+        self.app.close()  # aiohttp: no further request; close the connection after the current one
+        self._loop.call_soon(self._close_if_done)  # after aiohttp has taken a request just completed
+
+    def _close_if_done(self) -> None:
+        if self.closing:
+            return
+        if self.phase is not Phase.BUSY:
+            self.close()
+        elif self._body is not None:
+            self.abort(RequestAbortedError("the client closed its side before sending the whole request body"))
+        # else: the request is answered, then aiohttp closes the connection
+
+    def eof_received(self) -> bool | None:
+        self._peer_finished()
+        return not self.closing  # keep the socket open to send the answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._disarm()
+        for timer in (self._timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._write_timer = None
+        self._gate.forget(self)
+        if self.app is not None:
+            app, self.app = self.app, None
+            app.connection_lost(self._reason or exc)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self._write_timer is None:
+            self._write_timer = self._loop.call_later(self._config.body_timeout_s, self._write_stalled)
+        if self.app is not None:
+            self.app.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        if self.app is not None:
+            self.app.resume_writing()
+
+    # --- the plaintext side ---
+
+    def extra_info(self, name: str, default: Any) -> Any:
+        if self.transport is None:
+            return default
+        return self.transport.get_extra_info(name, default)
+
+    def write_plain(self, data: bytes) -> None:
+        """Queue plaintext; it is sent once per event-loop turn, so the answers to pipelined requests
+        leave in one TLS record and one system call."""
+        if self.closing:
+            return
+        self._outbox.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._send_outbox)
+
+    def _send_outbox(self) -> None:
+        self._flush_scheduled = False
+        if not self._outbox or self.transport is None:
+            return
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        self._send(data)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+            if self._body is not None:
+                self._disarm()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+            self._watch_body()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self._send_outbox()
+        self.closing = True
+        self._shutdown()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self, reason: Exception | None = None) -> None:
+        if reason is not None and self._reason is None:
+            self._reason = reason
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+_CONNECTION: web.RequestKey[GuardedProtocol] = web.RequestKey("notarium.connection", GuardedProtocol)
+
+
+class PlainServerProtocol(GuardedProtocol):
+    """Plain HTTP (the optional identity listener): the same phases, deadlines and limits as TLS."""
+
+    def _opened(self) -> None:
+        self._start_app()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.closing:
+            self._deliver([data])
+
+    def _send(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+
+# --- the accept loop ---------------------------------------------------------------------------
+
+
+class Listener:
+    """Listening sockets whose connections become ``factory()`` protocols under ``gate``."""
+
+    def __init__(self, sockets: list[socket.socket], factory: Callable[[], GuardedProtocol], gate: Gate) -> None:
+        self.sockets = sockets
+        self._factory = factory
+        self._gate = gate
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        for sock in sockets:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, address = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._gate.note("accept-failed", exc.strerror or str(exc))
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._gate.shed_one()
+                self._loop.remove_reader(sock.fileno())
+                self._loop.call_later(ACCEPT_PAUSE_S, self._resume, sock)
+                return
+            self._admit(conn, address)
+
+    def _resume(self, sock: socket.socket) -> None:
+        if not self._closed:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _admit(self, conn: socket.socket, address: Any) -> None:
+        protocol = self._factory()
+        host = str(address[0]) if isinstance(address, tuple) else str(address)
+        if self._gate.closed or not self._gate.admit(protocol, host):
+            conn.close()
+            return
+        conn.setblocking(False)
+        task = self._loop.create_task(self._connect(conn, protocol))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, conn: socket.socket, protocol: GuardedProtocol) -> None:
+        try:
+            await self._loop.connect_accepted_socket(lambda: protocol, conn)
+        except Exception as exc:  # a connection that could not start: the client's loss
+            log.debug("a connection from %s could not start: %s", protocol.address, exc)
+            self._gate.forget(protocol)
+            conn.close()
+
+    def close(self) -> None:
+        """Stop accepting; connections already accepted go on."""
+        self._closed = True
+        for sock in self.sockets:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._gate.flush()
+
+
+async def listen(
+    host: str, port: int, factory: Callable[[], GuardedProtocol], gate: Gate, *, backlog: int = 1024
+) -> Listener:
+    """Listen on every address ``host`` resolves to (as ``loop.create_server`` does); raise the
+    open-files limit and fit ``gate``'s connection limit within it."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in _unique(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                reason = (exc.strerror or str(exc)).lower()
+                raise OSError(exc.errno, f"error while attempting to bind on address {address!r}: {reason}") from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    gate.fit()
+    return Listener(sockets, factory, gate)
+
+
+def _unique(infos: Iterable[Any]) -> list[Any]:
+    return list(dict.fromkeys(infos))
