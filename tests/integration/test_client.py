@@ -230,3 +230,19 @@ def test_a_lying_consistency_proof_is_caught(tmp_path: Path) -> None:
         with pytest.raises(ForkError) as caught:
             op.send(Answer(200, {}, json.dumps(body).encode()))
         assert caught.value.proof == [bytes.fromhex(p) for p in bad]
+
+
+def test_a_listing_page_is_bounded_in_bytes(tmp_path: Path) -> None:
+    """Pages end at about 4 MiB of contents whatever --page-size says, so a reader of large entries
+    (the database trail's baseline) never holds a thousand of them at once."""
+    directory = tmp_path / "ledger"
+    init_service(directory)
+    big = ["x" * 1_500_000 + str(i) for i in range(6)]
+    with running(directory, "--max-entry-bytes", "2000000") as srv, client_for(srv.url, directory) as c:
+        for text in big:
+            c.append(text, collection="big", wait=False)
+        c.append("last", collection="big")
+        first = c.http.get("/app/transactions", params={"collectionId": "big", "api-version": "2022-05-13"}).json()
+        assert 1 <= len(first["entries"]) <= 3
+        assert "nextLink" in first
+        assert [e.contents for e in c.entries(collection="big")] == [*big, "last"]

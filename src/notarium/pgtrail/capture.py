@@ -68,7 +68,7 @@ DEFAULT_MAX_ENTRY: Final = 1 << 20
 class CaptureConfig:
     dsn: str
     max_entry_bytes: int = DEFAULT_MAX_ENTRY - 4096  # room for the JSON body around the contents
-    batch_seconds: float = 0.05  # how long records wait for company before they are written
+    batch_seconds: float = 0.1  # how long records wait for company before they are written
     batch_bytes: int = 256 * 1024
     progress_seconds: float = 10.0  # idle: how often the covered range may move on past foreign WAL
     stats: Path | None = None  # JSON lines: per written entry, the lag of each transaction
@@ -356,7 +356,13 @@ class _Streamer:
                 msg = stream.cur.read_message()
                 if msg is None:
                     if self.pending and self.begin is None:
-                        self.flush()
+                        # group commit: records wait up to batch_seconds for company, so that under
+                        # load the ledger gets a few large entries rather than one per round trip
+                        left = self.batch_started + self.config.batch_seconds - time.monotonic()
+                        if left <= 0:
+                            self.flush()
+                        else:
+                            select.select([stream.cur], [], [], left)
                         continue
                     if self.begin is None and self.idle():
                         return

@@ -15,6 +15,9 @@ from notarium.types import TxId, TxStatus
 COSE_CONTENT_TYPE = "application/cose"
 
 
+PAGE_BYTES = 4 << 20  # a listing page's contents, at most (about): clients' memory stays bounded
+
+
 def register(router: web.UrlDispatcher) -> None:
     router.add_post("/app/transactions", append)
     router.add_get("/app/transactions", list_entries)
@@ -200,6 +203,12 @@ async def list_entries(request: web.Request) -> web.StreamResponse:
     lower = first.seqno if first is not None else 1
     page = ctx.config.page_size
     found = await ctx.ledger.entries(collection, lower, upper.seqno, limit=page + 1, tag=tag)
+    size = 0
+    for i, e in enumerate(found[:page]):  # a page also ends at PAGE_BYTES of contents (at least one entry)
+        size += len(e.contents)
+        if size > PAGE_BYTES and i > 0:
+            page = i
+            break
     body: dict[str, object] = {"state": "Ready", "entries": [_entry_json(e) for e in found[:page]]}
     if len(found) > page:
         params = {
