@@ -33,7 +33,7 @@ from aiohttp import web
 from notarium.host.manager import ConflictError, LedgerManager, Operation
 from notarium.host.names import NAME_RULE, InvalidRequestError, check_name, valid_name
 from notarium.host.registry import FAILED, Caller, LedgerRecord
-from notarium.server.connections import aborted
+from notarium.server.connections import failure_response
 from notarium.server.errors import ApiError, error_response
 from notarium.server.tls import PEER_CERT_DER
 
@@ -139,13 +139,8 @@ def management(handler: Handler) -> Handler:
             response = error_response(409, exc.code, str(exc))
         except web.HTTPException as exc:
             response = error_response(exc.status if exc.status < 500 else 400, "InvalidRequest", exc.reason)
-        except Exception as exc:
-            gone = aborted(request, exc)  # the client left mid-request, or stalled and was cut off
-            if gone is not None:  # nothing can be sent; the access log line says what happened
-                response = error_response(gone.status, gone.code, str(gone))
-            else:
-                log.exception("unexpected error serving %s %s", request.method, request.path)
-                response = error_response(500, "InternalServerError", "The host failed to answer this request.")
+        except Exception as exc:  # the client gone (only the access log sees it), or a 500
+            response = failure_response(request, exc, log, "host")
         if access_log.isEnabledFor(logging.INFO):
             line = {
                 "method": request.method,

@@ -17,7 +17,7 @@ from notarium.auth.tokens import TokenError
 from notarium.auth.users import User
 from notarium.errors import NotariumError
 from notarium.server.config import API_VERSIONS
-from notarium.server.connections import aborted
+from notarium.server.connections import failure_response
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError, error_response
 from notarium.server.forward import FORWARDED_CERT, SAFE_METHODS, forwarded_peer_cert
@@ -145,13 +145,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except NotariumError as exc:  # the engine refused or is gone (closing, failed): the caller may retry
         log.warning("%s %s: the ledger engine could not answer: %s", request.method, request.path, exc)
         response = error_response(503, "ServiceUnavailable", "The ledger is not available; retry later.")
-    except Exception as exc:
-        gone = aborted(request, exc)  # the client left mid-request, or stalled and was cut off
-        if gone is not None:  # nothing can be sent; the access log line says what happened
-            response = error_response(gone.status, gone.code, str(gone))
-        else:
-            log.exception("unexpected error serving %s %s", request.method, request.path)
-            response = error_response(500, "InternalServerError", "The server failed to answer this request.")
+    except Exception as exc:  # the client gone (only the access log sees it), or a 500
+        response = failure_response(request, exc, log, "server")
     ctx = context(request)
     if TXID_HEADER not in response.headers:
         response.headers[TXID_HEADER] = str(ctx.ledger.committed)

@@ -31,6 +31,7 @@ aborted before its handler can apply it.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import enum
@@ -47,6 +48,7 @@ from typing import Any
 from aiohttp import web
 
 from notarium.server.config import ServerConfig
+from notarium.server.errors import error_response
 
 log = logging.getLogger("notarium.server.connections")
 
@@ -87,6 +89,17 @@ def aborted(request: web.BaseRequest, exc: BaseException) -> RequestAbortedError
     if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
         return RequestAbortedError(str(exc) or "the client closed the connection")
     return None
+
+
+def failure_response(request: web.BaseRequest, exc: BaseException, log: logging.Logger, who: str) -> web.Response:
+    """The answer to a request whose handler raised ``exc`` unexpectedly: if the client is gone (it
+    left, or stalled and was cut off), a response only the access log sees; otherwise a 500 in ACL's
+    format, the traceback logged. ``who``: "server" or "host", for the message."""
+    gone = aborted(request, exc)
+    if gone is not None:
+        return error_response(gone.status, gone.code, str(gone))
+    log.exception("unexpected error serving %s %s", request.method, request.path)
+    return error_response(500, "InternalServerError", f"The {who} failed to answer this request.")
 
 
 def raise_open_files_limit() -> int:
@@ -322,7 +335,7 @@ class _PlainTransport(asyncio.Transport):
         return app
 
 
-class GuardedProtocol(asyncio.Protocol):
+class GuardedProtocol(asyncio.Protocol, abc.ABC):
     """One accepted connection: its phase and deadline, and plaintext to and from ``app`` (an aiohttp
     request handler made by ``server``). Subclasses say how bytes are carried (TLS or not)."""
 
@@ -352,12 +365,13 @@ class GuardedProtocol(asyncio.Protocol):
 
     # --- what subclasses provide ---
 
+    @abc.abstractmethod
     def _opened(self) -> None:
         """The socket is connected (start the handshake's deadline, or the application)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _send(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Write ``data`` to the peer (TLS: encrypted first)."""
 
     def _shutdown(self) -> None:
         """Before the socket closes (TLS: close_notify)."""
