@@ -368,7 +368,8 @@ class _Streamer:
                         return
                     select.select([stream.cur], [], [], 0.2)
                     continue
-                self.handle(po.parse(msg.payload))
+                payload = msg.payload
+                self.handle(po.parse(payload), len(payload))
                 if self.pending and (
                     self.pending_bytes >= self.config.batch_bytes
                     or time.monotonic() - self.batch_started >= self.config.batch_seconds
@@ -381,26 +382,29 @@ class _Streamer:
 
     # -- messages -------------------------------------------------------------------------------
 
-    def handle(self, m: po.PgMessage) -> None:
-        if isinstance(m, po.Begin):
+    def handle(self, m: po.PgMessage, size: int) -> None:
+        """One message of ``size`` bytes. A change's size estimate (:meth:`add`) is its message's
+        size plus 4 a value: at least the characters its values take in the entry (a text value
+        has 5 bytes of header where JSON adds 3 characters; a NULL or unchanged marker 1 byte,
+        ``null`` 4 characters, ``{"unchanged":true}`` 18, within the 6-bytes-a-character margin
+        that :meth:`_write_group` allows)."""
+        if isinstance(m, po.Insert):
+            self.add(Change("I", self.table(m.relid).name, new=m.new), size + 4 * len(m.new))
+        elif isinstance(m, po.Update):
+            old = m.old or ()
+            self.add(Change("U", self.table(m.relid).name, new=m.new, old=m.old), size + 4 * (len(m.new) + len(old)))
+        elif isinstance(m, po.Delete):
+            self.add(Change("D", self.table(m.relid).name, old=m.old), size + 4 * len(m.old))
+        elif isinstance(m, po.Begin):
             self.begin, self.changes, self.tx_bytes, self.saw_message = m, [], 0, False
             self.drop_spool()
         elif isinstance(m, po.Commit):
             self.commit(m)
         elif isinstance(m, po.Relation):
             self.relation(m)
-        elif isinstance(m, po.Insert):
-            t = self.table(m.relid)
-            self.add(Change("I", t.name, new=m.new))
-        elif isinstance(m, po.Update):
-            t = self.table(m.relid)
-            self.add(Change("U", t.name, new=m.new, old=m.old))
-        elif isinstance(m, po.Delete):
-            t = self.table(m.relid)
-            self.add(Change("D", t.name, old=m.old))
         elif isinstance(m, po.Truncate):
             names = tuple(self.table(r).name for r in m.relids)
-            self.add(Change("T", ",".join(names), tables=names))
+            self.add(Change("T", ",".join(names), tables=names), sum(len(t) + 3 for t in names))
         elif isinstance(m, po.Message) and m.prefix == MESSAGE_PREFIX:
             self.saw_message = True
 
@@ -410,12 +414,8 @@ class _Streamer:
             raise TrailError(f"the stream changed relation {relid} before describing it")
         return t
 
-    def add(self, change: Change) -> None:
-        self.tx_bytes += (
-            32
-            + sum(len(v) + 3 if isinstance(v, str) else 5 for v in (change.new or ()) + (change.old or ()))
-            + sum(len(t) + 3 for t in change.tables)
-        )
+    def add(self, change: Change, estimate: int) -> None:
+        self.tx_bytes += 32 + estimate
         if self.spool is None and self.tx_bytes > self.config.max_entry_bytes:
             # larger than an entry: it will be written as parts; keep it on disk, not in memory
             self.spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115  (closed at the next Begin)

@@ -141,51 +141,19 @@ class Other:
 
 PgMessage = Begin | Commit | Relation | Insert | Update | Delete | Truncate | Message | Other
 
-_I8 = struct.Struct("!b")
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
+_I16_AT = _I16.unpack_from
+_I32_AT = _I32.unpack_from
+_BEGIN = struct.Struct("!QqI")  # final LSN, commit time, xid
+_COMMIT = struct.Struct("!bQQq")  # flags, commit LSN, end LSN, commit time
 _U64 = struct.Struct("!Q")
-_I64 = struct.Struct("!q")
+_KIND_N, _KIND_U, _KIND_T, _KIND_B = ord("n"), ord("u"), ord("t"), ord("b")
 
-
-class _Reader:
-    __slots__ = ("buf", "pos")
-
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if n < 0 or end > len(self.buf):
-            raise PgOutputError("message is truncated")
-        out = self.buf[self.pos : end]
-        self.pos = end
-        return out
-
-    def unpack(self, s: struct.Struct) -> int:
-        end = self.pos + s.size
-        if end > len(self.buf):
-            raise PgOutputError("message is truncated")
-        (value,) = s.unpack_from(self.buf, self.pos)
-        self.pos = end
-        return int(value)
-
-    def byte(self) -> str:
-        return chr(self.take(1)[0])
-
-    def string(self) -> str:
-        end = self.buf.find(b"\x00", self.pos)
-        if end < 0:
-            raise PgOutputError("a string is not terminated")
-        raw = self.buf[self.pos : end]
-        self.pos = end + 1
-        return _utf8(raw)
-
-    def done(self) -> None:
-        if self.pos != len(self.buf):
-            raise PgOutputError(f"{len(self.buf) - self.pos} unexpected bytes after the message")
+# The parser works on offsets into one ``bytes`` object (a method call per field was most of the
+# capture agent's parsing time). A read past the end surfaces as ``struct.error`` or
+# ``IndexError``; :func:`parse` turns both into :class:`PgOutputError`, as every other refusal.
 
 
 def _utf8(raw: bytes) -> str:
@@ -195,94 +163,133 @@ def _utf8(raw: bytes) -> str:
         raise PgOutputError("text is not UTF-8 (the trail needs a UTF8 database)") from None
 
 
-def _tuple(r: _Reader) -> tuple[Value, ...]:
-    n = r.unpack(_I16)
+def _string(buf: bytes, pos: int) -> tuple[str, int]:
+    end = buf.find(b"\x00", pos)
+    if end < 0:
+        raise PgOutputError("a string is not terminated")
+    return _utf8(buf[pos:end]), end + 1
+
+
+def _tuple(buf: bytes, pos: int) -> tuple[tuple[Value, ...], int]:
+    (n,) = _I16_AT(buf, pos)
+    pos += 2
     if n < 0:
         raise PgOutputError("negative column count")
+    size = len(buf)
     values: list[Value] = []
+    append = values.append
     for _ in range(n):
-        kind = r.byte()
-        if kind == "n":
-            values.append(None)
-        elif kind == "u":
-            values.append(UNCHANGED)
-        elif kind == "t":
-            values.append(_utf8(r.take(r.unpack(_I32))))
-        elif kind == "b":
+        kind = buf[pos]
+        pos += 1
+        if kind == _KIND_T:
+            (length,) = _I32_AT(buf, pos)
+            start = pos + 4
+            pos = start + length
+            if length < 0 or pos > size:
+                raise PgOutputError("message is truncated")
+            try:
+                append(buf[start:pos].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise PgOutputError("text is not UTF-8 (the trail needs a UTF8 database)") from None
+        elif kind == _KIND_N:
+            append(None)
+        elif kind == _KIND_U:
+            append(UNCHANGED)
+        elif kind == _KIND_B:
             raise PgOutputError("a binary tuple value (the trail asks for text)")
         else:
-            raise PgOutputError(f"unknown tuple value kind {kind!r}")
-    return tuple(values)
+            raise PgOutputError(f"unknown tuple value kind {chr(kind)!r}")
+    return tuple(values), pos
 
 
-def _tagged_tuple(r: _Reader, allowed: str) -> tuple[str, tuple[Value, ...]]:
-    tag = r.byte()
-    if tag not in allowed:
-        raise PgOutputError(f"expected one of {allowed!r}, got {tag!r}")
-    return tag, _tuple(r)
+def _tagged_tuple(buf: bytes, pos: int, allowed: bytes) -> tuple[str, tuple[Value, ...], int]:
+    tag = buf[pos : pos + 1]
+    if len(tag) != 1 or tag not in allowed:
+        raise PgOutputError(f"expected one of {allowed.decode()!r}, got {tag.decode('latin-1')!r}")
+    values, pos = _tuple(buf, pos + 1)
+    return tag.decode(), values, pos
 
 
 def parse(payload: bytes) -> PgMessage:
     """Parse one pgoutput message (protocol version 1)."""
     if not payload:
         raise PgOutputError("empty message")
-    r = _Reader(bytes(payload))
-    kind = r.byte()
-    msg: PgMessage
+    buf = bytes(payload)
+    try:
+        msg, pos = _parse(buf)
+    except (struct.error, IndexError):
+        raise PgOutputError("message is truncated") from None
+    if pos != len(buf):
+        raise PgOutputError(f"{len(buf) - pos} unexpected bytes after the message")
+    return msg
+
+
+def _parse(buf: bytes) -> tuple[PgMessage, int]:
+    kind = chr(buf[0])
+    if kind == "I":
+        (relid,) = _U32.unpack_from(buf, 1)
+        _, new, pos = _tagged_tuple(buf, 5, b"N")
+        return Insert(relid, new), pos
+    if kind == "U":
+        (relid,) = _U32.unpack_from(buf, 1)
+        tag, values, pos = _tagged_tuple(buf, 5, b"KON")
+        if tag == "N":
+            return Update(relid, None, "", values), pos
+        _, new, pos = _tagged_tuple(buf, pos, b"N")
+        return Update(relid, values, tag, new), pos
+    if kind == "D":
+        (relid,) = _U32.unpack_from(buf, 1)
+        tag, old, pos = _tagged_tuple(buf, 5, b"KO")
+        return Delete(relid, old, tag), pos
     if kind == "B":
-        msg = Begin(r.unpack(_U64), r.unpack(_I64), r.unpack(_U32))
-    elif kind == "C":
-        r.unpack(_I8)  # flags, unused
-        msg = Commit(r.unpack(_U64), r.unpack(_U64), r.unpack(_I64))
-    elif kind == "R":
-        relid, namespace, name = r.unpack(_U32), r.string(), r.string()
-        identity = r.byte()
+        final_lsn, commit_time, xid = _BEGIN.unpack_from(buf, 1)
+        return Begin(final_lsn, commit_time, xid), 1 + _BEGIN.size
+    if kind == "C":
+        _flags, commit_lsn, end_lsn, commit_time = _COMMIT.unpack_from(buf, 1)
+        return Commit(commit_lsn, end_lsn, commit_time), 1 + _COMMIT.size
+    if kind == "R":
+        (relid,) = _U32.unpack_from(buf, 1)
+        namespace, pos = _string(buf, 5)
+        name, pos = _string(buf, pos)
+        identity = chr(buf[pos])
         if identity not in "dnfi":
             raise PgOutputError(f"unknown replica identity {identity!r}")
-        n = r.unpack(_I16)
+        (n,) = _I16_AT(buf, pos + 1)
+        pos += 3
         if n < 0:
             raise PgOutputError("negative column count")
         columns = []
         for _ in range(n):
-            flags = r.unpack(_I8)
-            columns.append(Column(r.string(), r.unpack(_U32), r.unpack(_I32), bool(flags & 1)))
-        msg = Relation(relid, namespace or "pg_catalog", name, identity, tuple(columns))
-    elif kind == "I":
-        relid = r.unpack(_U32)
-        _, new = _tagged_tuple(r, "N")
-        msg = Insert(relid, new)
-    elif kind == "U":
-        relid = r.unpack(_U32)
-        tag, values = _tagged_tuple(r, "KON")
-        if tag == "N":
-            msg = Update(relid, None, "", values)
-        else:
-            _, new = _tagged_tuple(r, "N")
-            msg = Update(relid, values, tag, new)
-    elif kind == "D":
-        relid = r.unpack(_U32)
-        tag, old = _tagged_tuple(r, "KO")
-        msg = Delete(relid, old, tag)
-    elif kind == "T":
-        n = r.unpack(_I32)
+            flags = buf[pos]
+            column, pos = _string(buf, pos + 1)
+            type_oid, type_modifier = struct.unpack_from("!Ii", buf, pos)
+            pos += 8
+            columns.append(Column(column, type_oid, type_modifier, bool(flags & 1)))
+        return Relation(relid, namespace or "pg_catalog", name, identity, tuple(columns)), pos
+    if kind == "T":
+        (n,) = _I32_AT(buf, 1)
         if n < 0:
             raise PgOutputError("negative relation count")
-        options = r.unpack(_I8)
-        msg = Truncate(tuple(r.unpack(_U32) for _ in range(n)), bool(options & 1), bool(options & 2))
-    elif kind == "M":
-        flags = r.unpack(_I8)
-        lsn, prefix = r.unpack(_U64), r.string()
-        msg = Message(bool(flags & 1), lsn, prefix, r.take(r.unpack(_I32)))
-    elif kind == "O":
-        r.unpack(_U64)
-        r.string()
-        msg = Other("O")
-    elif kind == "Y":
-        r.unpack(_U32)
-        r.string()
-        r.string()
-        msg = Other("Y")
-    else:
-        raise PgOutputError(f"unknown message type {kind!r}")
-    r.done()
-    return msg
+        if 6 + 4 * n > len(buf):
+            raise PgOutputError("message is truncated")
+        options = buf[5]
+        relids = struct.unpack_from(f"!{n}I", buf, 6)
+        return Truncate(relids, bool(options & 1), bool(options & 2)), 6 + 4 * n
+    if kind == "M":
+        flags = buf[1]
+        (lsn,) = _U64.unpack_from(buf, 2)
+        prefix, pos = _string(buf, 10)
+        (length,) = _I32_AT(buf, pos)
+        start = pos + 4
+        end = start + length
+        if length < 0 or end > len(buf):
+            raise PgOutputError("message is truncated")
+        return Message(bool(flags & 1), lsn, prefix, buf[start:end]), end
+    if kind == "O":
+        _, pos = _string(buf, 9)
+        return Other("O"), pos
+    if kind == "Y":
+        _, pos = _string(buf, 5)
+        _, pos = _string(buf, pos)
+        return Other("Y"), pos
+    raise PgOutputError(f"unknown message type {kind!r}")
