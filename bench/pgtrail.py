@@ -19,6 +19,9 @@ run on this (2-core, shared) machine. For each scale (1, then 10; ``--quick``: 1
      the catch-up = from pgbench's exit to the entry holding its last transaction.
    Afterwards the agent is stopped (SIGTERM) and the slot and publication dropped — except after
    the last round, where
+   Each pair also has a third round, **decoding only**: the same publication and a slot consumed by
+   PostgreSQL's own ``pg_recvlogical`` (a C client writing to /dev/null, pgoutput protocol 1): what
+   PostgreSQL's logical decoding alone costs pgbench, the floor under any capture agent.
 3. ``pg verify --json`` compares the database (pgbench_accounts: 100k rows per scale unit) with the
    last round's trail (its baseline plus the run's history), the agent still running; then the
    agent is stopped, and
@@ -307,6 +310,38 @@ def _drop_trail_objects(b: Bench, db: str) -> None:
     b.pg.psql(f'DROP PUBLICATION IF EXISTS "{_slot(db)}"', dbname=db)
 
 
+def decoding_round(b: Bench, db: str, seconds: float) -> dict[str, Any]:
+    """pgbench while ``pg_recvlogical`` consumes a pgoutput slot of the same publication: the cost
+    of PostgreSQL's logical decoding alone."""
+    dsn, slot = b.pg.dsn(db), _slot(db)
+    b.pg.psql(f'CREATE PUBLICATION "{slot}" FOR ALL TABLES', dbname=db)
+    recv = str(Path(b.pg.bin) / "pg_recvlogical")
+    subprocess.run([recv, "-d", dsn, "--slot", slot, "--create-slot", "-P", "pgoutput"], check=True, env=_env())
+    proc = subprocess.Popen(
+        [
+            recv,
+            "-d",
+            dsn,
+            "--slot",
+            slot,
+            "--start",
+            "-f",
+            "/dev/null",
+            "-o",
+            "proto_version=1",
+            "-o",
+            f"publication_names={slot}",
+        ],
+        env=_env(),
+    )
+    try:
+        return _pgbench_round(b, dsn, seconds, None)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        _drop_trail_objects(b, db)
+
+
 def _slot(db: str) -> str:
     return f"notarium_{db}"
 
@@ -401,6 +436,7 @@ def scale_phase(b: Bench, scale: int, pairs: int, seconds: float) -> dict[str, A
     b.pgbench(dsn, min(seconds, 5))  # warm-up, not counted
     without: list[dict[str, Any]] = []
     with_capture: list[dict[str, Any]] = []
+    decoding: list[dict[str, Any]] = []
     agent: Agent | None = None
     collection = ""
     for i in range(pairs):
@@ -408,7 +444,14 @@ def scale_phase(b: Bench, scale: int, pairs: int, seconds: float) -> dict[str, A
         # speed within a pair does not always favour the same side; the last pair ends with capture
         # on (verify needs the agent)
         order = ("without", "with") if i % 2 == 0 or i == pairs - 1 else ("with", "without")
-        for kind in order:
+        for kind in ("decoding", *order):
+            if kind == "decoding":
+                if agent is not None and agent.result is None:
+                    b.stop_agent(agent)
+                _drop_trail_objects(b, db)
+                decoding.append(decoding_round(b, db, seconds))
+                print(f"  scale {scale} pair {i + 1}: decoding only {decoding[-1]['tps']:.0f} tps", flush=True)
+                continue
             if kind == "without":
                 if agent is not None and agent.result is None:
                     b.stop_agent(agent)
@@ -451,6 +494,7 @@ def scale_phase(b: Bench, scale: int, pairs: int, seconds: float) -> dict[str, A
     pooled = [lag for r in with_capture for lag in r.pop("_lags")]
     tps_without = statistics.median(r["tps"] for r in without)
     tps_with = statistics.median(r["tps"] for r in with_capture)
+    tps_decoding = statistics.median(r["tps"] for r in decoding)
     return {
         "scale": scale,
         "pgbench": f"-n -c {CLIENTS} -j {THREADS} -T {int(seconds)}",
@@ -462,6 +506,11 @@ def scale_phase(b: Bench, scale: int, pairs: int, seconds: float) -> dict[str, A
         "with_over_without_per_pair": [
             round(w["tps"] / o["tps"], 3) for w, o in zip(with_capture, without, strict=True)
         ],
+        "pgbench_tps_decoding_only_median": round(tps_decoding, 1),
+        "decoding_only_over_without": round(tps_decoding / tps_without, 3),
+        "decoding_only_over_without_per_pair": [
+            round(d["tps"] / o["tps"], 3) for d, o in zip(decoding, without, strict=True)
+        ],
         "capture_over_pgbench_median": statistics.median(r["capture_over_pgbench"] for r in with_capture),
         "capture_tps_median": statistics.median(r["capture_tps"] for r in with_capture),
         "lag_ms_all_rounds": {"p50": _pct(pooled, 0.5), "p99": _pct(pooled, 0.99), "max": max(pooled, default=0.0)},
@@ -470,6 +519,7 @@ def scale_phase(b: Bench, scale: int, pairs: int, seconds: float) -> dict[str, A
         "baseline_capture_s": [r["baseline_capture_s"] for r in with_capture],
         "rounds_without": [_brief_run(r) for r in without],
         "rounds_with": [_brief_run(r) for r in with_capture],
+        "rounds_decoding_only": [_brief_run(r) for r in decoding],
         "agent_peak_rss_mb": round(stopped.rss_mb, 1),
         "agent_exit": stopped.code,
         "verify": {
@@ -565,6 +615,7 @@ def _table(results: dict[str, Any], scales: list[int]) -> None:
         ("pgbench tps without capture (median)", "pgbench_tps_without_capture_median"),
         ("pgbench tps with capture (median)", "pgbench_tps_with_capture_median"),
         ("with / without (median; per pair)", None),
+        ("decoding only (pg_recvlogical) / without", "decoding_only_over_without"),
         ("captured / committed in the window (median)", "capture_over_pgbench_median"),
         ("capture tps (median)", "capture_tps_median"),
         ("lag p50 / p99 ms (all rounds' transactions)", "lag_ms_all_rounds"),
