@@ -15,6 +15,9 @@ Benchmarks (issue #2):
            with capture vs without, pg verify and pg restore time and memory (bench/pgtrail.py)
   join     3,500 unauthenticated joins from one client, then governance requests/s (a member's, and
            forged ones) with and without them, the server's join limits at default and raised (bench/join.py)
+  bomb     2 MiB gzip bombs without a credential: the front's CPU seconds per bomb, and an Administrator's
+           append latency alone and with 4 bomb clients (bench/bomb.py)
+  console  `notarium console` page render times on a ledger of 1M entries, each <= 300 ms (bench/console.py)
 Results are printed and written to bench/out/results.json (a run with --only updates its sections).
 """
 
@@ -197,7 +200,8 @@ def bench_audit(ledger_dir: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    sections = ["engine", "memory", "audit", "http", "client", "export", "tokens", "recovery", "ha", "pgtrail", "join"]
+    sections = ["engine", "memory", "audit", "http", "client", "export", "tokens", "recovery", "ha", "pgtrail"]
+    sections += ["join", "bomb", "console"]
     parser.add_argument("--only", nargs="*", choices=sections)
     args = parser.parse_args(argv)
     only = set(args.only or sections)
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if ledger_dir is not None:
         shutil.rmtree(ledger_dir.parent, ignore_errors=True)
     # the sections that run a server or a client of their own: module bench.NAME, function bench_NAME
-    for name in ("http", "client", "export", "tokens", "recovery", "ha", "pgtrail", "join"):
+    for name in ("http", "client", "export", "tokens", "recovery", "ha", "pgtrail", "join", "bomb", "console"):
         if name in only:
             run = getattr(importlib.import_module(f"bench.{name}"), f"bench_{name}")
             results[name] = run(args.quick)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 from cryptography import x509
 
-from notarium.errors import LedgerAuditError, ServiceError
+from notarium.errors import LedgerAuditError, ServiceError, VerificationError
 from notarium.ledger.layout import Layout
 from notarium.recovery.chain import LedgerSecrets
+from notarium.recovery.directory import scan_recovery_records
 from notarium.types import TxId
-from notarium.verify.audit import AuditReport, ChunkScan, LedgerAuditor, scan_chunk
+from notarium.verify.audit import AuditReport, ChunkScan, LedgerAuditor, find_changed_entry, scan_chunk
 from notarium.verify.entry import ChunkName
 from notarium.verify.keys import load_pem_cert
 
@@ -31,8 +32,11 @@ Progress = Callable[[int], None]
 class AuditTarget:
     chunk_files: list[Path]
     service_cert: x509.Certificate | None
-    ledger_secret: LedgerSecrets | None
+    ledger_secret: LedgerSecrets | None  # checks the unsigned tail, and names a changed entry
     total_bytes: int
+    # only to name a changed entry (`audit --store` with a node's directory: its secrets may lag
+    # behind the log's unsigned tail, which they are therefore not asked to authenticate)
+    entry_secrets: LedgerSecrets | None = None
 
 
 def find_target(path: Path, service_cert_file: Path | None = None) -> AuditTarget:
@@ -47,10 +51,7 @@ def find_target(path: Path, service_cert_file: Path | None = None) -> AuditTarge
         folder = layout.ledger_dir
         if service_cert_file is None:
             service_cert_file = layout.service_cert
-        try:
-            secret = LedgerSecrets.from_sealed(layout.sealed_ledger_secret.read_bytes())
-        except (OSError, ValueError):
-            secret = None
+        secret = directory_secrets(layout)
     elif layout.ledger_dir.is_dir() and layout.service_cert.is_file():  # an export (notarium export)
         folder = layout.ledger_dir
         if service_cert_file is None:
@@ -71,6 +72,14 @@ def find_target(path: Path, service_cert_file: Path | None = None) -> AuditTarge
     return AuditTarget(files, cert, secret, sum(p.stat().st_size for p in files))
 
 
+def directory_secrets(layout: Layout) -> LedgerSecrets | None:
+    """The ledger secrets sealed in a service directory, or ``None`` if they cannot be read."""
+    try:
+        return LedgerSecrets.from_sealed(layout.sealed_ledger_secret.read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
 PARALLEL_MIN_BYTES = 16 << 20  # below this, worker start-up costs more than it saves
 
 
@@ -89,9 +98,27 @@ def audit(
     """Verify every chunk in order; raise :class:`LedgerAuditError` on the first failure.
 
     Chunks are scanned in parallel worker processes (one per core by default) and linked in
-    order in this process; small ledgers are scanned in-process.
+    order in this process; small ledgers are scanned in-process. A signed root that does not
+    match the ledger is reported at that signature transaction, unless the ledger secrets are
+    known: then at the entry they do not authenticate (the one that was changed).
     """
     auditor = LedgerAuditor(target.service_cert, ledger_secret=target.ledger_secret)
+    try:
+        report = _audit(auditor, target, progress, workers)
+    except LedgerAuditError as exc:
+        changed = _changed_entry(exc, auditor, target)
+        if changed is None:
+            raise
+        raise changed from exc
+    if expect is not None and (report.last_signed is None or report.last_signed.seqno < expect.seqno):
+        raise LedgerAuditError(
+            f"the ledger is signed only up to {report.last_signed}, but {expect} was expected (truncated ledger)",
+            check="expected-tip",
+        )
+    return report
+
+
+def _audit(auditor: LedgerAuditor, target: AuditTarget, progress: Progress | None, workers: int | None) -> AuditReport:
     files = list(target.chunk_files)
     workers = workers if workers is not None else (os.cpu_count() or 1)
     # without a pinned identity, the first chunk (which names it) is scanned here first
@@ -111,13 +138,45 @@ def audit(
                     _link_next(auditor, window, progress)
             while window:
                 _link_next(auditor, window, progress)
-    report = auditor.finish()
-    if expect is not None and (report.last_signed is None or report.last_signed.seqno < expect.seqno):
-        raise LedgerAuditError(
-            f"the ledger is signed only up to {report.last_signed}, but {expect} was expected (truncated ledger)",
-            check="expected-tip",
-        )
-    return report
+    return auditor.finish()
+
+
+def _changed_entry(exc: LedgerAuditError, auditor: LedgerAuditor, target: AuditTarget) -> LedgerAuditError | None:
+    """When a signed root does not match the entries it covers (those after the previous
+    signature), the one of them that the ledger secrets do not authenticate, as the failure."""
+    secrets = target.ledger_secret or target.entry_secrets
+    if secrets is None or exc.check != "signature-root" or exc.txid is None:
+        return None
+    try:
+        signature = TxId.parse(exc.txid)
+    except ValueError:
+        return None
+    previous = auditor.report.last_signed
+    first = 1 if previous is None else previous.seqno + 1
+    last = signature.seqno
+    if target.ledger_secret is None and target.chunk_files:
+        # another directory's secrets may miss a rekey of this ledger (a node that stopped
+        # following at it): they name nothing from the first secret they lack
+        try:
+            _shares, chain = scan_recovery_records(target.chunk_files[0].parent)
+        except (OSError, ValueError, VerificationError):
+            return None
+        unknown = [r.successor_start_seqno for r in chain.values() if r.successor_start_seqno not in secrets.starts]
+        last = min([last, *(start - 1 for start in unknown)])
+    for path in target.chunk_files:
+        name = ChunkName.parse(path.name)
+        if name is None or name.start > last or (name.end is not None and name.end < first):
+            continue
+        found = find_changed_entry(path.read_bytes(), first, last, list(secrets))
+        if found is not None:
+            txid, problem = found
+            return LedgerAuditError(
+                f"transaction {txid} was changed: {problem} (the root signed at {signature}, which covers it, "
+                "does not match the ledger)",
+                txid=str(txid),
+                check="entry-secret",
+            )
+    return None
 
 
 def _link_next(

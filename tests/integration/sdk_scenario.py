@@ -23,7 +23,9 @@ scenario goes on; checks that depend on an earlier failure fail too. The config 
 
 Version skew handled here (acl-rest-api.md §7): 2.x returns models (``as_dict()``), has ``tags``
 on writes and a ``tag`` filter on lists, percent-encodes user ids and has the ``ledgerUsers`` and
-user-defined roles operations; 1.1.1 has none of these.
+user-defined roles operations; 1.1.1 has none of these. At 2.x's api-version (2024-12-09-preview)
+``/app/users`` changes are ``ApiVersionRedirect`` (as in ACL): 2.x manages one-role users through a
+client at api-version 2022-05-13.
 """
 
 from __future__ import annotations
@@ -74,18 +76,21 @@ class Scenario(Checks):
         self.data: dict[str, Any] = {}
         self.clients: list[ConfidentialLedgerClient] = []
         self.admin = self.client(cfg["admin"]["pem"])
+        # /app/users changes (create_or_update_user, delete_user): 1.1.1's default api-version
+        self.users_admin = self.client(cfg["admin"]["pem"], api_version="2022-05-13") if self.v2 else self.admin
         self.contributor = self.client(cfg["contributor"]["pem"])
         self.reader = self.client(cfg["reader"]["pem"])
         self.stranger = self.client(cfg["stranger"]["pem"])
         # (txid, collection, contents, tags) of every entry written, in order
         self.written: list[tuple[str, str, str, str | None]] = []
 
-    def client(self, pem: str, cert_path: str | None = None) -> ConfidentialLedgerClient:
+    def client(self, pem: str, cert_path: str | None = None, **kwargs: Any) -> ConfidentialLedgerClient:
         c = ConfidentialLedgerClient(
             self.endpoint,
             credential=ConfidentialLedgerCertificateCredential(pem),
             ledger_certificate_path=cert_path or self.service_cert_path,
             retry_total=0,
+            **kwargs,
         )
         self.clients.append(c)
         return c
@@ -274,7 +279,7 @@ class Scenario(Checks):
     # --- users --------------------------------------------------------------------------------
 
     def register(self, who: dict[str, str], role: str) -> None:
-        r = plain(self.admin.create_or_update_user(who["id"], {"assignedRole": role}))
+        r = plain(self.users_admin.create_or_update_user(who["id"], {"assignedRole": role}))
         expect(r == {"assignedRole": role, "userId": who["id"]}, f"create_or_update_user answered {r!r}")
 
     def user_lifecycle(self, role: str) -> None:
@@ -301,10 +306,10 @@ class Scenario(Checks):
             raises(HttpResponseError, fresh.get_user, uid, status=403, code="NotAllowed")
         # role change (merge-patch of an existing user)
         other = "Reader" if role != "Reader" else "Contributor"
-        r = plain(self.admin.create_or_update_user(uid, {"assignedRole": other}))
+        r = plain(self.users_admin.create_or_update_user(uid, {"assignedRole": other}))
         expect(r == {"assignedRole": other, "userId": uid}, f"role change answered {r!r}")
         # deletion: 204, then 404, and the identity is refused
-        status = self.admin.delete_user(uid, cls=lambda response, *_: response.http_response.status_code)
+        status = self.users_admin.delete_user(uid, cls=lambda response, *_: response.http_response.status_code)
         expect(status == 204, f"delete_user answered {status}")
         raises(ResourceNotFoundError, self.admin.get_user, uid)
         raises(ClientAuthenticationError, fresh.get_constitution, status=401, code="InvalidAuthenticationInfo")
@@ -324,13 +329,21 @@ class Scenario(Checks):
         expect(r == {"assignedRole": "Contributor", "userId": uid}, f"get_user of a two-role user: {r!r}")
         multi = self.client(who["pem"])
         self.write(multi, self.collection("by-new-users"), "written by a two-role user", None)
+        # a merge-patch adds roles (ACL): the answer shows those assigned, the user holds both
         r = plain(self.admin.create_or_update_ledger_user(uid, {"assignedRoles": ["Reader"]}))
         expect(r.get("assignedRoles") == ["Reader"], f"role change answered {r!r}")
-        raises(HttpResponseError, multi.create_ledger_entry, {"contents": "no"}, status=403, code="NotAllowed")
+        r = plain(self.admin.get_ledger_user(uid))
+        expect(r.get("assignedRoles") == ["Contributor", "Reader"], f"after the merge-patch: {r!r}")
+        self.write(multi, self.collection("by-new-users"), "still a Contributor", None)
+        # a role is removed by deleting the user and creating it again
         status = self.admin.delete_ledger_user(uid, cls=lambda response, *_: response.http_response.status_code)
         expect(status == 204, f"delete_ledger_user answered {status}")
         raises(ResourceNotFoundError, self.admin.get_ledger_user, uid)
         raises(ResourceNotFoundError, self.admin.get_user, uid)
+        r = plain(self.admin.create_or_update_ledger_user(uid, {"assignedRoles": ["Reader"]}))
+        expect(plain(self.admin.get_ledger_user(uid)).get("assignedRoles") == ["Reader"], f"re-created: {r!r}")
+        raises(HttpResponseError, multi.create_ledger_entry, {"contents": "no"}, status=403, code="NotAllowed")
+        self.admin.delete_ledger_user(uid)
 
     # --- governance, identity -----------------------------------------------------------------
 
@@ -465,8 +478,8 @@ class Scenario(Checks):
         # create, with the SDK's own model (sent as {"roles": [...]})
         answer = self.admin.create_user_defined_role(Roles(roles=[Role(role_name=name, role_actions=[read])]))
         expect(answer is None, f"create_user_defined_role returned {answer!r}")
-        got = plain(self.admin.get_user_defined_role(role_name=name))
-        expect(got == [{"roleName": name, "roleActions": [read]}], f"get_user_defined_role answered {got!r}")
+        got = plain(self.admin.get_user_defined_role(role_name=name))  # ACL's names, in ACL's envelope
+        expect(got == {"roles": [{"role_name": name, "role_actions": [read]}]}, f"get_user_defined_role: {got!r}")
         # assign it: the user may do exactly what the role allows
         r = plain(self.admin.create_or_update_ledger_user(who["id"], {"assignedRoles": [name]}))
         expect(r == {"assignedRoles": [name], "userId": who["id"]}, f"assigning {name} answered {r!r}")
@@ -483,7 +496,7 @@ class Scenario(Checks):
         )
         expect(answer is None, f"update_user_defined_role returned {answer!r}")
         got = plain(self.admin.get_user_defined_role(role_name=name))
-        want = [{"roleName": name, "roleActions": sorted([read, write, governance])}]
+        want = {"roles": [{"role_name": name, "role_actions": sorted([read, write, governance])}]}
         expect(got == want, f"after update_user_defined_role: {got!r}")
         expect("digest" in plain(user.get_constitution()), "the updated role cannot read the constitution")
         self.write(user, self.collection("by-custom-role"), f"written by a {name}", None)

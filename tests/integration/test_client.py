@@ -80,8 +80,11 @@ def test_client_reads_writes_and_verifies(tmp_path: Path) -> None:
         assert user_id in {u.user_id for u in c.users()}
         with client_for(srv.url, directory, pem=pem) as reader:
             assert reader.get(done[0].txid).contents == "entry 0"
+        # roles are added (ACL's merge-patch); the answer is every role the user holds
+        assert c.set_user(user_id, ["Contributor"]).roles == ["Contributor", "Reader"]
         c.remove_user(user_id)
         assert user_id not in {u.user_id for u in c.users()}
+        c.remove_user(user_id)  # removing nobody is done already (ACL: 204)
 
 
 def test_a_receipt_for_another_transaction_is_refused(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """User-defined roles (``/app/roles``) on a real ``notarium serve``, over real TLS.
 
 - The roles API in both body forms (a bare array as SDK 1.2.0b1 sends, ``{"roles": [...]}`` as
-  2.0.0b* do): create, read (one role, all roles), replace (PUT), add actions (PATCH), delete; PUT,
-  PATCH and DELETE answer 200.
+  2.0.0b* do), with fields named as notarium's earlier clients name them (``roleName``,
+  ``roleActions``; ACL's own names are tests/integration/test_acl_sdk_suites.py's): create, read
+  (one role, all roles), replace (PUT), add actions (PATCH), delete; PUT, PATCH and DELETE answer
+  200; answers are ACL's ``{"roles": [{"role_name", "role_actions"}]}``.
 - Invalid requests are 4xx in ACL's error format and write nothing: the roles (``GET /app/roles``)
   and the committed transaction id are the same before and after.
 - A change is in force for the role's users as soon as it is answered; a user's actions are the
@@ -98,8 +100,10 @@ class Ledger:
         return caller
 
     def user(self, name: str, roles: list[str]) -> tuple[Caller, str]:
-        """A ledger user with these roles (``/app/ledgerUsers``) and its session."""
+        """A ledger user with exactly these roles (``/app/ledgerUsers``) and its session. PATCH
+        adds roles (ACL's merge), so a user that exists is deleted first, then created again."""
         pem, user_id = self.identity(name)
+        assert self.admin("DELETE", f"/app/ledgerUsers/{user_id}").status_code == 204
         r = self.admin("PATCH", f"/app/ledgerUsers/{user_id}", json={"assignedRoles": roles}, headers=MERGE_PATCH)
         assert r.status_code == 200, r.text
         assert r.json() == {"assignedRoles": sorted(roles), "userId": user_id}
@@ -109,10 +113,9 @@ class Ledger:
         """The user-defined roles as ``GET /app/roles`` lists them (after the built-in ones)."""
         r = self.admin("GET", "/app/roles")
         assert r.status_code == 200, r.text
-        listed = r.json()
-        assert isinstance(listed, list)
-        assert [x["roleName"] for x in listed[: len(BUILTIN)]] == list(BUILTIN)
-        return {x["roleName"]: x["roleActions"] for x in listed[len(BUILTIN) :]}
+        listed = r.json()["roles"]
+        assert [x["role_name"] for x in listed[: len(BUILTIN)]] == list(BUILTIN)
+        return {x["role_name"]: x["role_actions"] for x in listed[len(BUILTIN) :]}
 
     def quiet_committed(self) -> str:
         """The committed TxId once nothing is pending (two equal readings 100 ms apart)."""
@@ -162,23 +165,29 @@ def assert_error(r: requests.Response, status: int, code: str) -> dict[str, Any]
 
 
 def role(name: str, *actions: str) -> dict[str, Any]:
+    """A role as notarium's earlier clients (and the SDK 2.x models) send it: camelCase."""
     return {"roleName": name, "roleActions": list(actions)}
+
+
+def answer(*roles: tuple[str, list[str]]) -> dict[str, Any]:
+    """An answer of /app/roles: ACL's envelope and field names."""
+    return {"roles": [{"role_name": name, "role_actions": actions} for name, actions in roles]}
 
 
 # --- the API ---------------------------------------------------------------------------------------
 
 
 def test_create_read_update_delete_with_bare_arrays(ledger: Ledger) -> None:
-    """SDK 1.2.0b1's form: bare arrays in, bare arrays out."""
+    """SDK 1.2.0b1's form: bare arrays in; answers in ACL's envelope."""
     r = ledger.admin("PUT", "/app/roles", json=[role("bare-auditor", TX_READ, CHUNKS_READ)])
     assert r.status_code == 200, r.text
-    assert r.json() == [role("bare-auditor", CHUNKS_READ, TX_READ)]  # actions sorted
+    assert r.json() == answer(("bare-auditor", [CHUNKS_READ, TX_READ]))  # actions sorted
     r = ledger.admin("GET", "/app/roles", params={"roleName": "bare-auditor"})
     assert r.status_code == 200, r.text
-    assert r.json() == [role("bare-auditor", CHUNKS_READ, TX_READ)]
+    assert r.json() == answer(("bare-auditor", [CHUNKS_READ, TX_READ]))
     r = ledger.admin("PATCH", "/app/roles", json=[role("bare-auditor", GOV_READ, TX_READ)])
     assert r.status_code == 200, r.text
-    assert r.json() == [role("bare-auditor", CHUNKS_READ, GOV_READ, TX_READ)]
+    assert r.json() == answer(("bare-auditor", [CHUNKS_READ, GOV_READ, TX_READ]))
     assert ledger.custom_roles()["bare-auditor"] == [CHUNKS_READ, GOV_READ, TX_READ]
     r = ledger.admin("DELETE", "/app/roles", params={"roleName": "bare-auditor"})
     assert r.status_code == 200, r.text
@@ -217,7 +226,7 @@ def test_put_replaces_and_patch_adds(ledger: Ledger) -> None:
     before = ledger.quiet_committed()
     r = ledger.admin("PATCH", "/app/roles", json=[role("shifting", TX_READ)])
     assert r.status_code == 200, r.text
-    assert r.json() == [role("shifting", TX_READ, USERS_READ)]
+    assert r.json() == answer(("shifting", [TX_READ, USERS_READ]))
     assert ledger.quiet_committed() == before
     assert ledger.admin("DELETE", "/app/roles", params={"roleName": "shifting"}).status_code == 200
 
@@ -227,14 +236,14 @@ def test_every_role_is_listed_built_in_first(ledger: Ledger) -> None:
         assert ledger.admin("PUT", "/app/roles", json=[role(name, GOV_READ)]).status_code == 200
     r = ledger.admin("GET", "/app/roles")
     assert r.status_code == 200, r.text
-    names = [x["roleName"] for x in r.json()]
+    names = [x["role_name"] for x in r.json()["roles"]]
     assert names[:3] == list(BUILTIN)
     assert names[3:] == sorted(names[3:])
     assert {"alpha", "zeta"} <= set(names[3:])
     r = ledger.admin("GET", "/app/roles", params={"roleName": "Administrator"})
-    assert r.json() == [{"roleName": "Administrator", "roleActions": EVERY_ACTION}]
+    assert r.json() == answer(("Administrator", EVERY_ACTION))
     r = ledger.admin("GET", "/app/roles", params={"roleName": "Reader"})
-    assert r.json() == [{"roleName": "Reader", "roleActions": [GOV_READ, TX_READ]}]
+    assert r.json() == answer(("Reader", [GOV_READ, TX_READ]))
     for name in ("zeta", "alpha"):
         assert ledger.admin("DELETE", "/app/roles", params={"roleName": name}).status_code == 200
 
@@ -289,7 +298,7 @@ def test_built_in_roles_cannot_be_changed_or_deleted(ledger: Ledger) -> None:
         error = assert_error(ledger.admin("DELETE", "/app/roles", params={"roleName": name}), 400, "InvalidInput")
         assert "built-in" in error["message"]
     r = ledger.admin("GET", "/app/roles", params={"roleName": "Reader"})
-    assert r.json() == [{"roleName": "Reader", "roleActions": [GOV_READ, TX_READ]}]
+    assert r.json() == answer(("Reader", [GOV_READ, TX_READ]))
     assert ledger.custom_roles() == roles
     assert ledger.quiet_committed() == committed
 
@@ -427,8 +436,8 @@ def test_a_role_with_every_action_is_not_an_administrator(ledger: Ledger) -> Non
     for who in (ledger.admin, almighty):
         for method, view, body in (
             ("PATCH", "users", {"assignedRole": "almighty"}),
-            ("PATCH", "ledgerUsers", {"assignedRoles": ["almighty", "Contributor"]}),
             ("DELETE", "users", None),
+            ("DELETE", "ledgerUsers", None),
         ):
             kwargs: dict[str, Any] = {} if body is None else {"json": body, "headers": MERGE_PATCH}
             error = assert_error(who(method, f"/app/{view}/{ledger.admin_id}", **kwargs), 400, "InvalidInput")

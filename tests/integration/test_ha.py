@@ -5,6 +5,8 @@ the second and third join through the first with the real `notarium join`. Tests
 
 - the unmodified Azure SDK writes through each node; every node reads every entry back the same,
   Committed, with a receipt the SDK's ``verify_receipt`` accepts;
+- every node answers ``/app/enclaveQuotes`` with a quote for each of the three trusted nodes (both
+  SDKs check the virtual evidence and measurement, as ACL's own verification test does);
 - the primary killed with SIGKILL under a write load, repeatedly: another node takes over within
   the bound; every TxId seen Committed anywhere is Committed on every node with the bytes written;
   no TxId is Committed on one node and Invalid on another; the killed node comes back as a
@@ -23,6 +25,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -41,6 +44,7 @@ import requests
 from integration.oracle import ccf_validate, interpreter
 from integration.server import Server, clean_env, new_identity, running
 from integration.test_identity_change import _restore_secrets, _write
+from leaks import files_holding, tables_holding
 from notarium.auditing import audit, find_target
 from notarium.client.export import export_ledger
 from notarium.ledger import init_service
@@ -53,6 +57,7 @@ TTL = "1"  # lease seconds: a dead primary is replaced in about this long
 FAILOVER_BOUND_S = 10.0
 NODE_ARGS = ("--lease-ttl", TTL, "--chunk-size", "20000", "--auto-trust-virtual-nodes")
 SDK_SCENARIO = Path(__file__).with_name("sdk_ha_scenario.py")
+SDK_SUITE_SCENARIO = Path(__file__).with_name("sdk_acl_suite_scenario.py")
 API = "api-version=2022-05-13"
 JOIN = (sys.executable, "-m", "notarium", "join")
 
@@ -248,6 +253,41 @@ def test_a_user_added_through_a_backup_acts_on_every_node(service: Service, tmp_
         denied = as_reader(node, "POST", f"/app/transactions?{API}", json={"contents": "no"})
         assert denied.status_code == 403, denied.text
         assert denied.json()["error"]["code"] == "NotAllowed"
+
+
+def test_every_node_quotes_every_trusted_node(service: Service) -> None:
+    """Issue #16, point 6: ``/app/enclaveQuotes`` lists one quote per trusted node (three, as ACL's
+    own verification test expects of ACL), through every node, checked by both unmodified SDKs:
+    the virtual platform's evidence in ``raw``, bound to each node id, and ``mrenclave``."""
+    listed = service.call(service.nodes[0], "GET", f"/node/network/nodes?{API}").json()["nodes"]
+    trusted = sorted(n["nodeId"] for n in listed if n["status"] == "Trusted")
+    assert len(trusted) == 3
+    for node in service.nodes:
+        body = service.call(node, "GET", f"/app/enclaveQuotes?{API}").json()
+        assert sorted(body["enclaveQuotes"]) == trusted
+        assert body["currentNodeId"] == service.call(node, "GET", f"/node/network/nodes?{API}").json()["currentNodeId"]
+        for oracle in ("acl1", "acl2"):
+            config = {
+                "endpoint": node.url,
+                "service_cert": str(service.cert),
+                "admin_pem": str(service.admin),
+                "aad_token": None,
+                "quotes": 3,
+                "only": ["p6:"],
+            }
+            proc = subprocess.run(
+                [str(interpreter(oracle)), "-I", str(SDK_SUITE_SCENARIO)],
+                input=json.dumps(config),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=clean_env(),
+                check=False,
+            )
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            report = json.loads(proc.stdout)
+            assert report["checks"]["p6:enclave_quotes"]["ok"], report["checks"]["p6:enclave_quotes"]["error"]
+            assert report["data"]["quotes"] == {"currentNodeId": body["currentNodeId"], "nodes": trusted}
 
 
 # --- failover -----------------------------------------------------------------------------------
@@ -507,9 +547,11 @@ def test_tampering_in_postgresql_is_detected(service: Service, tamper: str) -> N
             )
         else:
             conn.execute("DELETE FROM notarium.tx WHERE seqno = %s", [target])
-    # the audit of the log finds it
+    # the audit of the log finds it: a deleted row at its seqno; a changed one at the signature
+    # that covers it, or, with a node's directory (its ledger secrets), at the row itself
+    audit_store = [sys.executable, "-m", "notarium", "audit", "--store", service.dsn]
     proc = subprocess.run(
-        [sys.executable, "-m", "notarium", "audit", "--store", service.dsn, "--service-cert", str(service.cert)],
+        [*audit_store, "--service-cert", str(service.cert), "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -517,7 +559,26 @@ def test_tampering_in_postgresql_is_detected(service: Service, tamper: str) -> N
         check=False,
     )
     assert proc.returncode != 0
-    assert "audit failed" in proc.stderr + proc.stdout
+    if tamper == "delete":
+        assert "audit failed" in proc.stderr
+        assert f"?.{target} [log-sequence]" in proc.stderr, proc.stderr
+    else:
+        failure = json.loads(proc.stdout)
+        assert failure["check"] == "signature-root"
+        covering = int(failure["txid"].split(".")[1])
+        assert target < covering <= int(txids[-1].split(".")[1]) + 1
+        proc = subprocess.run(
+            [*audit_store, str(service.root / "n1"), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+            check=False,
+        )
+        assert proc.returncode != 0
+        failure = json.loads(proc.stdout)
+        assert (failure["check"], failure["txid"]) == ("entry-secret", txids[3]), failure
+        assert f"the root signed at {failure['txid'].split('.')[0]}.{covering}" in failure["error"]
     # a node filling its replica from the log finds it: it stops following and says so
     fresh = service.join("n9")
     deadline = time.monotonic() + 20
@@ -531,6 +592,34 @@ def test_tampering_in_postgresql_is_detected(service: Service, tamper: str) -> N
     assert ready.status_code == 503
     assert "failed verification" in ready.json()["reason"]
     assert service.state(fresh)["following"] is False
+
+
+# --- confidentiality at rest --------------------------------------------------------------------
+
+
+def test_collection_ids_and_tags_are_in_no_node_directory_and_not_in_postgresql(service: Service) -> None:
+    """Entries with marked collection ids and tags, written through the primary: every node (the
+    backups index what they follow) lists the collection and finds the entries by collection and
+    tag, and the markers are in no file of any node's directory nor in any table of PostgreSQL."""
+    in_collection, in_tag = secrets.token_hex(8), secrets.token_hex(8)
+    collection, tag = f"orders-{in_collection}", f"urgent-{in_tag}"
+    primary = service.primary()
+    txids = []
+    for i in range(6):
+        params = {"collectionId": collection, "tags": f"{tag},x" if i % 2 else "x"}
+        r = service.call(primary, "POST", f"/app/transactions?{API}", params=params, json={"contents": f"e{i}"})
+        assert r.status_code == 200, r.text
+        txids.append(r.headers["x-ms-ccf-transaction-id"])
+    for node in service.nodes:
+        assert wait_committed(service, node, txids[-1]) == "Committed"
+        r = service.call(node, "GET", f"/app/collections?{API}")
+        assert {"collectionId": collection} in r.json()["collections"], r.text
+        r = service.call(node, "GET", f"/app/transactions?{API}", params={"collectionId": collection, "tag": tag})
+        assert [e["transactionId"] for e in r.json()["entries"]] == txids[1::2], r.text
+    service.stop()
+    markers = [in_collection.encode(), in_tag.encode()]
+    assert files_holding(service.root, markers) == []
+    assert tables_holding(service.dsn, markers) == []
 
 
 # --- a service that went through a disaster recovery ------------------------------------------------

@@ -69,6 +69,12 @@ class Service:
         """The committed TxId once nothing is pending."""
         return settled_committed(lambda: str(self.get("/readyz").json()["committed"]))
 
+    def quoted(self) -> list[str]:
+        """The nodes ``/app/enclaveQuotes`` quotes (as the Administrator)."""
+        r = self.s.get(self.server.url + "/app/enclaveQuotes", cert=str(self.server.admin_pem), timeout=30)
+        assert r.status_code == 200, r.text
+        return sorted(r.json()["enclaveQuotes"])
+
     def _connection(self) -> list[str]:
         return ["--endpoint", self.server.url, "--dir", str(self.server.directory), "--json"]
 
@@ -225,6 +231,7 @@ def test_join_admitted_by_governance(service: Service, tmp_path: Path) -> None:
     assert "run the same command again" in first.stderr
     assert sorted(p.relative_to(node_dir).as_posix() for p in node_dir.rglob("*")) == ["node", "node/node_privk.pem"]
     assert service.nodes()[node_id] == {"nodeId": node_id, "status": "Pending", "address": NODE_ADDRESS}
+    assert node_id not in service.quoted()  # only Trusted nodes have an enclave quote (issue #16)
 
     # asking again is idempotent: still Pending, the same key, nothing written
     before = service.committed()
@@ -259,6 +266,7 @@ def test_join_admitted_by_governance(service: Service, tmp_path: Path) -> None:
     assert waiting.returncode == 0, output
     assert f"node {node_id} is Trusted" in output
     check_joined(service, node_dir, output)
+    assert node_id in service.quoted()
 
     # a finished join is not repeated; the service still answers Trusted with the same certificate
     done = join(service.server, node_dir, "--wait", "0")

@@ -92,7 +92,8 @@ def form_consortium(directory: Path, tmp_path: Path) -> tuple[dict[str, Path], d
         s.cert = str(srv.admin_pem)
         written = {}
         for i in range(5):
-            r = s.post(srv.url + "/app/transactions", params={"collectionId": "drill"}, json={"contents": f"entry {i}"})
+            params = {"collectionId": "drill", "tags": "even" if i % 2 == 0 else "odd"}
+            r = s.post(srv.url + "/app/transactions", params=params, json={"contents": f"entry {i}"})
             assert r.status_code == 200, r.text
             written[r.headers["x-ms-ccf-transaction-id"]] = f"entry {i}"
         r = s.patch(  # a public write: users are public ledger state
@@ -201,6 +202,15 @@ def test_disaster_recovery_drill(tmp_path: Path) -> None:
             r = session.get(url + "/receipt", verify=str(new_cert), timeout=10)
             assert r.status_code == 200, r.text
             receipts.append(r.json())
+        # the index finds them by collection and by tag as before
+        api = {"api-version": "2022-05-13"}
+        r = session.get(f"https://127.0.0.1:{port}/app/collections", params=api, verify=str(new_cert), timeout=10)
+        assert {"collectionId": "drill"} in r.json()["collections"], r.text
+        url = f"https://127.0.0.1:{port}/app/transactions"
+        r = session.get(url, params={**api, "collectionId": "drill"}, verify=str(new_cert), timeout=10)
+        assert [e["transactionId"] for e in r.json()["entries"]] == list(written), r.text
+        r = session.get(url, params={**api, "collectionId": "drill", "tag": "odd"}, verify=str(new_cert), timeout=10)
+        assert [e["contents"] for e in r.json()["entries"]] == ["entry 1", "entry 3"], r.text
         cert = x509.load_pem_x509_certificate(new_cert.read_bytes())
         for body in receipts:  # old receipts verify against the new certificate, through the endorsement
             assert body["receipt"]["serviceEndorsements"]

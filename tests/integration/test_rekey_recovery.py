@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
 
 from integration.oracle import ccf_validate
+from leaks import files_holding
 from notarium.auditing import audit, find_target
+from notarium.cli import main
 from notarium.errors import LedgerError, ServiceError
 from notarium.ledger import EngineConfig, Ledger, init_service, open_ledger
 from notarium.ledger.identity import load_cert
@@ -236,3 +239,56 @@ def test_disaster_recovery_from_two_of_three_shares(service: Path, caplog: pytes
     leaked = [t for t in _secret_texts([s for _start, s in before] + list(shares.values())) if t in caplog.text]
     assert not leaked
     assert "accepted (2 of 2)" in caplog.text
+
+
+def test_lookups_by_collection_and_tag_span_rekeys_and_survive_recovery(service: Path) -> None:
+    """The index's tokens are made under the ledger secret in force at each entry (like its
+    encryption): lookups by collection and tag cross every rekey, and work the same after the
+    secrets are recovered from shares and after `notarium reindex`. No collection id or tag is in
+    any file of the directory."""
+    in_collection, in_tag = secrets.token_hex(8), secrets.token_hex(8)
+    collection, tag = f"orders-{in_collection}", f"urgent-{in_tag}"
+    markers = [in_collection.encode(), in_tag.encode()]
+
+    def put(led: Ledger, n: int) -> list[TxId]:
+        txs = [led.append_entry(f"e{i}", collection, tags=f"{tag},x" if i % 2 else "x") for i in range(n)]
+        assert led.wait_committed(txs[-1], 10) == TxStatus.COMMITTED
+        return txs
+
+    def check(led: Ledger, every: list[TxId], epochs: list[list[TxId]]) -> None:
+        tagged = [tx for epoch in epochs for tx in epoch[1::2]]
+        assert led.collections() == [collection]
+        assert [e.txid for e in led.entries(collection)] == every
+        assert [e.txid for e in led.entries(collection, tag=tag)] == tagged
+        # pages that cross a rekey, and bounds within one
+        first_of_second = len(epochs[0])
+        page = led.entries(collection, first=every[first_of_second - 2].seqno, limit=4)
+        assert [e.txid for e in page] == every[first_of_second - 2 : first_of_second + 2]
+        assert [e.txid for e in led.entries(collection, tag=tag, last=epochs[1][-1].seqno)] == tagged[:-2]
+        assert [e.txid for e in led.entries(collection, tag="x", limit=5)] == every[:5]
+        latest = led.latest_entry(collection)
+        assert latest is not None
+        assert latest.txid == every[-1]
+        assert led.latest_entry("nothing") is None
+
+    with open_ledger(service, FAST) as led:
+        epochs = [put(led, 5)]
+        for _ in range(2):
+            led.rekey()
+            epochs.append(put(led, 5))
+        every = [tx for epoch in epochs for tx in epoch]
+        assert len(led.ledger_secret_starts) == 3
+        check(led, every, epochs)
+    assert files_holding(service, markers) == []
+
+    (service / "secrets" / "ledger_secret.sealed").unlink()
+    recovery = DirectoryRecovery(service)
+    member_id, key = _member0(service)
+    recovery.submit_share(member_id, decrypt_share(recovery.encrypted_share(member_id), key))
+    recovery.restore()
+    with open_ledger(service, FAST) as led:
+        check(led, every, epochs)
+    assert main(["reindex", str(service)]) == 0
+    with open_ledger(service, FAST) as led:
+        check(led, every, epochs)
+    assert files_holding(service, markers) == []

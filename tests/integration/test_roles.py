@@ -217,7 +217,7 @@ class Ledger:
     def role_names(self) -> set[str]:
         r = self.admin("GET", "/app/roles")
         assert r.status_code == 200, r.text
-        return {role["roleName"] for role in r.json()}
+        return {role["role_name"] for role in r.json()["roles"]}
 
     def wait_committed(self, txid: str) -> None:
         deadline = time.monotonic() + 10
@@ -321,7 +321,7 @@ def test_the_catalogue_is_what_the_server_knows(ledger: Ledger) -> None:
     role holding the actions whose least role it is or ranks above; Administrator holds them all."""
     r = ledger.admin("GET", "/app/roles")
     assert r.status_code == 200, r.text
-    listed = {role["roleName"]: role["roleActions"] for role in r.json()}
+    listed = {role["role_name"]: role["role_actions"] for role in r.json()["roles"]}
     for role, rank in RANK.items():
         assert listed[role] == sorted(a for a, least in ACTIONS.items() if rank >= RANK[least]), role
     assert listed["Administrator"] == sorted(ACTIONS)
@@ -402,7 +402,7 @@ def test_a_configured_role_replaces_the_default(tmp_path: Path) -> None:
                 for role in RANK:
                     r = led.admin("GET", "/app/roles", params={"roleName": role})
                     assert r.status_code == 200, r.text
-                    assert A + "chunks/read" in r.json()[0]["roleActions"], role
+                    assert A + "chunks/read" in r.json()["roles"][0]["role_actions"], role
             finally:
                 led.close()
             assert server.stop() == 0
@@ -464,7 +464,7 @@ def test_documented_actions() -> None:
         ("GET", "/app/roles"): A + "roles/read",
         ("DELETE", "/app/roles"): A + "roles/write",
         ("GET", "/app/ledger/chunks/{name}"): A + "chunks/read",
-        ("POST", "/app/userDefinedFunctions/{functionId}"): A + "endpoints/write",
+        ("POST", "/app/userDefinedFunctions/{functionId}:execute"): A + "endpoints/write",
         ("GET", "/healthz"): None,
     }
     assert {k: action.get(k, "missing") for k in expected} == expected

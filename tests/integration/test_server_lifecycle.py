@@ -378,3 +378,54 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert "serving" not in proc.stdout
     audit_clean(directory)  # and the ledger was closed properly
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every path under ``directory``: mode, modification time and contents (nothing may change)."""
+    return {
+        str(p.relative_to(directory)): (p.stat().st_mode, p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+        for p in sorted(directory.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("lost", "store"),
+    [("secrets", None), ("secrets/ledger_secret.sealed", None), ("secrets", "postgresql://nobody@127.0.0.1:1/none")],
+)
+def test_serve_without_the_ledger_secrets_names_the_situation_and_changes_nothing(
+    tmp_path: Path, lost: str, store: str | None
+) -> None:
+    """The runbook's promise (docs/operations/recovery.md): a directory whose secrets are gone
+    refuses to start, says that the ledger secrets are missing, and names `serve --recover` (or,
+    for a node of a replicated service, a new node); nothing in the directory is touched."""
+    directory = new_ledger(tmp_path)
+    gone = directory / lost
+    if gone.is_dir():
+        for p in gone.iterdir():
+            p.unlink()
+        gone.rmdir()
+    else:
+        gone.unlink()
+    before = _snapshot(directory)
+    command = [sys.executable, "-m", "notarium", "serve", str(directory), "--port", "0"]
+    proc = subprocess.run(
+        [*command, *(("--store", store) if store else ())],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+    )
+    assert proc.returncode == 1, proc.stderr
+    sealed = directory / "secrets" / "ledger_secret.sealed"
+    assert f"the ledger secrets of {directory} are missing (there is no {sealed})" in proc.stderr, proc.stderr
+    assert "cannot load private key" not in proc.stderr
+    if store is None:
+        assert f"\n  notarium serve {directory} --recover\n" in proc.stderr, proc.stderr
+        assert "docs/operations/recovery.md" in proc.stderr
+    else:
+        assert "--recover" not in proc.stderr  # it applies to the embedded store only
+        assert "notarium join NEWDIR" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+    assert _snapshot(directory) == before

@@ -247,11 +247,25 @@ def test_cli_process_reports_failure_as_json(svc: Path) -> None:
     assert proc.returncode != 0, proc.stdout
     out = json.loads(proc.stdout)
     assert out["ok"] is False
-    assert out["check"] == "signature-root"
+    # the service directory's ledger secret names the changed entry (its GCM tag fails)
+    assert out["check"] == "entry-secret"
+    assert out["txid"] == str(entry.txid)
     next_sig = next(e for e in victim.entries if e.is_signature and e.seqno > entry.seqno)
-    assert out["txid"] == str(next_sig.txid)
+    assert f"the root signed at {next_sig.txid}" in out["error"]
     proc = subprocess.run(
         [sys.executable, "-m", "notarium", "audit", str(svc)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode != 0
+    assert str(entry.txid) in proc.stderr
+    assert "entry-secret" in proc.stderr
+    # the chunk files alone: the signature whose root no longer matches
+    chunk_folder = [str(svc / "ledger"), "--service-cert", str(svc / "service_cert.pem")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "notarium", "audit", *chunk_folder],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode != 0
     assert str(next_sig.txid) in proc.stderr
@@ -478,6 +492,47 @@ def _middle(chunks: list[Chunk]) -> tuple[Chunk, int]:
         if not chunk.entries[i].is_signature and not chunk.entries[i + 1].is_signature:
             return chunk, i
     raise AssertionError("no two adjacent application entries")
+
+
+def test_a_changed_entry_is_named_when_the_ledger_secret_is_known(svc: Path) -> None:
+    """A changed entry breaks the root of the signature that covers it; with the ledger secret (a
+    service directory's) the audit names the entry itself, which its GCM tag no longer
+    authenticates. From the chunk files alone it can only name that signature."""
+    chunks = load_chunks(svc / "ledger")
+    chunk, i = _middle(chunks)
+    victim = chunk.entries[i]
+    covering = next(e for e in chunk.entries[i:] if e.is_signature)
+    data = bytearray(chunk.data)
+    data[victim.view.end - 1] ^= 0x01  # the last byte of its ciphertext
+    chunk.path.write_bytes(data)
+    exc = audit_error(svc)
+    assert (exc.check, exc.txid) == ("entry-secret", str(victim.txid))
+    assert f"transaction {victim.txid} was changed" in str(exc)
+    assert f"the root signed at {covering.txid}" in str(exc)
+    exc = audit_error(svc / "ledger", service_cert=svc / "service_cert.pem")
+    assert (exc.check, exc.txid) == ("signature-root", str(covering.txid))
+
+
+def test_a_changed_entry_of_a_public_ledger_is_named_with_its_ledger_secret(tmp_path: Path) -> None:
+    """On a public ledger too: the GCM tag authenticates the public domain."""
+    service = tmp_path / "public"
+    init_service(service, ledger_type="Public")
+    with open_ledger(service, CONFIG) as ledger:
+        txids = [ledger.append_entry(f"public entry {i}", "c") for i in range(30)]
+        assert ledger.wait_committed(txids[-1], timeout=10) == TxStatus.COMMITTED
+    chunks = load_chunks(service / "ledger")
+    victim = next(e for c in chunks for e in c.entries if e.txid == txids[17])
+    chunk = next(c for c in chunks if victim in c.entries)
+    data = bytearray(chunk.data)
+    at = data.index(b"public entry 17", victim.view.start) + len("public entry ")
+    data[at] = ord("9")
+    chunk.path.write_bytes(data)
+    exc = audit_error(service)
+    assert (exc.check, exc.txid) == ("entry-secret", str(victim.txid))
+    exc = audit_error(service / "ledger", service_cert=service / "service_cert.pem")
+    assert exc.check == "signature-root"
+    assert exc.txid is not None
+    assert TxId.parse(exc.txid).seqno > victim.seqno
 
 
 def test_deleted_entry(svc: Path) -> None:

@@ -88,3 +88,29 @@ def test_nothing_below_the_cli_imports_pgtrail() -> None:
             continue
         found = [n for n in _modules(path) if _within(n, ("notarium.pgtrail",))]
         assert not found, (path.relative_to(SRC), found)
+
+
+ALLOWED_IN_CONSOLE = (
+    "notarium.client",
+    "notarium.verify",
+    "notarium.host",
+    "notarium.errors",
+    "notarium.types",
+    "notarium.console",
+)
+
+
+def test_console_sits_above_the_client() -> None:
+    """The web console is a client of the ledger (and of a host): of notarium it imports only the
+    client, the verification core, the host (for --host-dir), errors, types and itself; nothing but
+    the command line imports it."""
+    paths = sorted((SRC / "console").rglob("*.py"))
+    assert paths
+    for path in paths:
+        found = [n for n in _modules(path) if n.split(".")[0] == "notarium" and not _within(n, ALLOWED_IN_CONSOLE)]
+        assert not found, (path.relative_to(SRC), found)
+    for path in sorted(SRC.rglob("*.py")):
+        if path.relative_to(SRC).parts[0] in ("cli", "console"):
+            continue
+        found = [n for n in _modules(path) if _within(n, ("notarium.console",))]
+        assert not found, (path.relative_to(SRC), found)

@@ -16,8 +16,8 @@ claim of a token (docs/design/trust-model.md, "User ids").
   ledger's only issuer, and only while the ledger trusts exactly one. Any change of the trusted
   issuers first binds the unbound users to the one issuer trusted until then (:func:`bind_unbound`),
   so adding a second issuer never hands them to it.
-- Written without an issuer, ids made of hex digits and colons that are not a fingerprint are
-  refused (a mistyped fingerprint would otherwise silently make a token user).
+- Nothing else is refused: any id ACL accepts (``"0" * 36`` in its own tests, ``AB:CD``) is accepted
+  wherever a user id is written, the same as a token's claim may carry it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from cryptography import x509
 _FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{2}(:?[0-9A-Fa-f]{2}){31}$")
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 _LEGACY_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_FINGERPRINT_LIKE = re.compile(r"^[0-9A-Fa-f:]*:[0-9A-Fa-f:]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_USER_ID = 256
 JWT_USER_PREFIX = "jwt:"  # the keys of token users (a certificate user's key is 64 hex digits)
@@ -67,12 +66,10 @@ def check_user_id(user_id: object) -> str:
 
 def check_user_ref(user_id: object, issuer: object = None) -> tuple[str, str | None]:
     """(user id, issuer) if they can name a user (``ValueError`` saying why otherwise): a user id,
-    not a near-fingerprint unless an issuer is named, and an issuer that is an ``iss`` value."""
+    and an issuer that is an ``iss`` value."""
     user_id = check_user_id(user_id)
     if issuer is not None and (not isinstance(issuer, str) or not 0 < len(issuer) <= 2048):
         raise ValueError("an issuer is its iss value, a string of at most 2048 characters")
-    if issuer is None and not is_fingerprint(user_id):
-        _refuse_fingerprint_like(user_id)
     return user_id, issuer
 
 
@@ -133,7 +130,6 @@ def find_user_key(user_id: str, issuer: str | None, keys: Collection[str], trust
     if is_fingerprint(user_id):
         key = certificate_key(user_id)
         return key if key in keys else None
-    _refuse_fingerprint_like(user_id)
     subject = token_subject(user_id)
     found = [k for k in keys if (parsed := parse_token_key(k)) is not None and parsed[1] == subject]
     if len(found) > 1:
@@ -158,7 +154,6 @@ def new_user_key(user_id: str, issuer: str | None, trusted: Collection[str]) -> 
         return token_key(issuer, user_id), issuer
     if is_fingerprint(user_id):
         return certificate_key(user_id), None
-    _refuse_fingerprint_like(user_id)
     if len(trusted) == 1:
         only = next(iter(trusted))
         return token_key(only, user_id), only
@@ -193,14 +188,6 @@ def bind_unbound(
         if raw in info:
             info_writes[bound] = info[raw]
     return user_writes, info_writes
-
-
-def _refuse_fingerprint_like(user_id: str) -> None:
-    if _FINGERPRINT_LIKE.match(user_id):
-        raise ValueError(
-            f"{_shown(user_id)} looks like a certificate fingerprint but is not one: 64 hex digits, "
-            "optionally as 32 colon-separated pairs (a token user with such an id needs ?issuer=<its iss>)"
-        )
 
 
 def _shown(text: str) -> str:

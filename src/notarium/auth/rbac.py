@@ -135,16 +135,36 @@ def check_custom_role_name(value: object) -> str:
     return value
 
 
-def parse_actions(value: object) -> frozenset[Action]:
-    """A non-empty array of catalogue actions (duplicates collapse); ``ValueError`` otherwise."""
+# --- application actions --------------------------------------------------------------------------
+
+MAX_APP_ACTION = 256
+_APP_ACTION = re.compile(r"/[\x21-\x7e]{1,255}")
+
+
+def is_app_action(value: str) -> bool:
+    """An *application action*: what ACL's user-defined roles name for its user-defined endpoints
+    (``/content/read``, ``/banking/accounts/post``): ``/`` then 1 to 255 printable ASCII characters,
+    no spaces. Kept with the role and shown back; it allows no operation of notarium's own (notarium
+    has no user-defined endpoints)."""
+    return bool(_APP_ACTION.fullmatch(value))
+
+
+def parse_actions(value: object) -> frozenset[str]:
+    """A non-empty array of actions (duplicates collapse): catalogue actions, as :class:`Action`
+    members, and application actions (:func:`is_app_action`), as plain strings. ``ValueError``
+    naming anything else (a catalogue action misspelt would otherwise quietly allow nothing)."""
     if not isinstance(value, list) or not value:
         raise ValueError("expected a non-empty array of actions")
     if not all(isinstance(a, str) for a in value):
         raise ValueError("every action is a string")
     known = {a.value for a in Action}
-    unknown = sorted({a for a in value if a not in known})
+    unknown = sorted({a for a in value if a not in known and not is_app_action(a)})
     if unknown:
         shown = ", ".join(repr(a[:100]) for a in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise ValueError(f"unknown action(s) {shown}{more}: GET /app/roles?roleName=Administrator lists them all")
-    return frozenset(Action(a) for a in value)
+        raise ValueError(
+            f"unknown action(s) {shown}{more}: GET /app/roles?roleName=Administrator lists the catalogue; "
+            "an application action starts with '/' (printable ASCII, no spaces, at most "
+            f"{MAX_APP_ACTION} characters)"
+        )
+    return frozenset(Action(a) if a in known else a for a in value)

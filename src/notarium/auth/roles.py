@@ -1,6 +1,11 @@
 """Roles as sets of actions: the built-in ones (fixed by the settings) and the user-defined ones,
 kept in the ledger (``public:notarium.roles``: key = role name, value = JSON ``{"roleName",
-"roleActions"}``)."""
+"roleActions"}``).
+
+A user-defined role's actions are catalogue actions (:class:`~notarium.auth.rbac.Action`, which
+allow notarium's operations) and application actions (:func:`~notarium.auth.rbac.is_app_action`,
+ACL's actions for user-defined endpoints: kept and shown, allowing nothing here). The API shows a
+role with ACL's field names (:meth:`RoleDefinition.to_api`); the ledger record keeps its own."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from notarium.auth.rbac import Action, Role
+from notarium.auth.rbac import Action, Role, is_app_action
 from notarium.ledger.remote import RemoteLedger
 from notarium.types import TxId
 from notarium.verify import tables
@@ -19,20 +24,35 @@ MAX_CUSTOM_ROLES = 1000
 @dataclass(frozen=True, slots=True)
 class RoleDefinition:
     name: str
-    actions: frozenset[Action]
+    actions: frozenset[str]  # catalogue actions (Action members) and application actions
 
-    def to_dict(self) -> dict[str, object]:
-        return {"roleName": self.name, "roleActions": sorted(a.value for a in self.actions)}
+    def action_names(self) -> list[str]:
+        return sorted(str(a) for a in self.actions)
+
+    def to_api(self) -> dict[str, object]:
+        """The role as ACL's API shows it (``role_name``, ``role_actions``; actions sorted)."""
+        return {"role_name": self.name, "role_actions": self.action_names()}
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        """The ledger record (``public:notarium.roles``)."""
+        record = {"roleName": self.name, "roleActions": self.action_names()}
+        return json.dumps(record, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, name: str, data: bytes) -> RoleDefinition:
-        """Actions this version does not know (written by a later one) grant nothing and are dropped."""
+        """Catalogue actions this version does not know (written by a later one) allow nothing and
+        are dropped; application actions are kept."""
         obj = json.loads(data)
         known = {a.value for a in Action}
-        return cls(name, frozenset(Action(a) for a in obj.get("roleActions", []) if a in known))
+        kept: set[str] = set()
+        for a in obj.get("roleActions", []):
+            if not isinstance(a, str):
+                continue
+            if a in known:
+                kept.add(Action(a))
+            elif is_app_action(a):
+                kept.add(a)
+        return cls(name, frozenset(kept))
 
 
 class RoleStore:
@@ -64,7 +84,7 @@ class RoleStore:
         if granted is None:
             union: set[str] = set()
             for name in roles:
-                actions = self._builtin.get(name)
+                actions: frozenset[str] | None = self._builtin.get(name)
                 if actions is None:
                     custom = self._custom.get(name)
                     actions = custom.actions if custom is not None else frozenset()

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from notarium.cli import audit, gov, host, init, join, ledger, ledgers, pg, recovery, reindex, run, serve
+from notarium.cli import audit, console, gov, host, init, join, ledger, ledgers, pg, recovery, reindex, run, serve
 from notarium.errors import NotariumError
 from notarium.server.config import LOG_FORMAT
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notarium", description="A self-hostable confidential ledger.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (init, run, serve, join, host, ledgers, audit, reindex, ledger, gov, recovery, pg):
+    for module in (init, run, serve, join, host, ledgers, audit, reindex, ledger, gov, recovery, pg, console):
         module.register(sub)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -12,8 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from notarium.auditing import AuditTarget, audit, find_target
+from notarium.auditing import AuditTarget, audit, directory_secrets, find_target
 from notarium.errors import LedgerAuditError
+from notarium.ledger.layout import Layout
 from notarium.types import TxId
 
 
@@ -21,11 +23,19 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "audit", help="verify every entry, signature and root of a ledger (a service directory or chunk folder)"
     )
-    p.add_argument("path", type=Path, metavar="PATH", nargs="?")
+    p.add_argument(
+        "path",
+        type=Path,
+        metavar="PATH",
+        nargs="?",
+        help="a service directory, an export (notarium export) or a folder of chunk files",
+    )
     p.add_argument(
         "--store",
         metavar="DSN",
-        help="audit the replicated log in PostgreSQL (postgresql://…) instead of files; needs --service-cert",
+        help="audit the replicated log in PostgreSQL (postgresql://…) instead of files; needs --service-cert, or "
+        "PATH naming one of the service's node directories (its certificate is pinned, and its ledger secrets "
+        "name the transaction of a changed row)",
     )
     p.add_argument(
         "--service-cert",
@@ -44,19 +54,36 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    if (args.path is None) == (args.store is None):
-        raise SystemExit("error: audit a PATH or a --store, one of them")
+    if args.path is None and args.store is None:
+        raise SystemExit("error: audit a PATH or a --store")
     if args.store is not None:
-        if args.service_cert is None:
-            raise SystemExit("error: --store needs --service-cert (the certificate to pin)")
-        with tempfile.TemporaryDirectory(prefix="notarium-audit-") as tmp:
-            from notarium.cluster.dump import dump_log  # noqa: PLC0415  (psycopg only when used)
-            from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415
-
-            with PostgresLog(args.store) as store:
-                dump_log(store, Path(tmp) / "ledger")
-            return _audit(args, find_target(Path(tmp) / "ledger", args.service_cert))
+        return _audit_store(args)
     return _audit(args, find_target(args.path, args.service_cert))
+
+
+def _audit_store(args: argparse.Namespace) -> int:
+    """The replicated log, written out as chunk files and audited as such. With a node's
+    directory, its ledger secrets name the transaction of a changed row (else the audit can only
+    name the signature whose root no longer matches)."""
+    cert, secrets = args.service_cert, None
+    if args.path is not None:
+        layout = Layout(args.path)
+        if not layout.config.is_file():
+            raise SystemExit(f"error: {args.path} is not a service directory (with --store, PATH is a node's)")
+        cert = cert or layout.service_cert
+        secrets = directory_secrets(layout)
+        if secrets is None:
+            raise SystemExit(f"error: cannot read the ledger secrets of {args.path}")
+    if cert is None:
+        raise SystemExit("error: --store needs --service-cert (the certificate to pin) or a node's directory")
+    with tempfile.TemporaryDirectory(prefix="notarium-audit-") as tmp:
+        from notarium.cluster.dump import dump_log  # noqa: PLC0415  (psycopg only when used)
+        from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415
+
+        with PostgresLog(args.store) as store:
+            dump_log(store, Path(tmp) / "ledger")
+        target = dataclasses.replace(find_target(Path(tmp) / "ledger", cert), entry_secrets=secrets)
+        return _audit(args, target)
 
 
 def _audit(args: argparse.Namespace, target: AuditTarget) -> int:

@@ -224,6 +224,8 @@ def handle(args: argparse.Namespace) -> int:
         if not 0.5 <= args.lease_ttl <= 600:
             raise SystemExit("error: --lease-ttl must be from 0.5 to 600 seconds")
         replication = Replication(args.store, args.advertise, args.lease_ttl)
+    if not recover:
+        check_openable(layout, replicated=replication is not None)
     asyncio.run(
         serve(
             args.directory,
@@ -236,6 +238,30 @@ def handle(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def check_openable(layout: Layout, *, replicated: bool) -> None:
+    """Exit, changing nothing, when the directory cannot be served: above all when its ledger
+    secrets are gone, saying so and what to run (docs/operations/recovery.md)."""
+    from notarium.ledger.service import load_identity  # noqa: PLC0415
+    from notarium.recovery.sealing import SealedSecretsMissingError  # noqa: PLC0415
+
+    try:
+        load_identity(layout)
+    except SealedSecretsMissingError:
+        situation = (
+            f"error: the ledger secrets of {layout.root} are missing (there is no {layout.sealed_ledger_secret}): "
+            "the ledger cannot be opened without them, so it is not served.\n"
+        )
+        if replicated:
+            raise SystemExit(
+                situation + "A node of a replicated service that lost them is replaced by a new one: "
+                "notarium join NEWDIR --target URL --service-cert FILE (docs/operations/ha.md)"
+            ) from None
+        raise SystemExit(
+            situation + "If they are lost, the members recover them from their recovery shares: start the service "
+            f"with\n  notarium serve {layout.root} --recover\nand follow docs/operations/recovery.md"
+        ) from None
 
 
 def write_admin_profile(layout: Layout, endpoint: str) -> Path:

@@ -589,9 +589,10 @@ class Client(_Base):
         return _users(body)
 
     def set_user(self, user_id: str, roles: list[str], issuer: str | None = None) -> User:
-        """Create the user, or replace its roles (ledger users with several roles); ``issuer``
-        names a token user's issuer (needed when the ledger trusts several)."""
-        body = self._run(_op_json(_set_user_call(user_id, roles, issuer)), USERS_API_VERSION)
+        """Create the user, or add these roles to it (ACL's merge-patch of ``/app/ledgerUsers``);
+        answers the user with all its roles. ``issuer`` names a token user's issuer (needed when
+        the ledger trusts several)."""
+        body = self._run(_op_set_user(user_id, roles, issuer), USERS_API_VERSION)
         return _users({"ledgerUsers": [body]})[0]
 
     def remove_user(self, user_id: str, issuer: str | None = None) -> None:
@@ -703,7 +704,7 @@ class AsyncClient(_Base):
         return _users(await self._run(_op_json(Call("GET", "/app/ledgerUsers")), USERS_API_VERSION))
 
     async def set_user(self, user_id: str, roles: list[str], issuer: str | None = None) -> User:
-        body = await self._run(_op_json(_set_user_call(user_id, roles, issuer)), USERS_API_VERSION)
+        body = await self._run(_op_set_user(user_id, roles, issuer), USERS_API_VERSION)
         return _users({"ledgerUsers": [body]})[0]
 
     async def remove_user(self, user_id: str, issuer: str | None = None) -> None:
@@ -723,6 +724,15 @@ def _set_user_call(user_id: str, roles: list[str], issuer: str | None = None) ->
         json={"assignedRoles": roles},
         headers={"Content-Type": "application/merge-patch+json"},
     )
+
+
+def _op_set_user(user_id: str, roles: list[str], issuer: str | None) -> Op[Any]:
+    """PATCH the user (the answer shows only the roles given), then read all its roles."""
+    yield _set_user_call(user_id, roles, issuer)
+    answer = yield Call("GET", _user_path(user_id), params={"issuer": issuer} if issuer is not None else {})
+    if answer is None:
+        raise ClientError("no answer")
+    return answer.json()
 
 
 def _remove_user_call(user_id: str, issuer: str | None = None) -> Call:

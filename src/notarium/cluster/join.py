@@ -35,8 +35,9 @@ ids), so a blob cannot be replayed as another kind of blob or to another service
 *Proof of possession*: the signature covers ``"notarium/join-request/v1" ‖ 0x00 ‖`` the canonical
 JSON (sorted keys, no whitespace, ASCII) of every other field, and must verify with ``publicKey``:
 only the holder of the node key can ask to join with it, and the answer's secrets are sealed to
-that key anyway. The quote is of CCF's *virtual* platform, the same shape as ``/app/enclaveQuotes``
-quotes plus ``reportData``, which must be SHA-256 of the node's public key (its node id). A virtual
+that key anyway. The quote is of CCF's *virtual* platform (an empty ``raw``) plus ``reportData``,
+which must be SHA-256 of the node's public key (its node id): the binding ``/app/enclaveQuotes``
+shows in each node's evidence (:mod:`notarium.cluster.attestation`). A virtual
 quote attests nothing (anyone can write one): it is checked for consistency, and the signature is
 what proves the key.
 

@@ -16,7 +16,10 @@ format, the same for all three (where real ACL's DNS name would simply stop reso
 
 Every other refusal is an error body too (:func:`error_bodies`): a path no route matches is 404
 (``LedgerNotFound`` under ``/ledgers/`` and ``/ledgerIdentity/``, else ``NotFound``), a method a
-route does not take 405 ``MethodNotAllowed`` with ``Allow``; never aiohttp's plain-text pages.
+route does not take 405 ``MethodNotAllowed`` with ``Allow``; never aiohttp's plain-text pages. A body
+sent with a ``Content-Encoding``, or declared larger than the limit, is refused (415
+``UnsupportedMediaType``, 413 ``RequestTooLarge``) before any handler runs, for the management API
+and every ledger alike (:mod:`notarium.server.bodies`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from aiohttp import web
 from notarium.host import arm
 from notarium.host.manager import LedgerManager
 from notarium.server.app import json_response
+from notarium.server.bodies import request_bodies
 from notarium.server.errors import error_response
 
 PREFIX = "/ledgers/"
@@ -71,7 +75,9 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
 
 
 def create_host_app(manager: LedgerManager) -> web.Application:
-    app = web.Application(client_max_size=manager.settings.server.max_body_bytes, middlewares=[error_bodies])
+    limit = manager.settings.server.max_body_bytes
+    # bodies with a Content-Encoding, or declared over the limit, are refused before anything reads them
+    app = web.Application(client_max_size=limit, middlewares=[error_bodies, request_bodies(limit)])
     app[arm.MANAGER] = manager
     app.router.add_route("*", "/ledgers/{ledgerName}", ledger_request)
     app.router.add_route("*", "/ledgers/{ledgerName}/{tail:.*}", ledger_request)

@@ -28,6 +28,7 @@ from notarium.host.ledgers import LedgerSettings
 from notarium.host.manager import HostConfig, LedgerManager
 from notarium.host.registry import Registry
 from notarium.ledger.durable import lock_exclusive, replace
+from notarium.server.bodies import HTTP_OPTIONS
 from notarium.server.config import url
 from notarium.server.connections import Gate, listen
 from notarium.server.front import EXIT_LISTEN_FAILED, _quiet_http_logger
@@ -67,6 +68,7 @@ async def run_host(
         max_field_size=settings.server.max_header_bytes,
         shutdown_timeout=settings.server.shutdown_timeout_s,
         logger=_quiet_http_logger(),
+        **HTTP_OPTIONS,
     )
     server = None
     try:

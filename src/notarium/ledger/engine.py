@@ -45,6 +45,7 @@ from notarium.ledger.index import (
     KIND_ENTRY,
     KIND_OTHER,
     KIND_SIGNATURE,
+    CollectionRow,
     Index,
     IndexState,
     Row,
@@ -52,6 +53,7 @@ from notarium.ledger.index import (
     TagRow,
     TxLocation,
 )
+from notarium.ledger.indexkeys import IndexKeys
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.ledger.storage.files import ChunkFiles
 from notarium.ledger.tree import TILE_HEIGHT, TreeStore
@@ -104,6 +106,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("notarium.ledger")
 
 DEFAULT_COLLECTION = "subledger:0"
+_MAX_SEQNO = 2**63 - 1
 # public internal tables whose latest values the index keeps too (besides tables.STATE_PREFIXES)
 _INDEXED_INTERNAL = frozenset({tables.RECOVERY_SHARES, tables.HISTORICAL_LEDGER_SECRET})
 
@@ -130,12 +133,13 @@ class SecretCourier(Protocol):
 class _SecretKey:
     """What the engine derives from one ledger secret."""
 
-    __slots__ = ("aead", "ce_mac", "commit_secret")
+    __slots__ = ("aead", "ce_mac", "commit_secret", "index")
 
     def __init__(self, secret: bytes) -> None:
         self.aead = AESGCM(secret)
         self.commit_secret = commit_secret(secret)
         self.ce_mac = HmacKey(self.commit_secret)
+        self.index = IndexKeys(secret)  # tokens and sealed names of the lookup index
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,25 +192,29 @@ class Receipt:
 
 
 class _IndexBatch:
-    """What the index learns from a run of transactions."""
+    """What the index learns from a run of transactions (tokens, not collection ids or tags:
+    :mod:`notarium.ledger.indexkeys`)."""
 
-    __slots__ = ("rows", "tags", "writes")
+    __slots__ = ("collections", "rows", "tags", "tokens", "writes")
 
     def __init__(self) -> None:
         self.rows: list[Row] = []
         self.tags: list[TagRow] = []
         self.writes: list[StateWrite] = []
+        self.collections: dict[bytes, CollectionRow] = {}  # collection tokens new to the index
+        self.tokens: dict[tuple[int, str], bytes] = {}  # (ledger secret, collection id) → token
 
-    def add(self, row: Row, tags: list[str], writes: list[tuple[str, bytes, bytes | None]]) -> None:
+    def add(self, row: Row, writes: list[tuple[str, bytes, bytes | None]]) -> None:
         seqno = row[0]
         self.rows.append(row)
-        self.tags.extend((t, seqno) for t in tags)
         self.writes.extend((table, key, value, seqno) for table, key, value in writes)
 
     def extend(self, other: _IndexBatch) -> None:
         self.rows += other.rows
         self.tags += other.tags
         self.writes += other.writes
+        for token, row in other.collections.items():
+            self.collections.setdefault(token, row)
 
 
 _Extras = tuple[list[str], list[tuple[str, bytes, bytes | None]]]
@@ -334,6 +342,8 @@ class Ledger:
     def _recover(self, genesis: Tables | None) -> None:
         """Bring index and tree in line with the durable, signed prefix of the chunk files."""
         tree, start = self._tree_from_index()
+        # collection tokens the index holds a sealed id for (grows only once a batch is indexed)
+        self._sealed_tokens = {token for token, _seqno, _sealed in self._index.collections()}
         last_view, last_good = self._replay(tree, start)
         empty_replica = self._replica is not None and not self._chunks.chunks  # filled from the log
         if last_good == 0 and start == 1 and (genesis is None or self._chunks.chunks) and not empty_replica:
@@ -600,10 +610,11 @@ class Ledger:
                     found = self._entry_of(buf, e, public)
                     if found is not None:
                         kind, (collection, tags) = KIND_ENTRY, found
-                row: Row = (e.seqno, e.view, chunk.start, off, e.end - off, kind, collection, leaf)
+                token = None if collection is None else self._index_entry(pending, e.seqno, collection, tags)
+                row: Row = (e.seqno, e.view, chunk.start, off, e.end - off, kind, token, leaf)
                 offsets.append(off)
                 pending_leaves.append(leaf)
-                pending.add(row, tags, _state_writes(public))
+                pending.add(row, _state_writes(public))
                 if kind == KIND_SIGNATURE:
                     for pl in pending_leaves[:-1]:
                         tree.append(pl)
@@ -638,10 +649,27 @@ class Ledger:
 
     def _index_rows(self, batch: _IndexBatch, tree: TreeStore, last_signature: int) -> None:
         f = self._frontier_at_last_signature
-        self._index.commit_batch(
-            batch.rows, tree.new_tiles, IndexState(last_signature, f.size, f.peaks), batch.tags, batch.writes
-        )
+        self._commit_index(batch, tree.new_tiles, IndexState(last_signature, f.size, f.peaks))
         tree.new_tiles = []
+
+    def _index_entry(self, batch: _IndexBatch, seqno: int, collection: str, tags: Sequence[str]) -> bytes:
+        """Add an entry's tag tokens to ``batch`` (and its collection's sealed id, the first time
+        the index sees its token); return its collection token. Under the keys of the ledger
+        secret in force at ``seqno``, like the entry itself."""
+        secrets, ring = self._ring
+        which = secrets.index_for(seqno)
+        keys = ring[which].index
+        token = batch.tokens.get((which, collection))
+        if token is None:  # most entries of a batch share a few collections: one HMAC each
+            token = batch.tokens[which, collection] = keys.collection(collection)
+        batch.tags += [(keys.tag(collection, tag), seqno) for tag in tags]
+        if token not in self._sealed_tokens and token not in batch.collections:
+            batch.collections[token] = (token, seqno, keys.seal(collection))
+        return token
+
+    def _commit_index(self, batch: _IndexBatch, tiles: list[tuple[int, bytes]], state: IndexState) -> None:
+        self._index.commit_batch(batch.rows, tiles, state, batch.tags, batch.writes, list(batch.collections.values()))
+        self._sealed_tokens.update(batch.collections)
 
     def _entry_of(
         self, buf: memoryview, e: EntryView, public: dict[str, dict[bytes, bytes | None]]
@@ -901,23 +929,22 @@ class Ledger:
             ]
             self._replica.append(self._view, self._node_id, rows)
         index = _IndexBatch()
+        no_extras: _Extras = ([], [])
         for batch in batches:
             locations = self._chunks.append(batch.first_seqno, batch.entries)
-            index.rows += [
-                (seqno, view, chunk, off, len(entry), kind, collection, leaf)
-                for (seqno, view, kind, collection, leaf), entry, (chunk, off) in zip(
-                    batch.rows, batch.entries, locations, strict=True
-                )
-            ]
-            for seqno, (tags, writes) in batch.extras.items():
-                index.tags += [(t, seqno) for t in tags]
+            for (seqno, view, kind, collection, leaf), entry, (chunk, off) in zip(
+                batch.rows, batch.entries, locations, strict=True
+            ):
+                token = None
+                if collection is not None:
+                    token = self._index_entry(index, seqno, collection, batch.extras.get(seqno, no_extras)[0])
+                index.rows.append((seqno, view, chunk, off, len(entry), kind, token, leaf))
+            for seqno, (_tags, writes) in batch.extras.items():
                 index.writes += [(table, key, value, seqno) for table, key, value in writes]
             if self._chunks.current_size >= self.config.chunk_size:
                 self._chunks.complete_current(batch.signature_seqno)  # fsyncs the chunk
         self._chunks.sync()
-        self._index.commit_batch(
-            index.rows, new_tiles, IndexState(signed_at, flushed.size, flushed.peaks), index.tags, index.writes
-        )
+        self._commit_index(index, new_tiles, IndexState(signed_at, flushed.size, flushed.peaks))
 
     # ------------------------------------------------------------------ replication (docs/design/ha.md)
 
@@ -1272,11 +1299,36 @@ class Ledger:
             claims_secret=base64.b64decode(record["secretKey"]),
         )
 
+    def _secret_ranges(self, first: int, last: int) -> list[tuple[IndexKeys, int, int]]:
+        """The index keys of each ledger secret in force within ``first..last``, with the part of
+        that range it covers, oldest first."""
+        secrets, keys = self._ring
+        starts = secrets.starts
+        ends = [start - 1 for start in starts[1:]] + [last]
+        return [
+            (key.index, max(first, start), min(last, end))
+            for key, start, end in zip(keys, starts, ends, strict=True)
+            if max(first, start) <= min(last, end)
+        ]
+
+    def _indexed_entry(self, row: TxLocation, collection_id: str, tag: str | None = None) -> LedgerEntry | None:
+        """The entry an index lookup found, checked to be in ``collection_id`` (with ``tag``): the
+        index is not trusted."""
+        entry = self.get_entry(TxId(row.view, row.seqno))
+        if entry is not None and (
+            entry.collection_id != collection_id or (tag is not None and tag not in _split_tags(entry.tags))
+        ):
+            raise ServiceError(
+                f"the index lists entry {entry.txid} under another collection or tag; run `notarium reindex`"
+            )
+        return entry
+
     def latest_entry(self, collection_id: str = DEFAULT_COLLECTION) -> LedgerEntry | None:
-        row = self._index.latest_entry(collection_id)
-        if row is None:
-            return None
-        return self.get_entry(TxId(row.view, row.seqno))
+        for keys, lo, hi in reversed(self._secret_ranges(1, _MAX_SEQNO)):
+            row = self._index.latest_entry(keys.collection(collection_id), lo, hi)
+            if row is not None:
+                return self._indexed_entry(row, collection_id)
+        return None
 
     def entries(
         self,
@@ -1288,15 +1340,28 @@ class Ledger:
     ) -> list[LedgerEntry]:
         """Committed entries of a collection (optionally with ``tag``) with ``first ≤ seqno ≤ last``."""
         last = self._committed if last is None else min(last, self._committed)
-        out = []
-        for row in self._index.entries(collection_id, first, last, limit, tag):
-            entry = self.get_entry(TxId(row.view, row.seqno))
-            if entry is not None:
-                out.append(entry)
+        out: list[LedgerEntry] = []
+        for keys, lo, hi in self._secret_ranges(first, last):
+            if len(out) >= limit:
+                break
+            token = keys.collection(collection_id)
+            tag_token = None if tag is None else keys.tag(collection_id, tag)
+            for row in self._index.entries(token, lo, hi, limit - len(out), tag_token):
+                entry = self._indexed_entry(row, collection_id, tag)
+                if entry is not None:
+                    out.append(entry)
         return out
 
     def collections(self) -> list[str]:
-        return self._index.collections()
+        """The ids of the collections that hold a committed entry, opened from the index's sealed copies."""
+        secrets, keys = self._ring
+        names = set()
+        for token, seqno, sealed in self._index.collections():
+            try:
+                names.add(keys[secrets.index_for(seqno)].index.open(token, sealed))
+            except ValueError as exc:
+                raise ServiceError(f"{exc}; run `notarium reindex`") from None
+        return sorted(names)
 
     # ------------------------------------------------------------------ receipts
 

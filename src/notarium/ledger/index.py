@@ -5,27 +5,40 @@ ahead of the ledger; after a crash it may be behind, and the engine replays the 
 is not trusted: the engine checks its Merkle state against the last signature at start-up, and
 every receipt built from it is verified before it is returned.
 
+It holds no collection id or tag in clear (format 3): entries are found by keyed tokens, and
+collection ids are kept sealed, under keys derived from the ledger secrets
+(:mod:`notarium.ledger.indexkeys`; what the index still reveals: docs/design/trust-model.md).
+
 Tables:
 
 * ``tx(seqno, view, chunk, offset, size, kind, collection, leaf)``: one row per transaction;
+  ``collection`` is the collection token of an application entry (``NULL`` for other transactions);
 * ``tile(idx, hash)``: roots of the complete 256-leaf subtrees (Merkle level 8), so receipts
   never read more than a tile of leaves;
-* ``tag(tag, seqno)``: entries by tag;
+* ``tag(token, seqno)``: entries by tag token (a tag within its collection);
+* ``collection(token, seqno, sealed)``: each collection token once, with the seqno of an entry
+  that has it (which ledger secret made the token) and the sealed collection id, for listing;
 * ``state(tbl, key, value, seqno)``: the latest committed value of each key of the public
   governance and notarium tables (``public:ccf.gov.*``, ``public:notarium.*``; not entries);
-* ``meta``: the Merkle frontier at the last indexed signature.
+* ``meta``: the format version, and the Merkle frontier at the last indexed signature.
+
+An index of another format (an older notarium's, which held collection ids and tags in clear) is
+deleted when it is opened, files and all, and the engine rebuilds it from the chunk files.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-FORMAT_VERSION = 2
+log = logging.getLogger("notarium.ledger")
+
+FORMAT_VERSION = 3
 KIND_OTHER, KIND_ENTRY, KIND_SIGNATURE = 0, 1, 2
 
 _SCHEMA = """
@@ -36,25 +49,29 @@ CREATE TABLE IF NOT EXISTS tx (
     offset INTEGER NOT NULL,
     size INTEGER NOT NULL,
     kind INTEGER NOT NULL,
-    collection TEXT,
+    collection BLOB,
     leaf BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tx_by_collection ON tx(collection, seqno) WHERE collection IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tx_signatures ON tx(seqno) WHERE kind = 2;
 CREATE TABLE IF NOT EXISTS tile (idx INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tag (tag TEXT NOT NULL, seqno INTEGER NOT NULL, PRIMARY KEY (tag, seqno));
+CREATE TABLE IF NOT EXISTS tag (token BLOB NOT NULL, seqno INTEGER NOT NULL, PRIMARY KEY (token, seqno));
+CREATE TABLE IF NOT EXISTS collection (token BLOB PRIMARY KEY, seqno INTEGER NOT NULL, sealed BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS state (tbl TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, seqno INTEGER NOT NULL,
                                   PRIMARY KEY (tbl, key));
 """
 
 _ROWS_PER_STATEMENT = 1000  # 8 values a row: well under SQLite's limit of 32,766 variables
 
-Row = tuple[int, int, int, int, int, int, str | None, bytes]
-"""(seqno, view, chunk, offset, size, kind, collection, leaf)"""
+Row = tuple[int, int, int, int, int, int, bytes | None, bytes]
+"""(seqno, view, chunk, offset, size, kind, collection token, leaf)"""
 
-TagRow = tuple[str, int]
-"""(tag, seqno) of a ledger entry written with that tag"""
+TagRow = tuple[bytes, int]
+"""(tag token, seqno) of a ledger entry written with that tag"""
+
+CollectionRow = tuple[bytes, int, bytes]
+"""(collection token, seqno of an entry with it, sealed collection id)"""
 
 StateWrite = tuple[str, bytes, bytes | None, int]
 """(table, key, value or None for a removal, seqno): the latest committed value of a state table"""
@@ -68,7 +85,7 @@ class TxLocation:
     offset: int
     size: int
     kind: int
-    collection: str | None
+    collection: bytes | None  # the collection token
     leaf: bytes
 
 
@@ -87,19 +104,15 @@ class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_other_format(path)
         self._w = self._connect()
         self._r = self._connect()
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         with self._wlock:
             self._w.executescript(_SCHEMA)
-            version = self._meta_get(self._w, "format_version")
-            if version is None:
+            if self._meta_get(self._w, "format_version") is None:
                 self._w.execute("INSERT INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
-            elif int(version) != FORMAT_VERSION:
-                self._w.close()
-                self._r.close()
-                raise ValueError(f"index format {version} is not {FORMAT_VERSION}; run `notarium reindex`")
             self._w.commit()
 
     def _connect(self) -> sqlite3.Connection:
@@ -122,8 +135,10 @@ class Index:
         state: IndexState,
         tags: Sequence[TagRow] = (),
         writes: Sequence[StateWrite] = (),
+        collections: Sequence[CollectionRow] = (),
     ) -> None:
-        """Add the rows, tags, state writes and tiles of one signed batch, and the Merkle state."""
+        """Add the rows, tags, collections, state writes and tiles of one signed batch, and the
+        Merkle state."""
         meta = {
             "last_seqno": str(state.last_seqno),
             "frontier": json.dumps([state.frontier_size, [p.hex() for p in state.frontier_peaks]]),
@@ -141,6 +156,8 @@ class Index:
             w.executemany("INSERT OR REPLACE INTO tile VALUES (?, ?)", tiles)
             if tags:
                 w.executemany("INSERT OR REPLACE INTO tag VALUES (?, ?)", tags)
+            if collections:
+                w.executemany("INSERT OR IGNORE INTO collection VALUES (?, ?, ?)", collections)
             for table, key, value, seqno in writes:
                 if value is None:
                     w.execute("DELETE FROM state WHERE tbl = ? AND key = ?", (table, key))
@@ -154,6 +171,7 @@ class Index:
             self._w.execute("DELETE FROM tx")
             self._w.execute("DELETE FROM tile")
             self._w.execute("DELETE FROM tag")
+            self._w.execute("DELETE FROM collection")
             self._w.execute("DELETE FROM state")
             self._w.execute("DELETE FROM meta WHERE key != 'format_version'")
             self._w.commit()
@@ -197,8 +215,9 @@ class Index:
                 raise ValueError("index tiles are not contiguous")
         return [bytes(h) for _i, h in rows]
 
-    def entries(self, collection: str, lo: int, hi: int, limit: int, tag: str | None = None) -> list[TxLocation]:
-        """Entries of ``collection`` (with ``tag``) with ``lo ≤ seqno ≤ hi``, ascending, at most ``limit``."""
+    def entries(self, collection: bytes, lo: int, hi: int, limit: int, tag: bytes | None = None) -> list[TxLocation]:
+        """Entries with collection token ``collection`` (or, when given, with tag token ``tag``,
+        which names the collection too) with ``lo ≤ seqno ≤ hi``, ascending, at most ``limit``."""
         with self._rlock:
             if tag is None:
                 rows = self._r.execute(
@@ -207,7 +226,7 @@ class Index:
                 ).fetchall()
             else:
                 rows = self._r.execute(
-                    "SELECT tx.* FROM tag JOIN tx ON tx.seqno = tag.seqno WHERE tag.tag = ? AND tx.collection = ?"
+                    "SELECT tx.* FROM tag JOIN tx ON tx.seqno = tag.seqno WHERE tag.token = ? AND tx.collection = ?"
                     " AND tag.seqno >= ? AND tag.seqno <= ? ORDER BY tag.seqno LIMIT ?",
                     (tag, collection, lo, hi, limit),
                 ).fetchall()
@@ -223,22 +242,50 @@ class Index:
             row = self._r.execute("SELECT value FROM state WHERE tbl = ? AND key = ?", (table, key)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def latest_entry(self, collection: str) -> TxLocation | None:
+    def latest_entry(self, collection: bytes, lo: int, hi: int) -> TxLocation | None:
+        """The last entry with collection token ``collection`` with ``lo ≤ seqno ≤ hi``."""
         with self._rlock:
             row = self._r.execute(
-                "SELECT * FROM tx WHERE collection = ? ORDER BY seqno DESC LIMIT 1", (collection,)
+                "SELECT * FROM tx WHERE collection = ? AND seqno >= ? AND seqno <= ? ORDER BY seqno DESC LIMIT 1",
+                (collection, lo, hi),
             ).fetchone()
         return None if row is None else TxLocation(*row)
 
-    def collections(self) -> list[str]:
+    def collections(self) -> list[CollectionRow]:
+        """Every collection token with the seqno of an entry that has it and its sealed id."""
         with self._rlock:
-            rows = self._r.execute(
-                "SELECT DISTINCT collection FROM tx WHERE collection IS NOT NULL ORDER BY collection"
-            ).fetchall()
-        return [str(r[0]) for r in rows]
+            rows = self._r.execute("SELECT token, seqno, sealed FROM collection ORDER BY seqno").fetchall()
+        return [(bytes(t), int(s), bytes(v)) for t, s, v in rows]
 
     def close(self) -> None:
         with self._wlock:
             self._w.close()
         with self._rlock:
             self._r.close()
+
+
+def _drop_other_format(path: Path) -> None:
+    """Delete the index at ``path`` (with its WAL files) if it is of another format: it is derived
+    data, and an older format holds collection ids and tags in clear, which must not stay on disk
+    (not even in SQLite's free pages)."""
+    if not path.exists():
+        return
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        finally:
+            conn.close()
+        version = None if row is None else str(row[0])
+    except sqlite3.Error:
+        version = "unreadable"
+    if version == str(FORMAT_VERSION):
+        return
+    log.warning(
+        "the index %s is of format %s, not %s; deleting it: it is rebuilt from the chunk files",
+        path,
+        version,
+        FORMAT_VERSION,
+    )
+    for suffix in ("-wal", "-shm", ""):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -178,7 +178,11 @@ def _populate(
 
 
 def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, LedgerSecrets]:
+    """The directory's configuration, keys and ledger secrets. Missing ledger secrets are
+    :class:`SealedSecretsMissingError` (checked first: a lost ``secrets/`` folder is that
+    situation, not merely a key file that cannot be read)."""
     config = ServiceConfig.load(layout)
+    secrets = unseal_secrets(VirtualFileSealer(layout.sealed_ledger_secret))
     node_key = ids.load_private_ec(layout.node_key)
     service_key = ids.load_private_ec(layout.service_key)
     node_cert, service_cert = ids.load_cert(layout.node_cert), ids.load_cert(layout.service_cert)
@@ -188,7 +192,6 @@ def load_identity(layout: Layout) -> tuple[ServiceConfig, ids.NodeIdentity, Ledg
         service_cert.public_key() != service_key.public_key()
     ):
         raise ServiceError(f"{layout.service_cert} does not match the service key")
-    secrets = unseal_secrets(VirtualFileSealer(layout.sealed_ledger_secret))
     return config, ids.NodeIdentity(node_key, node_cert, service_key, service_cert), secrets
 
 

@@ -48,7 +48,8 @@ class VirtualFileSealer:
             return self.path.read_bytes()
         except FileNotFoundError:
             raise SealedSecretsMissingError(
-                f"no sealed ledger secret at {self.path}: recover the service from its members' recovery shares"
+                f"the ledger secrets are missing (no {self.path}): the ledger cannot be opened without them; "
+                "they are recovered from the members' recovery shares"
             ) from None
         except OSError as exc:
             raise ServiceError(f"cannot unseal the ledger secret: {exc.strerror}") from None

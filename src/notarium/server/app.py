@@ -16,6 +16,7 @@ from notarium.auth.rbac import CATALOGUE, Action
 from notarium.auth.tokens import TokenError
 from notarium.auth.users import User
 from notarium.errors import NotariumError
+from notarium.server.bodies import request_bodies
 from notarium.server.config import API_VERSIONS
 from notarium.server.connections import failure_response
 from notarium.server.context import ServerContext
@@ -30,6 +31,7 @@ CTX: web.AppKey[ServerContext] = web.AppKey("notarium", ServerContext)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 USER: web.RequestKey[User] = web.RequestKey("user", User)
 TXID_HEADER = "x-ms-ccf-transaction-id"
+IDENTITY_MAX_BODY = 1024  # the plain identity listener's requests have no body
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # the validity periods of users' certificates (by digest; nothing is kept for other certificates)
 CERTIFICATE_WINDOWS = CertificateWindows()
@@ -141,6 +143,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ApiError as exc:
         response = exc.response()
     except web.HTTPException as exc:
+        if exc.status == 404 and request.method == "CONNECT":
+            exc = await _connect_refusal(request, exc)
         response = _http_error(exc)
     except NotariumError as exc:  # the engine refused or is gone (closing, failed): the caller may retry
         log.warning("%s %s: the ledger engine could not answer: %s", request.method, request.path, exc)
@@ -173,6 +177,17 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     )
     return response
+
+
+async def _connect_refusal(request: web.Request, exc: web.HTTPException) -> web.HTTPException:
+    """CONNECT, which notarium never serves: aiohttp reads its target as an authority (host:port)
+    and routes nothing, so a path there is routed here: 405 naming the path's methods, as for any
+    other method a route lacks (else the 404 stands)."""
+    target = request.raw_path
+    if not target.startswith("/"):
+        return exc
+    match = await request.app.router.resolve(request.clone(rel_url=target))
+    return match.http_exception if match.http_exception is not None else exc
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:
@@ -234,15 +249,19 @@ def create_app(ctx: ServerContext) -> web.Application:
         transactions,
         unsupported,
         users,
+        verifier,
     )
 
     # a node of a replicated service forwards writes while it is a backup (server/forward.py)
     forwarding = [forward_writes] if ctx.forwarder is not None else []
+    # bodies with a Content-Encoding, or declared over the limit, are refused before anything reads them
+    limit = ctx.config.max_body_bytes
     app = web.Application(
-        middlewares=[observe, *forwarding, check_api_version], client_max_size=ctx.config.max_body_bytes
+        middlewares=[observe, request_bodies(limit), *forwarding, check_api_version], client_max_size=limit
     )
     app[CTX] = ctx
-    for module in (ops, transactions, users, roles, governance, gov, nodes, export, consistency, issuers, unsupported):
+    modules = (ops, transactions, users, roles, governance, gov, nodes, export, consistency, issuers, verifier)
+    for module in (*modules, unsupported):
         module.register(app.router)
     return app
 
@@ -251,7 +270,10 @@ def create_identity_app(ctx: ServerContext) -> web.Application:
     """The plain-HTTP listener: only ``/ledgerIdentity/{ledgerId}`` (public, and needed to bootstrap TLS)."""
     from notarium.server.routes import governance  # noqa: PLC0415
 
-    app = web.Application(middlewares=[observe, no_tokens_in_clear, check_api_version], client_max_size=1024)
+    app = web.Application(
+        middlewares=[observe, request_bodies(IDENTITY_MAX_BODY), no_tokens_in_clear, check_api_version],
+        client_max_size=IDENTITY_MAX_BODY,
+    )
     app[CTX] = ctx
     app.router.add_get("/ledgerIdentity/{ledgerId}", governance.ledger_identity)
     return app

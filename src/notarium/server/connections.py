@@ -27,6 +27,13 @@ accept failures are reported in one WARNING line per :data:`REPORT_INTERVAL_S`, 
 A client's half-close (TLS ``close_notify``, or TCP FIN) ends what it may send, not what it gets: a
 request it completed is answered, then the connection closes; a request it did not complete is
 aborted before its handler can apply it.
+
+A request answered before its body was read (a refusal: 401, 403, 413, 415…) is never drained: the
+answer says ``Connection: close``, goes out with close_notify and a FIN, and what the client still
+sends is dropped unread (not decrypted, not parsed) for at most :data:`REFUSED_LINGER_S`, so that a
+client writing its whole body before it reads gets the answer rather than a reset; such a
+connection is the first one shed at the limits. The servers are made with
+:data:`notarium.server.bodies.HTTP_OPTIONS` (aiohttp itself neither inflates nor drains bodies).
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from notarium.server.errors import error_response
 log = logging.getLogger("notarium.server.connections")
 
 HANDSHAKE_TIMEOUT_S = 10.0
+REFUSED_LINGER_S = 5.0  # after an answer to a request whose body was not read (see above)
 REPORT_INTERVAL_S = 10.0
 ACCEPT_BATCH = 64  # accepts per readiness of a listening socket (each admitted at once)
 ACCEPT_PAUSE_S = 0.1  # after a failed accept
@@ -237,7 +245,11 @@ def _times(n: int, noun: str) -> str:
 
 
 def _victim(pool: dict[GuardedProtocol, None]) -> GuardedProtocol | None:
-    """Whom to shed: the newest idle connection; else the oldest that has not completed a request."""
+    """Whom to shed: a connection closing after a refusal; else the newest idle connection; else the
+    oldest that has not completed a request."""
+    for conn in pool:
+        if conn.lingering:
+            return conn
     for conn in reversed(pool):
         if conn.phase is Phase.IDLE and not conn.writing_paused and not conn.closing:
             return conn
@@ -269,11 +281,14 @@ def _track(server: web.Server) -> None:
 
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         try:
-            return await handle(request)
+            response = await handle(request)
         finally:
             conn = request.get(_CONNECTION)
             if conn is not None:
-                conn.request_ended()
+                conn.request_ended(body_unread=not request.content.is_eof())
+        if not request.content.is_eof():  # answered before its body was read: not kept alive
+            response.force_close()
+        return response
 
     server.request_factory = factory
     server.request_handler = handler
@@ -358,6 +373,8 @@ class GuardedProtocol(asyncio.Protocol, abc.ABC):
         self._timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._body: Any = None  # the body (aiohttp StreamReader) of the request in progress, until it is whole
+        self.refused = False  # a request was answered before its body was read: the rest is dropped unread
+        self.lingering = False  # closed after such an answer; dropping what the client still sends
         self._next = False  # bytes of the next request arrived during this one
         self._reason: Exception | None = None
         self._outbox: list[bytes] = []
@@ -443,8 +460,10 @@ class GuardedProtocol(asyncio.Protocol, abc.ABC):
         else:
             self._watch_body()
 
-    def request_ended(self) -> None:
+    def request_ended(self, body_unread: bool = False) -> None:
         self._body = None
+        if body_unread:
+            self.refused = True  # from now on nothing more is read: aiohttp closes after the answer
         if self.closing:
             return
         if self._next:
@@ -474,7 +493,7 @@ class GuardedProtocol(asyncio.Protocol, abc.ABC):
 
     def _deliver(self, plain: list[bytes]) -> None:
         """Hand what one socket read carried to the application at once (one parse, not one per record)."""
-        if not plain or self.app is None:
+        if not plain or self.app is None or self.refused:
             return
         data = plain[0] if len(plain) == 1 else b"".join(plain)
         if not data:
@@ -582,8 +601,28 @@ class GuardedProtocol(asyncio.Protocol, abc.ABC):
         self._send_outbox()
         self.closing = True
         self._shutdown()
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if self.refused:
+            self._linger(self.transport)
+        else:
             self.transport.close()
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """After an answer to a request whose body was not read: send a FIN after the answer, and drop
+        what the client still sends (its body, before it reads the answer) for REFUSED_LINGER_S at most,
+        or until it closes its side; a reset would otherwise make the client lose the answer."""
+        self.lingering = True
+        if transport.can_write_eof() and not transport.get_write_buffer_size():  # else the FIN comes at the close
+            with contextlib.suppress(OSError):  # the client reset the connection already
+                transport.write_eof()
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(REFUSED_LINGER_S, transport.close)
 
     def abort(self, reason: Exception | None = None) -> None:
         if reason is not None and self._reason is None:
@@ -603,7 +642,7 @@ class PlainServerProtocol(GuardedProtocol):
         self._start_app()
 
     def data_received(self, data: bytes) -> None:
-        if not self.closing:
+        if not self.closing and not self.refused:
             self._deliver([data])
 
     def _send(self, data: bytes) -> None:

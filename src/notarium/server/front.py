@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from notarium.ledger.remote import RemoteLedger
 from notarium.server.app import create_app, create_identity_app
+from notarium.server.bodies import HTTP_OPTIONS
 from notarium.server.config import LOG_FORMAT, ServerConfig
 from notarium.server.connections import Gate, PlainServerProtocol, listen
 from notarium.server.context import ServerContext
@@ -77,6 +78,7 @@ async def run_front(sock: socket.socket) -> int:
         max_field_size=config.max_header_bytes,
         shutdown_timeout=config.shutdown_timeout_s,
         logger=_quiet_http_logger(),
+        **HTTP_OPTIONS,
     )
     await runner.setup()
     app_server = runner.server
@@ -93,7 +95,9 @@ async def run_front(sock: socket.socket) -> int:
     try:
         server = await listen(config.host, config.port, lambda: TLSServerProtocol(tls[0], app_server, gate), gate)
         if config.identity_http_port is not None:
-            plain_runner = web.AppRunner(create_identity_app(ctx), access_log=None, logger=_quiet_http_logger())
+            plain_runner = web.AppRunner(
+                create_identity_app(ctx), access_log=None, logger=_quiet_http_logger(), **HTTP_OPTIONS
+            )
             await plain_runner.setup()
             handler = plain_runner.server
             if handler is None:

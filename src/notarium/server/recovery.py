@@ -29,6 +29,7 @@ from aiohttp import web
 from notarium.ledger.identity import load_cert, load_private_ec
 from notarium.ledger.layout import Layout
 from notarium.recovery.directory import DirectoryRecovery
+from notarium.server.bodies import HTTP_OPTIONS, request_bodies
 from notarium.server.config import ServerConfig
 from notarium.server.connections import Gate, listen
 from notarium.server.errors import ApiError, error_response
@@ -61,7 +62,7 @@ async def _errors(
 
 
 def recovery_app(recovery: DirectoryRecovery, layout: Layout, done: asyncio.Event) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_SHARE_BODY)
+    app = web.Application(middlewares=[_errors, request_bodies(MAX_SHARE_BODY)], client_max_size=MAX_SHARE_BODY)
 
     def status_body() -> dict[str, object]:
         return {
@@ -130,7 +131,7 @@ async def wait_for_shares(
     layout = Layout(directory)
     recovery = DirectoryRecovery(directory)
     done = asyncio.Event()
-    runner = web.AppRunner(recovery_app(recovery, layout, done), access_log=None)
+    runner = web.AppRunner(recovery_app(recovery, layout, done), access_log=None, **HTTP_OPTIONS)
     await runner.setup()
     tls = server_context([load_cert(layout.node_cert)], load_private_ec(layout.node_key))
     handler = runner.server

@@ -77,7 +77,7 @@ class TLSServerProtocol(GuardedProtocol):
         self._arm(HANDSHAKE_TIMEOUT_S, f"no TLS handshake within {HANDSHAKE_TIMEOUT_S:g} s")
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.refused:  # nothing more is read (not even decrypted)
             return
         try:
             self._conn.bio_write(data)

@@ -14,7 +14,9 @@ Two pure stages, so that chunks can be scanned in parallel:
   signature overall. Transactions after the last signature are reported as unverified.
 
 With the ledger secret, it also checks the commit evidence and GCM tag of the entries that no
-later signature covers (the last signature transaction and the unsigned tail).
+later signature covers (the last signature transaction and the unsigned tail), and
+:func:`find_changed_entry` names the entry that a signed root failed because of (its GCM tag
+authenticates every byte of it but the framing, the public domain as associated data).
 
 ccf-ledger-format.md §12.4 lists what the ``ccf`` package leaves unchecked; this auditor checks
 all of it except attestation and governance rules.
@@ -26,7 +28,7 @@ import bisect
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +48,7 @@ from notarium.verify.entry import (
     TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS,
     ChunkName,
     decode_tables,
+    parse_entry,
     read_positions,
 )
 from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
@@ -619,18 +622,10 @@ class LedgerAuditor:
     def _check_uncovered(self) -> None:
         if self._secret is None:
             return
-        starts = [start for start, _secret in self._secret]
         for txid, raw in self._uncovered:
-            secret = self._secret[max(bisect.bisect_right(starts, txid.seqno) - 1, 0)][1]
-            aead = AESGCM(secret)
-            _header, tag, _iv_seqno, _iv_view, pub_size, _t, _s, _claims, ced, _m = _TYPE4.unpack_from(raw, 0)
-            if commit_evidence_digest(commit_evidence(secret, txid)) != ced:
-                raise _fail("commit evidence does not derive from the ledger secret", "entry-secret", *_sv(txid))
-            pub_end = FIXED_SIZE + pub_size
-            try:
-                aead.decrypt(raw[24:36], raw[pub_end:] + tag, raw[FIXED_SIZE:pub_end])
-            except InvalidTag as exc:
-                raise _fail("GCM tag does not authenticate the entry", "entry-secret", *_sv(txid)) from exc
+            problem = entry_secret_problem(raw, txid, self._secret)
+            if problem is not None:
+                raise _fail(problem, "entry-secret", *_sv(txid))
         self.report.secrets_checked = True
 
     def finish(self) -> AuditReport:
@@ -650,6 +645,49 @@ class LedgerAuditor:
             )
         self._check_uncovered()
         return self.report
+
+
+def entry_secret_problem(raw: bytes, txid: TxId, secrets: Sequence[tuple[int, bytes]]) -> str | None:
+    """What is wrong with one entry (``raw``: exactly its bytes) under the ledger secret in force at
+    its seqno (``secrets``: ``(start seqno, secret)`` in order), or ``None``: its commit evidence
+    must derive from the secret, and its GCM tag must authenticate it (the public domain as
+    associated data, so on a public ledger too)."""
+    starts = [start for start, _secret in secrets]
+    secret = secrets[max(bisect.bisect_right(starts, txid.seqno) - 1, 0)][1]
+    _header, tag, _iv_seqno, _iv_view, pub_size, _t, _s, _claims, ced, _m = _TYPE4.unpack_from(raw, 0)
+    if commit_evidence_digest(commit_evidence(secret, txid)) != ced:
+        return "commit evidence does not derive from the ledger secret"
+    pub_end = FIXED_SIZE + pub_size
+    try:
+        AESGCM(secret).decrypt(raw[24:36], raw[pub_end:] + tag, raw[FIXED_SIZE:pub_end])
+    except InvalidTag:
+        return "GCM tag does not authenticate the entry"
+    return None
+
+
+def find_changed_entry(
+    data: bytes, first: int, last: int, secrets: Sequence[tuple[int, bytes]]
+) -> tuple[TxId, str] | None:
+    """The first entry of a chunk file (``data``) with ``first ≤ seqno ≤ last`` that the ledger
+    secrets do not authenticate, and what is wrong with it; ``None`` if there is none (or the
+    chunk cannot be read that far). Names the transaction that was changed when a signature's
+    root does not match: every byte of an entry but its framing is authenticated by its GCM tag."""
+    try:
+        entries_end, _positions = read_positions(data)
+        off = CHUNK_HEADER_SIZE
+        while off < entries_end:
+            e = parse_entry(data, off, entries_end)
+            if e.seqno > last:
+                return None
+            if e.seqno >= first:
+                txid = TxId(e.view, e.seqno)
+                problem = entry_secret_problem(bytes(data[off : e.end]), txid, secrets)
+                if problem is not None:
+                    return txid, problem
+            off = e.end
+    except (VerificationError, struct.error):
+        return None
+    return None
 
 
 def _same_key(a: x509.Certificate, b: x509.Certificate) -> bool:

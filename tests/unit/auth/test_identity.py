@@ -47,11 +47,12 @@ def test_what_is_not_a_user_id(user_id: object) -> None:
 
 
 @pytest.mark.parametrize("near", [":".join(["AB"] * 31) + ":A", "AB:" * 32, "AB:CD"])
-def test_a_mistyped_fingerprint_is_refused_unless_an_issuer_is_named(near: str) -> None:
-    with pytest.raises(ValueError, match="looks like a certificate fingerprint"):
-        new_user_key(near, None, [A])
-    with pytest.raises(ValueError, match="looks like a certificate fingerprint"):
-        find_user_key(near, None, [], [A])
+def test_hex_and_colons_that_are_not_a_fingerprint_name_a_token_user(near: str) -> None:
+    """One rule (issue #16): any id ACL accepts is accepted; only a fingerprint is a certificate user."""
+    assert new_user_key(near, None, [A]) == (token_key(A, near), A)
+    assert new_user_key(near, None, []) == (token_key(None, near), None)
+    assert find_user_key(near, None, [], [A]) is None
+    assert find_user_key(near, None, [token_key(A, near)], [A]) == token_key(A, near)
     assert new_user_key(near, A, [A]) == (token_key(A, near), A)
 
 

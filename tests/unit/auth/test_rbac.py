@@ -78,3 +78,33 @@ def test_actions_are_parsed_exactly() -> None:
             parse_actions([A + "transactions/read", bad_action])
     with pytest.raises(ValueError, match="and 2 more"):
         parse_actions([f"{A}unknown/{n}" for n in range(7)])
+
+
+def test_application_actions_are_kept_as_written() -> None:
+    """ACL's actions for user-defined endpoints (issue #16): ``/`` then printable ASCII, no spaces."""
+    parsed = parse_actions(["/content/read", "/content/write", A + "transactions/read", "/content/read"])
+    assert parsed == {"/content/read", "/content/write", Action.TRANSACTIONS_READ}
+    assert isinstance(next(a for a in parsed if a.startswith(A)), Action)
+    assert parse_actions(["/" + "x" * 255]) == {"/" + "x" * 255}
+    for bad in ("/", "/has space", "/tab\there", "/" + "x" * 256, "content/read", "/caf\u00e9", "\\content"):
+        with pytest.raises(ValueError, match="unknown action"):
+            parse_actions([bad])
+
+
+def test_a_role_record_keeps_application_actions() -> None:
+    from notarium.auth.roles import RoleDefinition
+
+    role = RoleDefinition("modify", frozenset({"/content/write", Action.TRANSACTIONS_READ, "/content/read"}))
+    assert role.to_api() == {
+        "role_name": "modify",
+        "role_actions": ["/content/read", "/content/write", A + "transactions/read"],
+    }
+    assert role.to_json() == (
+        b'{"roleName":"modify","roleActions":["/content/read","/content/write",'
+        b'"Microsoft.ConfidentialLedger/ledger/transactions/read"]}'
+    )
+    again = RoleDefinition.from_json("modify", role.to_json())
+    assert again == role
+    # a catalogue action of a later version allows nothing here and is dropped; so is garbage
+    later = b'{"roleName":"m","roleActions":["' + A.encode() + b'future/read","/ok",5,"no slash"]}'
+    assert RoleDefinition.from_json("m", later).actions == {"/ok"}

@@ -323,7 +323,7 @@ def test_jwt_issuer_and_nodes(world: World) -> None:
         {},
         {"actions": []},
         {"actions": [{"name": "set_user", "args": {"roles": ["Reader"]}}]},
-        {"actions": [{"name": "set_user", "args": {"user_id": "AB:CD:EF", "roles": ["Reader"]}}]},
+        {"actions": [{"name": "set_user", "args": {"user_id": "a\nb", "roles": ["Reader"]}}]},
         {"actions": [{"name": "set_member", "args": {"cert": "not a cert"}}]},
         {"actions": [{"name": "set_member", "args": {"cert": "x", "extra": 1}}]},
         {"actions": [{"name": "set_recovery_threshold", "args": {"recovery_threshold": 0}}]},

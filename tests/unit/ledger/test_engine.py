@@ -8,6 +8,7 @@ what makes a transaction Committed and the local files are the node's verified r
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from leaks import files_holding, tables_holding
 from notarium.auditing import audit, find_target
 from notarium.cluster.node import NodeSettings, ReplicaNode, check_replica
 from notarium.errors import LedgerError, ServiceError
@@ -173,6 +175,38 @@ def test_private_contents_never_reach_disk_in_clear(tmp_path: Path, ledger: Ledg
         data = f.read_bytes()
         assert secret.encode() not in data
         assert b"secret-collection" not in data
+
+
+def test_collection_ids_and_tags_never_reach_disk_in_clear(
+    service: Path, open_service: Opener, request: pytest.FixtureRequest
+) -> None:
+    """On a private ledger the index finds entries by keyed tokens: the collection id and tags
+    are in no file of the service directory (nor in PostgreSQL), and lookups work as before."""
+    in_collection, in_tag = secrets.token_hex(8), secrets.token_hex(8)
+    collection, tag = f"orders-{in_collection}", f"urgent-{in_tag}"
+    markers = [in_collection.encode(), in_tag.encode()]
+    led = open_service(service, EngineConfig(signature_interval_ms=5))
+    try:
+        txs = [led.append_entry(f"e{i}", collection, tags=f"{tag},x" if i % 3 == 0 else "x") for i in range(12)]
+        elsewhere = led.append_entry("same tag, another collection", "other", tags=tag)
+        assert led.wait_committed(elsewhere, timeout=10) == TxStatus.COMMITTED
+        assert led.collections() == sorted([collection, "other"])
+        assert [e.txid for e in led.entries(collection)] == txs
+        assert [e.txid for e in led.entries(collection, tag=tag)] == txs[::3]
+        assert [e.txid for e in led.entries(collection, tag=tag, limit=2)] == txs[:6:3]
+        assert [e.txid for e in led.entries("other", tag=tag)] == [elsewhere]
+        assert [e.txid for e in led.entries("other", tag="x")] == []
+        latest = led.latest_entry(collection)
+        assert latest is not None
+        assert latest.txid == txs[-1]
+    finally:
+        led.close()
+    assert files_holding(service, markers) == []
+    if request.node.callspec.params["open_service"] == "postgresql":
+        assert tables_holding(request.getfixturevalue("pg_dsn"), markers) == []
+    with open_service(service) as led:  # reopened: the index answers the same
+        assert led.collections() == sorted([collection, "other"])
+        assert [e.txid for e in led.entries(collection, tag=tag)] == txs[::3]
 
 
 def test_public_ledger_keeps_contents_in_clear(tmp_path: Path, open_service: Opener) -> None:

@@ -89,3 +89,11 @@ def query_txid(request: web.Request, name: str) -> TxId | None:
 def next_link(path: str, params: dict[str, str]) -> str:
     """A relative continuation link; the SDK re-sends these parameters plus its api-version."""
     return f"{path}?{urlencode(params)}"
+
+
+def path_id(name: str, *actions: str) -> str:
+    """``{name}`` in a route's path: one path segment, but not one ending in ``:action`` for any of
+    ``actions``. CCF names actions ``{id}:action`` (``/gov/members/proposals/{proposalId}:withdraw``)
+    beside ``{id}`` itself: excluded here, such a path is routed to the action's route only, so that
+    another method there is 405 naming the action's method, not the ``{id}`` route's."""
+    return "{" + name + ":[^{}/]+" + "".join(f"(?<!:{action})" for action in actions) + "}"

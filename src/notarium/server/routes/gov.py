@@ -18,6 +18,7 @@ from notarium.server.app import context, json_response, member_signed, requires
 from notarium.server.consortium import ISSUER_TABLES, USER_TABLES
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError
+from notarium.server.routes.common import path_id
 
 PROPOSALS = "/gov/members/proposals"
 
@@ -25,11 +26,11 @@ PROPOSALS = "/gov/members/proposals"
 def register(router: web.UrlDispatcher) -> None:
     router.add_post(PROPOSALS + ":create", create_proposal)
     router.add_get(PROPOSALS, list_proposals)
-    router.add_get(PROPOSALS + "/{proposalId}", get_proposal)
+    router.add_get(PROPOSALS + "/" + path_id("proposalId", "withdraw"), get_proposal)
     router.add_get(PROPOSALS + "/{proposalId}/actions", get_proposal_actions)
     router.add_post(PROPOSALS + "/{proposalId}/ballots/{memberId}:submit", submit_ballot)
     router.add_post(PROPOSALS + "/{proposalId}:withdraw", withdraw_proposal)
-    router.add_get("/gov/members/state-digests/{memberId}", get_state_digest)
+    router.add_get("/gov/members/state-digests/" + path_id("memberId", "update", "ack"), get_state_digest)
     router.add_post("/gov/members/state-digests/{memberId}:update", update_state_digest)
     router.add_post("/gov/members/state-digests/{memberId}:ack", ack_state_digest)
     router.add_get("/gov/service/members", service_members)

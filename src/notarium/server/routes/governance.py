@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from aiohttp import web
 
 from notarium.auth.rbac import Action
+from notarium.cluster.attestation import enclave_quote, is_node_id
 from notarium.server.app import context, json_response, requires
 from notarium.verify import tables
-
-QUOTE_FORMAT = "Insecure_Virtual"
 
 
 def register(router: web.UrlDispatcher) -> None:
@@ -34,16 +34,23 @@ async def members(request: web.Request) -> web.StreamResponse:
     )
 
 
+def _trusted(value: bytes) -> bool:
+    try:
+        info = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(info, dict) and info.get("status") == "Trusted"
+
+
 @requires(Action.GOVERNANCE_READ)
 async def enclave_quotes(request: web.Request) -> web.StreamResponse:
-    """There is no TEE: every quote is of CCF's *virtual* platform, empty, and says so."""
+    """One quote per Trusted node of the service (``public:ccf.gov.nodes.info``), as CCF lists them:
+    the virtual platform's evidence (:mod:`notarium.cluster.attestation`), which says it is virtual."""
     ledger = context(request).ledger
     node_id = ledger.facts.service.node_id
-    nodes = sorted(k.decode() for k in await ledger.state(tables.NODES_INFO)) or [node_id]
-    quotes = {
-        n: {"nodeId": n, "quoteVersion": QUOTE_FORMAT, "raw": "", "platform": "Virtual", "virtual": True} for n in nodes
-    }
-    return json_response({"currentNodeId": node_id, "enclaveQuotes": quotes})
+    recorded = {key.decode(errors="replace"): value for key, value in (await ledger.state(tables.NODES_INFO)).items()}
+    nodes = sorted(n for n, value in recorded.items() if is_node_id(n) and _trusted(value)) or [node_id]
+    return json_response({"currentNodeId": node_id, "enclaveQuotes": {n: enclave_quote(n) for n in nodes}})
 
 
 @requires(None)

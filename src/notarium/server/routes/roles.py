@@ -1,7 +1,12 @@
 """Roles (``/app/roles``, ACL 2024-07-26-preview): read every role, manage user-defined ones.
 
-- ``GET /app/roles?roleName=X``: ``[{"roleName": X, "roleActions": [...]}]`` (built-in or
-  user-defined; 404 if there is none); without ``roleName``: every role, built-in ones first.
+A role is shown with ACL's field names, ``{"role_name": X, "role_actions": [...]}``, in ACL's
+envelope ``{"roles": [...]}`` (what 2.0.0b*'s ``get_user_defined_role`` reads as its ``Roles``
+model, and what ACL's own tests read back). Requests may name the fields as ACL does or in camelCase
+(``roleName``, ``roleActions``), as notarium's earlier clients and the SDK 2.x models send them.
+
+- ``GET /app/roles?roleName=X``: ``{"roles": [X]}`` (built-in or user-defined; 404 if there is
+  none); without ``roleName``: every role, built-in ones first.
 - ``PUT /app/roles``: create or replace user-defined roles (their actions become exactly the ones
   given).
 - ``PATCH /app/roles``: add actions to existing user-defined roles (ACL: "if the desire is to remove
@@ -9,8 +14,8 @@
 - ``DELETE /app/roles?roleName=X``: remove a user-defined role no user holds.
 
 PUT and PATCH take ACL's two body forms: a bare array of roles (SDK 1.2.0b1) or ``{"roles": [...]}``
-(2.0.0b*); they answer 200 with the roles as stored, DELETE 200 without a body (what the SDKs
-accept). A request is checked whole before anything is written, and is one ledger transaction,
+(2.0.0b*); they answer 200 with ``{"roles": [...]}`` as stored, DELETE 200 without a body (what the
+SDKs accept). A request is checked whole before anything is written, and is one ledger transaction,
 committed before the answer: the next request sees the change.
 """
 
@@ -57,6 +62,20 @@ def _not_found(name: str) -> ApiError:
     return ApiError(404, "ResourceNotFound", f"There is no role {name!r}.")
 
 
+# (ACL's name, camelCase name) of a role's fields; either spelling is accepted, not both at once
+NAME_FIELDS = ("role_name", "roleName")
+ACTIONS_FIELDS = ("role_actions", "roleActions")
+
+
+def _field(item: dict[str, Any], names: tuple[str, str], where: str) -> tuple[str, object]:
+    """(the spelling used, its value) of a role's field; ACL's spelling when it is missing."""
+    given = [n for n in names if n in item]
+    if len(given) > 1:
+        raise bad_input(f"At {where}: give {names[0]} or {names[1]}, not both.")
+    name = given[0] if given else names[0]
+    return name, item.get(name)
+
+
 def _parse_roles(body: Any) -> list[RoleDefinition]:
     """Either body form, checked whole: valid names, known actions, no name twice."""
     if isinstance(body, dict):
@@ -72,19 +91,25 @@ def _parse_roles(body: Any) -> list[RoleDefinition]:
     roles: dict[str, RoleDefinition] = {}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
-            raise bad_input(f'At {where}/{i}: Expected an object {{"roleName": ..., "roleActions": [...]}}.')
+            raise bad_input(f'At {where}/{i}: Expected an object {{"role_name": ..., "role_actions": [...]}}.')
+        name_field, value = _field(item, NAME_FIELDS, f"{where}/{i}")
         try:
-            name = check_custom_role_name(item.get("roleName"))
+            name = check_custom_role_name(value)
         except ValueError as exc:
-            raise bad_input(f"At {where}/{i}/roleName: {exc}.") from None
+            raise bad_input(f"At {where}/{i}/{name_field}: {exc}.") from None
         if name in roles:
-            raise bad_input(f"At {where}/{i}/roleName: the role {name!r} is given twice.")
+            raise bad_input(f"At {where}/{i}/{name_field}: the role {name!r} is given twice.")
+        actions_field, value = _field(item, ACTIONS_FIELDS, f"{where}/{i}")
         try:
-            actions = parse_actions(item.get("roleActions"))
+            actions = parse_actions(value)
         except ValueError as exc:
-            raise bad_input(f"At {where}/{i}/roleActions: {exc}.") from None
+            raise bad_input(f"At {where}/{i}/{actions_field}: {exc}.") from None
         roles[name] = RoleDefinition(name, actions)
     return list(roles.values())
+
+
+def _answer(roles: list[RoleDefinition]) -> web.StreamResponse:
+    return json_response({"roles": [r.to_api() for r in roles]})
 
 
 async def _commit(ctx: ServerContext, txid: TxId) -> None:
@@ -102,15 +127,15 @@ async def _write(ctx: ServerContext, roles: list[RoleDefinition]) -> None:
 
 @requires(Action.ROLES_READ)
 async def get_roles(request: web.Request) -> web.StreamResponse:
-    """One role (``?roleName=``) or all of them, as a bare array (what every SDK version reads)."""
+    """One role (``?roleName=``) or all of them, in ACL's envelope ``{"roles": [...]}``."""
     roles = context(request).roles
     name = _role_name_query(request)
     if name is None:
-        return json_response([r.to_dict() for r in (*roles.builtin(), *roles.custom())])
+        return _answer([*roles.builtin(), *roles.custom()])
     role = roles.get(name)
     if role is None:
         raise _not_found(name)
-    return json_response([role.to_dict()])
+    return _answer([role])
 
 
 @requires(Action.ROLES_WRITE)
@@ -124,7 +149,7 @@ async def put_roles(request: web.Request) -> web.StreamResponse:
         if total > MAX_CUSTOM_ROLES:
             raise bad_input(f"A ledger holds at most {MAX_CUSTOM_ROLES} user-defined roles; delete some first.")
         await _write(ctx, roles)
-    return json_response([r.to_dict() for r in roles])
+    return _answer(roles)
 
 
 @requires(Action.ROLES_WRITE)
@@ -140,7 +165,7 @@ async def patch_roles(request: web.Request) -> web.StreamResponse:
                 raise _not_found(role.name)
             merged.append(RoleDefinition(role.name, existing.actions | role.actions))
         await _write(ctx, merged)
-    return json_response([r.to_dict() for r in merged])
+    return _answer(merged)
 
 
 @requires(Action.ROLES_WRITE)

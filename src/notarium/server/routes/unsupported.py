@@ -7,19 +7,28 @@ from aiohttp import web
 from notarium.auth.rbac import Action
 from notarium.server.app import requires
 from notarium.server.errors import ApiError
+from notarium.server.routes.common import path_id
 
-PATHS = [
-    "/app/userDefinedEndpoints",
-    "/app/userDefinedEndpoints/runtimeOptions",
-    "/app/userDefinedEndpoints/modules",
-    "/app/userDefinedFunctions",
-    "/app/userDefinedFunctions/{functionId}",
-]
+FUNCTION = "/app/userDefinedFunctions/" + path_id("functionId", "execute")
+# ACL's operations (acl-rest-api.md §3.12-3.13), each with its own methods: another method is 405
+# with an Allow header naming these, as on every other route (GET also answers HEAD)
+ROUTES = {
+    "/app/userDefinedEndpoints": ("GET", "PUT"),
+    "/app/userDefinedEndpoints/runtimeOptions": ("GET", "PATCH"),
+    "/app/userDefinedEndpoints/modules": ("GET",),
+    "/app/userDefinedFunctions": ("GET",),
+    FUNCTION: ("GET", "PUT", "DELETE"),
+    "/app/userDefinedFunctions/{functionId}:execute": ("POST",),
+}
 
 
 def register(router: web.UrlDispatcher) -> None:
-    for path in PATHS:
-        router.add_route("*", path, not_implemented)
+    for path, methods in ROUTES.items():
+        for method in methods:
+            if method == "GET":
+                router.add_get(path, not_implemented)
+            else:
+                router.add_route(method, path, not_implemented)
 
 
 @requires(Action.ENDPOINTS_WRITE)

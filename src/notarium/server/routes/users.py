@@ -4,6 +4,17 @@ Roles are built-in (Administrator, Contributor, Reader) or user-defined (``/app/
 one-role view shows the highest built-in role a user has, or, for a user with user-defined roles
 only, the first of them by name.
 
+ACL's semantics, as its own SDK tests expect them (docs/api.md, "Users"):
+
+- ``PATCH /app/users/{userId}`` (``assignedRole``) creates the user or replaces its roles with that
+  one; ``PATCH /app/ledgerUsers/{userId}`` (``assignedRoles``) creates the user or **adds** the roles
+  (a merge: a role is removed by deleting the user and creating it again), and answers with the
+  roles the request assigned.
+- ``DELETE`` of either is idempotent: a user that does not exist is 204 too, nothing written.
+- From api-version 2024-08-22-preview on (the versions with ``/app/ledgerUsers``), ``PATCH`` and
+  ``DELETE /app/users/{userId}`` are 400 ``ApiVersionRedirect``: those versions manage users
+  through ``/app/ledgerUsers``. Earlier versions (and requests without one) are served as before.
+
 ``{userId}`` follows the one rule of :mod:`notarium.auth.identity`: a fingerprint is a certificate
 user, anything else a token user. The optional query parameter ``issuer`` (notarium's) names a
 token user's issuer; without it, the id names the only token user with that id, and a new one
@@ -25,6 +36,9 @@ from notarium.server.errors import ApiError, bad_input
 from notarium.server.routes.common import json_object, query
 from notarium.types import TxStatus
 
+# api-versions that manage users through /app/ledgerUsers only: /app/users changes are redirected
+LEDGER_USERS_VERSIONS = frozenset({"2024-08-22-preview", "2024-12-09-preview"})
+
 
 def register(router: web.UrlDispatcher) -> None:
     router.add_get("/app/users", list_users)
@@ -34,7 +48,21 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get("/app/ledgerUsers", list_ledger_users)
     router.add_get("/app/ledgerUsers/{userId}", get_ledger_user)
     router.add_patch("/app/ledgerUsers/{userId}", patch_ledger_user)
-    router.add_delete("/app/ledgerUsers/{userId}", delete_user)
+    router.add_delete("/app/ledgerUsers/{userId}", delete_ledger_user)
+
+
+def _redirect_old_endpoint(request: web.Request) -> None:
+    """ACL's answer to a change through ``/app/users/{userId}`` under an api-version that has
+    ``/app/ledgerUsers``: 400 ``ApiVersionRedirect``, nothing written."""
+    version = request.query.get("api-version")
+    if version in LEDGER_USERS_VERSIONS:
+        raise ApiError(
+            400,
+            "ApiVersionRedirect",
+            f"With api-version {version}, users are managed through /app/ledgerUsers/{{userId}} "
+            '(body {"assignedRoles": [...]}); /app/users/{userId} changes users up to api-version '
+            "2024-07-26-preview.",
+        )
 
 
 def one_role(roles: frozenset[str]) -> str:
@@ -142,8 +170,12 @@ async def _patch(
     field: str,
     roles_of: Callable[[ServerContext, object], frozenset[str]],
     render: Callable[[User], dict[str, object]],
+    *,
+    merge: bool,
 ) -> web.StreamResponse:
-    """Merge-patch a user: create it (``field`` required) or replace its roles (``field`` given)."""
+    """Merge-patch a user: create it (``field`` required) or set its roles (``field`` given): with
+    ``merge``, the roles given are added to the user's and the answer shows those given (ACL's
+    ``/app/ledgerUsers``); otherwise they replace the user's (``/app/users``)."""
     _find(request)  # a malformed id is refused before the body is read
     body = await json_object(request)
     ctx = context(request)
@@ -158,33 +190,48 @@ async def _patch(
         except ValueError as exc:
             raise bad_input(f"At #/{field}: {exc}") from None
         if existing is not None:
-            user = User(existing.key, existing.user_id, roles, existing.issuer)
+            held = existing.roles | roles if merge else roles
+            user = User(existing.key, existing.user_id, held, existing.issuer)
         else:
             try:
                 key, bound = ctx.users.new_key(user_id, issuer, ctx.issuers.trusted())
             except ValueError as exc:
                 raise bad_input(str(exc)) from None
             user = User(key, user_id, roles, bound)
-        await _store(ctx, user, user.key)
-    return json_response(render(user))
+        if user != existing:  # roles already held: answered without a write
+            await _store(ctx, user, user.key)
+    return json_response(render(User(user.key, user.user_id, roles, user.issuer)))
 
 
 @requires(Action.USERS_WRITE)
 async def patch_user(request: web.Request) -> web.StreamResponse:
-    """Create or update a user with one role (merge-patch: ``{"assignedRole": ...}``)."""
-    return await _patch(request, "assignedRole", _one_role, _v1)
+    """Create or update a user with one role (merge-patch: ``{"assignedRole": ...}`` replaces its roles)."""
+    _redirect_old_endpoint(request)
+    return await _patch(request, "assignedRole", _one_role, _v1, merge=False)
 
 
 @requires(Action.USERS_WRITE)
 async def patch_ledger_user(request: web.Request) -> web.StreamResponse:
-    """Create or update a user with several roles (merge-patch: ``{"assignedRoles": [...]}``)."""
-    return await _patch(request, "assignedRoles", _several_roles, _v2)
+    """Create a user with several roles, or add roles to it (merge-patch: ``{"assignedRoles": [...]}``)."""
+    return await _patch(request, "assignedRoles", _several_roles, _v2, merge=True)
+
+
+async def _delete(request: web.Request) -> web.StreamResponse:
+    """Remove the user named; one that does not exist is already removed (204, nothing written)."""
+    ctx = context(request)
+    async with ctx.access_changes:
+        user, _, _ = _find(request)
+        if user is not None:
+            await _store(ctx, None, user.key)
+    return web.Response(status=204)
 
 
 @requires(Action.USERS_WRITE)
 async def delete_user(request: web.Request) -> web.StreamResponse:
-    ctx = context(request)
-    async with ctx.access_changes:
-        user = _existing(request)
-        await _store(ctx, None, user.key)
-    return web.Response(status=204)
+    _redirect_old_endpoint(request)
+    return await _delete(request)
+
+
+@requires(Action.USERS_WRITE)
+async def delete_ledger_user(request: web.Request) -> web.StreamResponse:
+    return await _delete(request)
