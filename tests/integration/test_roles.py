@@ -83,7 +83,8 @@ CALLERS = ("Administrator", "Contributor", "Reader", *CUSTOM, "unregistered", "a
 PROBE_ROLE = "matrix-probe"  # PUT /app/roles creates it (then the test removes it)
 VICTIM_ROLE = "matrix-victim"  # DELETE /app/roles removes it (then the test puts it back)
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/ledgerIdentity/{ledgerId}"}
+# /verify: the standalone receipt verifier page (it runs in the browser and asks the ledger nothing)
+UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/ledgerIdentity/{ledgerId}", "/verify"}
 GOV_PUBLIC = {  # public reads: governance is on the record
     "/gov/members/proposals",
     "/gov/members/proposals/{proposalId}",
