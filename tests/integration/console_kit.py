@@ -10,8 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +17,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
-from integration.server import clean_env
+from integration.server import announced, clean_env
 
 CHROMIUM = os.environ.get("NOTARIUM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -62,30 +60,8 @@ def console(*args: str, env: dict[str, str] | None = None, timeout: float = 30) 
         text=True,
         env={**clean_env(), **(env or {})},
     )
-    lines: list[str] = []
-    found: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            m = _URL.search(line)
-            if m and not found:
-                found.append(m.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while not ready.wait(0.05):
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("the console did not start:\n" + "".join(lines))
-    if not found:
-        proc.wait(5)
-        raise RuntimeError("the console exited:\n" + "".join(lines))
-    handle = Console(found[0], proc, lines)
+    url, lines = announced(proc, _URL, "the console", timeout)
+    handle = Console(url, proc, lines)
     try:
         yield handle
     finally:

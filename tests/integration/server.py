@@ -82,30 +82,8 @@ def running(
         env=clean_env(),
         preexec_fn=limit_open_files if open_files is not None else None,  # noqa: PLW1509  (one setrlimit)
     )
-    lines: list[str] = []
-    found: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            m = _SERVING.search(line)
-            if m and not found:
-                found.append(m.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while not ready.wait(0.05):
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("the server did not start:\n" + "".join(lines))
-    if not found:
-        proc.wait(5)
-        raise RuntimeError("the server exited:\n" + "".join(lines))
-    server = Server(found[0], directory, proc, lines)
+    url, lines = announced(proc, _SERVING, "the server", timeout)
+    server = Server(url, directory, proc, lines)
     try:
         yield server
     finally:
@@ -141,3 +119,34 @@ def settled_committed(read: Callable[[], str]) -> str:
         last = now
         time.sleep(0.1)
     raise AssertionError("the committed TxId never settled")
+
+
+def announced(
+    proc: subprocess.Popen[str], pattern: re.Pattern[str], what: str, timeout: float
+) -> tuple[str, list[str]]:
+    """Collect ``proc``'s output lines (in a thread, for its whole life) until a line matches
+    ``pattern``: its first group, and the list the lines keep going to."""
+    lines: list[str] = []
+    found: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            m = pattern.search(line)
+            if m and not found:
+                found.append(m.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{what} did not start:\n" + "".join(lines))
+    if not found:
+        proc.wait(5)
+        raise RuntimeError(f"{what} exited:\n" + "".join(lines))
+    return found[0], lines
