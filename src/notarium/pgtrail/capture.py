@@ -62,6 +62,11 @@ MESSAGE_PREFIX: Final = "notarium-pg"
 PROGRESS_BYTES: Final = 16 << 20
 PROGRESS_MIN_BYTES: Final = 8 << 10
 DEFAULT_MAX_ENTRY: Final = 1 << 20
+# While records wait for company, the socket is drained this often. Not once per transaction
+# (a wake-up each cost the database's clients more CPU than reading did), and not once per batch
+# window: the socket holds only some tens of kilobytes, and a walsender that finds it full stops
+# decoding until it is read, so a longer sleep caps capture at a socketful per window.
+DRAIN_SECONDS: Final = 0.01
 
 
 @dataclass
@@ -357,16 +362,13 @@ class _Streamer:
                 if msg is None:
                     if self.pending and self.begin is None:
                         # group commit: records wait up to batch_seconds for company, so that under
-                        # load the ledger gets a few large entries rather than one per round trip.
-                        # The wait is a sleep, not a wait for the socket: what arrives meanwhile is
-                        # read in one go afterwards (PostgreSQL holds it), rather than with a
-                        # wake-up per transaction, which cost the database's clients more CPU than
-                        # reading it did
+                        # load the ledger gets a few large entries rather than one per round trip;
+                        # meanwhile the socket is drained every DRAIN_SECONDS
                         left = self.batch_started + self.config.batch_seconds - time.monotonic()
                         if left <= 0:
                             self.flush()
                         else:
-                            self.agent.stop.wait(left)
+                            self.agent.stop.wait(min(left, DRAIN_SECONDS))
                         continue
                     if self.begin is None and self.idle():
                         return
