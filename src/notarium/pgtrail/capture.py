@@ -392,8 +392,9 @@ class _Streamer:
         """One message of ``size`` bytes. A change's size estimate (:meth:`add`) is its message's
         size plus 4 a value: at least the characters its values take in the entry (a text value
         has 5 bytes of header where JSON adds 3 characters; a NULL or unchanged marker 1 byte,
-        ``null`` 4 characters, ``{"unchanged":true}`` 18, within the 6-bytes-a-character margin
-        that :meth:`_write_group` allows)."""
+        ``null`` 4 characters, ``{"unchanged":true}`` 18). It sizes batches and finds the
+        transactions too large for one entry; an entry itself is measured exactly before it is
+        written (:meth:`_write_group`)."""
         if isinstance(m, po.Insert):
             self.add(Change("I", self.table(m.relid).name, new=m.new), size + 4 * len(m.new))
         elif isinstance(m, po.Update):
@@ -528,28 +529,26 @@ class _Streamer:
 
     def flush(self) -> None:
         """Write the pending records: one entry, or halves of them while an entry would be too large."""
-        txs, times, estimate = tuple(self.pending), self.pending_times, self.pending_bytes
+        txs, times = tuple(self.pending), self.pending_times
         self.pending, self.pending_times, self.pending_bytes = [], [], 0
-        self._write_group(txs, times, estimate, last=True)
+        self._write_group(txs, times, last=True)
 
-    def _write_group(self, txs: tuple[Tx, ...], times: list[int], estimate: int, *, last: bool) -> None:
+    def _write_group(self, txs: tuple[Tx, ...], times: list[int], *, last: bool) -> None:
         end = max(txs[-1].end, self.covered) if last else txs[-1].end
         entry = Txs(self.init.epoch, self.end, end, self.count + len(txs), txs)
-        # the estimate counts characters, the entry holds UTF-8 and JSON escapes (up to 6 bytes a
-        # character) and headers: measure when it comes within that of the limit
-        near = estimate * 6 + 4096 > self.config.max_entry_bytes
-        if near and len(encode(entry).encode()) > self.config.max_entry_bytes:
+        text = encode(entry)  # once: the text measured is the text appended
+        if len(text.encode()) > self.config.max_entry_bytes:
             if len(txs) == 1:  # one transaction too large for an entry: in parts
                 self.large(txs[0], times[0])
                 return
-            half = len(txs) // 2  # either half is at most the whole: its estimate stays an upper bound
-            self._write_group(txs[:half], times[:half], estimate, last=False)
-            self._write_group(txs[half:], times[half:], estimate, last=last)
+            half = len(txs) // 2
+            self._write_group(txs[:half], times[:half], last=False)
+            self._write_group(txs[half:], times[half:], last=last)
             return
-        self.write(entry, times)
+        self.write(entry, times, text)
 
-    def write(self, entry: Txs, times: list[int]) -> None:
-        self.ledger.append_retrying(entry, say=self.agent.say, keepalive=self.stream.keepalive)
+    def write(self, entry: Txs, times: list[int], text: str | None = None) -> None:
+        self.ledger.append_retrying(entry, text=text, say=self.agent.say, keepalive=self.stream.keepalive)
         self.end = entry.end
         self.covered = max(self.covered, entry.end)
         self.count = entry.count

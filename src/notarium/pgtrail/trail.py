@@ -52,9 +52,12 @@ class TrailLedger:
         self.client = client
         self.collection = collection
 
-    def append(self, entry: TrailEntry, *, wait: bool = True) -> TxId:
+    def append(self, entry: TrailEntry, *, text: str | None = None, wait: bool = True) -> TxId:
+        """Append ``entry`` (``text``: its encoding, when the caller has it already)."""
         try:
-            done = self.client.append(encode(entry), collection=self.collection, tags=_tags(entry), wait=wait)
+            done = self.client.append(
+                encode(entry) if text is None else text, collection=self.collection, tags=_tags(entry), wait=wait
+            )
         except ApiError as exc:
             if exc.code == "EntrySizeCapacityExceeded" or exc.status == 413:
                 raise TrailError(
@@ -65,7 +68,12 @@ class TrailLedger:
         return done.txid
 
     def append_retrying(
-        self, entry: TrailEntry, *, say: Callable[[str], None], keepalive: Callable[[], None] = lambda: None
+        self,
+        entry: TrailEntry,
+        *,
+        text: str | None = None,
+        say: Callable[[str], None],
+        keepalive: Callable[[], None] = lambda: None,
     ) -> TxId:
         """Append and wait until Committed, waiting out an unreachable or busy ledger (with a visible
         message each time, and ``keepalive`` called while waiting).
@@ -74,6 +82,7 @@ class TrailLedger:
         (a ledger that stops signs what is pending: it commits), and the entry is appended again
         only if it became Invalid; when the append itself got no answer, the collection's newest
         entry is looked at first (the ledger may have taken it)."""
+        contents = encode(entry) if text is None else text
         delay = 0.5
         txid: TxId | None = None
         asked = False
@@ -81,11 +90,11 @@ class TrailLedger:
             try:
                 if txid is None and asked:
                     newest = self.client.latest(collection=self.collection)
-                    if newest is not None and newest.contents == encode(entry):
+                    if newest is not None and newest.contents == contents:
                         return newest.txid
                 if txid is None:
                     asked = True
-                    txid = self.append(entry, wait=False)
+                    txid = self.append(entry, text=contents, wait=False)
                 self.client.wait(txid)
                 return txid
             except NotCommittedError as exc:
