@@ -18,6 +18,12 @@ Benchmarks (issue #2):
   bomb     2 MiB gzip bombs without a credential: the front's CPU seconds per bomb, and an Administrator's
            append latency alone and with 4 bomb clients (bench/bomb.py)
   console  `notarium console` page render times on a ledger of 1M entries, each <= 300 ms (bench/console.py)
+  anchor   committed appends through the client with and without a running `notarium anchor --every 1`
+           (frozen with SIGSTOP in the phases without), alternating phases, median ratio (bench/anchor.py)
+  host     a ledger host on PostgreSQL: appends/s of 1 and 10 hosted ledgers with 1 and 2 host processes,
+           failover time over 10 SIGKILLs of a host process, memory with 100 idle ledgers (bench/host.py)
+  e2e      committed appends through the client, plain vs sealed end to end (grants re-read, envelope),
+           alternating phases, median ratio (bench/e2e.py)
 Results are printed and written to bench/out/results.json (a run with --only updates its sections).
 """
 
@@ -201,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     sections = ["engine", "memory", "audit", "http", "client", "export", "tokens", "recovery", "ha", "pgtrail"]
-    sections += ["join", "bomb", "console"]
+    sections += ["join", "bomb", "console", "host"]
+    sections += ["anchor"]
+    sections += ["e2e"]
     parser.add_argument("--only", nargs="*", choices=sections)
     args = parser.parse_args(argv)
     only = set(args.only or sections)
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if ledger_dir is not None:
         shutil.rmtree(ledger_dir.parent, ignore_errors=True)
     # the sections that run a server or a client of their own: module bench.NAME, function bench_NAME
-    for name in ("http", "client", "export", "tokens", "recovery", "ha", "pgtrail", "join", "bomb", "console"):
+    for name in sections[3:]:  # all but engine, memory and audit (above)
         if name in only:
             run = getattr(importlib.import_module(f"bench.{name}"), f"bench_{name}")
             results[name] = run(args.quick)

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from bench.http import init_service_cli, prefill
 from notarium.ledger import open_ledger
+from notarium.ledger.restore import DirectoryRecovery
 from notarium.ledger.service import recover_service_identity
-from notarium.recovery.directory import DirectoryRecovery
 from notarium.recovery.shares import decrypt_share
 from notarium.types import TxId
 

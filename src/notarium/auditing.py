@@ -1,7 +1,7 @@
 """Reading a ledger from disk for the auditor: file selection, secrets, progress.
 
-The checks themselves are in :mod:`notarium.verify.audit`; this module only finds the files
-and feeds them in order.
+The checks themselves are in :mod:`notarium.verify.chunk` and :mod:`notarium.verify.audit`; this
+module only finds the files and feeds them in order.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from cryptography import x509
 from notarium.errors import LedgerAuditError, ServiceError, VerificationError
 from notarium.ledger.layout import Layout
 from notarium.recovery.chain import LedgerSecrets
-from notarium.recovery.directory import scan_recovery_records
+from notarium.recovery.records import scan_recovery_records
 from notarium.types import TxId
-from notarium.verify.audit import AuditReport, ChunkScan, LedgerAuditor, find_changed_entry, scan_chunk
+from notarium.verify.audit import AuditReport, LedgerAuditor, find_changed_entry
+from notarium.verify.chunk import ChunkScan, scan_chunk
 from notarium.verify.entry import ChunkName
 from notarium.verify.keys import load_pem_cert
 

@@ -437,7 +437,9 @@ OUT_OF_FDS = """
 import asyncio, logging, os, resource, sys
 from aiohttp import web
 from notarium.server.config import LOG_FORMAT, ServerConfig
-from notarium.server.connections import Gate, PlainServerProtocol, listen
+from notarium.server.connections import PlainServerProtocol
+from notarium.server.gate import Gate
+from notarium.server.listener import listen
 
 async def main() -> None:
     async def hello(request):

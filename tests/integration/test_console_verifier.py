@@ -1,6 +1,6 @@
 """The standalone receipt verifier page (src/notarium/verify/verifier.html) in a real browser, against
 the Azure SDK's ``verify_receipt`` (1.1.1 and 2.0.0b2, in their oracle venvs) and notarium's own
-``verify_json_receipt``, on every receipt of the project's vectors (tests/vectors/acl-sdk) and every
+``verify_json_receipt``, on every receipt of the project's vectors (tests/unit/verify/vectors/acl-sdk) and every
 altered one of tests/unit/verify/test_receipts.py, and on receipts of a fresh ledger with
 alterations of each part. The page must agree with notarium on every case, and with the SDK on
 every case but those where notarium is documented as stricter (it rejects them; the SDK accepts).
@@ -30,7 +30,7 @@ from notarium.ledger import EngineConfig, init_service, open_ledger
 from notarium.verify import standalone, verify_json_receipt
 from unit.verify.test_receipts import EXPECTED_FAILURES, STRICT_FAILURES
 
-VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "acl-sdk"
+VECTORS = Path(__file__).resolve().parents[1] / "unit" / "verify" / "vectors" / "acl-sdk"
 B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 HEX = "0123456789abcdef"
 

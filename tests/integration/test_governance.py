@@ -34,7 +34,7 @@ from notarium.auditing import audit, find_target
 from notarium.governance.request import sign_request
 from notarium.ledger import init_service
 from notarium.ledger.identity import cert_pem, load_cert, load_private_ec, private_pem, public_pem, self_signed_identity
-from notarium.recovery.directory import scan_recovery_records
+from notarium.recovery.records import scan_recovery_records
 from notarium.recovery.shares import RecoverySharesRecord, decrypt_share
 from notarium.verify.keys import acl_user_id, cert_fingerprint
 

@@ -25,8 +25,8 @@ from notarium.ledger.identity import (
     new_ec_key,
     service_certificate,
 )
+from notarium.ledger.restore import DirectoryRecovery
 from notarium.ledger.service import recover_service_identity
-from notarium.recovery.directory import DirectoryRecovery
 from notarium.recovery.shares import decrypt_share
 from notarium.types import TxId, TxStatus
 from notarium.verify import tables, verify_json_receipt

@@ -53,7 +53,8 @@ from schemathesis.specs.openapi.checks import (
 import notarium.server
 from integration.server import Server, running
 from notarium.ledger import EngineConfig, init_service, open_ledger
-from notarium.ledger.remote import EngineService, RemoteLedger
+from notarium.ledger.engine_service import EngineService
+from notarium.ledger.remote import RemoteLedger
 from notarium.server.app import create_app
 from notarium.server.config import API_VERSIONS, ServerConfig
 from notarium.server.context import ServerContext

@@ -30,7 +30,7 @@ from integration.test_ops import assert_no_secrets, secrets_of
 from notarium.auditing import audit, find_target
 from notarium.ledger import init_service, open_ledger
 from notarium.ledger.identity import cert_pem, load_cert, load_private_ec, private_pem
-from notarium.recovery.directory import scan_recovery_records
+from notarium.recovery.records import scan_recovery_records
 from notarium.verify import verify_json_receipt
 
 TIMEOUT = 60

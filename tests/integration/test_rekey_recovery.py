@@ -21,9 +21,10 @@ from notarium.errors import LedgerError, ServiceError
 from notarium.ledger import EngineConfig, Ledger, init_service, open_ledger
 from notarium.ledger.identity import load_cert
 from notarium.ledger.layout import Layout
+from notarium.ledger.restore import DirectoryRecovery
 from notarium.ledger.service import load_identity
 from notarium.recovery.chain import LedgerSecrets
-from notarium.recovery.directory import DirectoryRecovery, scan_recovery_records
+from notarium.recovery.records import scan_recovery_records
 from notarium.recovery.sealing import SealedSecretsMissingError, VirtualFileSealer, unseal_secrets
 from notarium.recovery.shares import RecoverySharesRecord, decrypt_share
 from notarium.types import TxId, TxStatus

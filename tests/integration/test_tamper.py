@@ -32,23 +32,22 @@ from notarium.cli import main
 from notarium.errors import LedgerAuditError
 from notarium.ledger import EngineConfig, init_service, open_ledger
 from notarium.ledger import identity as ids
+from notarium.ledger.encoding import assemble_entry, chunk_positions_table, encode_tables
+from notarium.ledger.signing import encode_sign1, sign_detached, sign_root
 from notarium.types import TxId, TxStatus
 from notarium.verify import tables
-from notarium.verify.cose import Sign1, encode_sign1, sign_detached
+from notarium.verify.cose import Sign1
 from notarium.verify.entry import (
     CHUNK_HEADER_SIZE,
     FIXED_SIZE,
     ChunkName,
     EntryView,
-    assemble_entry,
-    chunk_positions_table,
     decode_tables,
-    encode_tables,
     parse_entry,
     read_positions,
 )
 from notarium.verify.keys import key_id
-from notarium.verify.signature import PrimarySignature, decode_cose_signature_value, sign_root
+from notarium.verify.signature import PrimarySignature, decode_cose_signature_value
 
 ENTRIES = 240
 CONFIG = EngineConfig(chunk_size=9_000, signature_tx_count=12, signature_interval_ms=10)

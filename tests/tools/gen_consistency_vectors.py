@@ -1,4 +1,4 @@
-"""Generate the consistency-proof test vectors in ``tests/vectors/consistency/``.
+"""Generate the consistency-proof test vectors in ``tests/unit/verify/vectors/consistency/``.
 
 Consistency proofs are those of RFC 9162 §2.1.4 over CCF's Merkle tree (ccf-ledger-format.md §4):
 internal node = SHA-256(left ‖ right) with no domain-separation prefixes, the RFC 9162 shape
@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-OUT_DIR = Path(__file__).resolve().parent.parent / "vectors" / "consistency"
+OUT_DIR = Path(__file__).resolve().parent.parent / "unit" / "verify" / "vectors" / "consistency"
 
 LEAF_RULE = "leaf[i] = SHA-256(ASCII decimal string of i), e.g. leaf[0] = SHA-256(b'0')"
 TREE_RULE = (

@@ -1,4 +1,4 @@
-"""Generate the language-neutral Merkle tree test vectors in ``tests/vectors/merkle/``.
+"""Generate the language-neutral Merkle tree test vectors in ``tests/unit/verify/vectors/merkle/``.
 
 The vectors describe CCF's Merkle tree (ccf-ledger-format.md §4): internal node = SHA-256(left ‖
 right) with no domain-separation prefixes; levels are built by pairing left to right and promoting
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-OUT_DIR = Path(__file__).resolve().parent.parent / "vectors" / "merkle"
+OUT_DIR = Path(__file__).resolve().parent.parent / "unit" / "verify" / "vectors" / "merkle"
 
 LEAF_RULE = "leaf[i] = SHA-256(ASCII decimal string of i), e.g. leaf[0] = SHA-256(b'0')"
 TREE_RULE = (

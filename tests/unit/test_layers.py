@@ -114,3 +114,27 @@ def test_console_sits_above_the_client() -> None:
             continue
         found = [n for n in _modules(path) if _within(n, ("notarium.console",))]
         assert not found, (path.relative_to(SRC), found)
+
+
+VERIFY_CORE = ("tables", "keys", "cose", "merkle", "leaf", "signature", "receipt", "entry", "chunk")
+"""What verifies a receipt (JSON and COSE) and a ledger file, in reading order (notarium.verify's docstring)."""
+VERIFY_BEYOND_THE_CORE = ("__init__", "audit", "secrets", "consistency", "standalone")
+
+
+def test_the_verification_core_is_read_in_one_sitting() -> None:
+    """The receipt and ledger-file verifier stays under 1,500 lines, and reads top to bottom: each
+    core module imports only core modules before it. A new module of notarium.verify is placed
+    on purpose, in the core or beyond it."""
+    modules = {path.stem for path in (SRC / "verify").glob("*.py")}
+    assert modules == set(VERIFY_CORE) | set(VERIFY_BEYOND_THE_CORE)
+    lines = sum(len((SRC / "verify" / f"{name}.py").read_text().splitlines()) for name in VERIFY_CORE)
+    assert lines <= 1500, lines
+    for i, name in enumerate(VERIFY_CORE):
+        used = {n.split(".")[2] for n in _modules(SRC / "verify" / f"{name}.py") if n.startswith("notarium.verify.")}
+        used |= {
+            a.name
+            for node in ast.walk(ast.parse((SRC / "verify" / f"{name}.py").read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module == "notarium.verify"
+            for a in node.names
+        }
+        assert used <= set(VERIFY_CORE[:i]), (name, used - set(VERIFY_CORE[:i]))

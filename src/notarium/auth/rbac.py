@@ -1,7 +1,7 @@
 """Authorization: the catalogue of actions, ACL's built-in roles as sets of actions, role names.
 
 Every endpoint is guarded by exactly one :class:`Action` (``requires(action)`` in
-:mod:`notarium.server.app`). A caller may call it iff one of its roles holds that action: a user's
+:mod:`notarium.server.handlers`). A caller may call it iff one of its roles holds that action: a user's
 allowed actions are the union over its roles. Roles are ACL's three built-in ones (acl-rest-api.md
 §4.4), each a superset of the one before (Reader ⊂ Contributor ⊂ Administrator), and the
 user-defined roles an Administrator creates (``/app/roles``, :mod:`notarium.auth.roles`).

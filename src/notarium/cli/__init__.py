@@ -6,7 +6,23 @@ import argparse
 import logging
 import sys
 
-from notarium.cli import audit, console, gov, host, init, join, ledger, ledgers, pg, recovery, reindex, run, serve
+from notarium.cli import (
+    anchor,
+    audit,
+    console,
+    e2e,
+    gov,
+    host,
+    init,
+    join,
+    ledger,
+    ledgers,
+    pg,
+    recovery,
+    reindex,
+    run,
+    serve,
+)
 from notarium.errors import NotariumError
 from notarium.server.config import LOG_FORMAT
 
@@ -17,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="notarium", description="A self-hostable confidential ledger.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (init, run, serve, join, host, ledgers, audit, reindex, ledger, gov, recovery, pg, console):
+    for module in (init, run, serve, join, host, ledgers, audit, reindex, ledger, anchor, gov, recovery, pg, console):
         module.register(sub)
+    e2e.register(sub)  # keys, readers: end-to-end encrypted collections
     return parser
 
 

@@ -49,6 +49,13 @@ def register(sub: Any) -> None:
         metavar="VIEW.SEQNO",
         help="fail unless the ledger is signed at least up to this transaction",
     )
+    p.add_argument(
+        "--ledger",
+        metavar="NAME",
+        help="with --store: the ledger NAME of a host on PostgreSQL (notarium host --store), also during its "
+        "retention after a deletion; PATH, if given, is a host process's directory (its copy of the ledger "
+        "pins the certificate and names a changed transaction)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=handle)
 
@@ -56,6 +63,8 @@ def register(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     if args.path is None and args.store is None:
         raise SystemExit("error: audit a PATH or a --store")
+    if args.ledger is not None and args.store is None:
+        raise SystemExit("error: --ledger names a ledger of a host on PostgreSQL: it needs --store")
     if args.store is not None:
         return _audit_store(args)
     return _audit(args, find_target(args.path, args.service_cert))
@@ -66,6 +75,10 @@ def _audit_store(args: argparse.Namespace) -> int:
     directory, its ledger secrets name the transaction of a changed row (else the audit can only
     name the signature whose root no longer matches)."""
     cert, secrets = args.service_cert, None
+    schema = "notarium"
+    if args.ledger is not None:
+        schema, node_dir = _hosted_ledger(args.store, args.ledger, args.path)
+        args.path = node_dir
     if args.path is not None:
         layout = Layout(args.path)
         if not layout.config.is_file():
@@ -80,10 +93,33 @@ def _audit_store(args: argparse.Namespace) -> int:
         from notarium.cluster.dump import dump_log  # noqa: PLC0415  (psycopg only when used)
         from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415
 
-        with PostgresLog(args.store) as store:
+        with PostgresLog(args.store, schema=schema) as store:
             dump_log(store, Path(tmp) / "ledger")
         target = dataclasses.replace(find_target(Path(tmp) / "ledger", cert), entry_secrets=secrets)
         return _audit(args, target)
+
+
+def _hosted_ledger(dsn: str, name: str, host_dir: Path | None) -> tuple[str, Path | None]:
+    """The schema of the hosted ledger ``name`` in the host's registry, and its directory in the
+    host process directory ``host_dir`` (if given)."""
+    from notarium.errors import StorageError  # noqa: PLC0415  (psycopg only when used)
+    from notarium.host.store import StoreRegistry  # noqa: PLC0415
+
+    registry = StoreRegistry(dsn, "audit")
+    try:
+        record = registry.get(name)
+    except StorageError as exc:
+        raise SystemExit(f"error: cannot read the host's registry: {exc}") from None
+    finally:
+        registry.close()
+    if record is None or record.schema is None:
+        raise SystemExit(f"error: the host on this store has no ledger named {name!r} (purged, or never created)")
+    node_dir = None
+    if host_dir is not None:
+        node_dir = host_dir / "ledgers" / record.key
+        if not Layout(node_dir).config.is_file():
+            raise SystemExit(f"error: {host_dir} holds no copy of ledger {name!r} (is it a host process's directory?)")
+    return record.schema, node_dir
 
 
 def _audit(args: argparse.Namespace, target: AuditTarget) -> int:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from notarium.cli.serve import _ENGINE_DEFAULTS, _SERVER_DEFAULTS, add_connection_options, connection_settings
 from notarium.ledger import EngineConfig
 from notarium.server.config import ServerConfig
+
+if TYPE_CHECKING:
+    from notarium.host.storehost import StoreSettings
 
 
 def register(sub: Any) -> None:
@@ -42,7 +45,41 @@ def register(sub: Any) -> None:
         "(default 7; 0 removes them at the next purge)",
     )
     p.add_argument(
+        "--retention",
+        type=float,
+        metavar="SECONDS",
+        help="the retention in seconds (instead of --retention-days)",
+    )
+    p.add_argument(
         "--purge-interval", type=float, default=3600.0, metavar="SECONDS", help="how often to purge (default 3600)"
+    )
+    store = p.add_argument_group("on PostgreSQL (docs/operations/ha.md)")
+    store.add_argument(
+        "--store",
+        metavar="DSN",
+        help="keep the registry and every ledger in PostgreSQL (postgresql://…; several hosts allowed): "
+        "host processes started on the same store are one host. Keep passwords out of the command line: "
+        "use PGPASSWORD or ~/.pgpass",
+    )
+    store.add_argument(
+        "--node-address",
+        metavar="URL",
+        help="https://host:port where the other host processes reach this one (default https://HOST:PORT)",
+    )
+    store.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="each ledger's primary lease: a dead host process's ledgers are taken over about this long "
+        "after its last renewal (default 3)",
+    )
+    store.add_argument(
+        "--sync-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often this process follows the shared registry and heartbeats (default 1)",
     )
     p.add_argument("--list-page-size", type=int, default=100, help="ledgers per page of a management list")
     p.add_argument(
@@ -63,12 +100,13 @@ def handle(args: argparse.Namespace) -> int:
     from notarium.host.manager import HostConfig  # noqa: PLC0415
     from notarium.host.runner import run_host  # noqa: PLC0415
 
+    retention_days = args.retention_days if args.retention is None else args.retention / 86400
     config = HostConfig(
         host=args.host,
         port=args.port,
         host_names=tuple(args.host_name),
         advertise=args.advertise,
-        retention_days=args.retention_days,
+        retention_days=retention_days,
         purge_interval_s=args.purge_interval,
         list_page_size=args.list_page_size,
     )
@@ -92,4 +130,21 @@ def handle(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    return asyncio.run(run_host(args.directory, config, settings, announce=announce))
+    return asyncio.run(run_host(args.directory, config, settings, announce=announce, store=_store(args)))
+
+
+def _store(args: argparse.Namespace) -> StoreSettings | None:
+    from notarium.host.credentials import HostLayout  # noqa: PLC0415
+    from notarium.host.storehost import StoreSettings  # noqa: PLC0415
+    from notarium.host.vault import load_or_create_key  # noqa: PLC0415
+
+    if not args.store:
+        return None
+    if not 0.5 <= args.lease_ttl <= 600:
+        raise SystemExit("error: --lease-ttl must be from 0.5 to 600 seconds")
+    if not 0.1 <= args.sync_interval <= 60:
+        raise SystemExit("error: --sync-interval must be from 0.1 to 60 seconds")
+    layout = HostLayout(args.directory.absolute())
+    layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = load_or_create_key(layout.store_key, create=True)
+    return StoreSettings(args.store, key, args.node_address, args.lease_ttl, args.sync_interval)

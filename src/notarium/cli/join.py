@@ -32,9 +32,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notarium.cluster.join import Admission, check_address, check_hosts, make_join_request, parse_join_answer
+from notarium.durable import replace
 from notarium.errors import ServiceError, VerificationError
 from notarium.ledger import identity as ids
-from notarium.ledger.durable import replace
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.ledger.service import write_previous_identities
 from notarium.recovery.sealing import VirtualFileSealer, seal_secrets

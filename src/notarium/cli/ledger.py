@@ -24,7 +24,9 @@ from cryptography import x509
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
+from notarium.cli.sealing import Sealer, describe, e2e_key_option, entry_json, export_collections
 from notarium.client.client import Client, check_json_receipt, receipt_txid
 from notarium.client.errors import ClientError, ForkError, UnreachableError
 from notarium.client.profile import load_profile
@@ -64,10 +66,17 @@ def register(sub: Any) -> None:
     p.add_argument("--collection", "-c", metavar="ID", help="collection (default subledger:0)")
     p.add_argument("--tag", "-t", action="append", dest="tags", metavar="TAG", help="a tag (repeatable)")
     p.add_argument("--no-wait", action="store_true", help="answer with the Pending transaction id at once")
+    p.add_argument(
+        "--e2e",
+        action="store_true",
+        help="seal it end to end (the profile's e2e collections always are): only the collection's readers can open it",
+    )
+    e2e_key_option(p)
 
-    p = _command(sub, "get", "read a committed entry", _get)
+    p = _command(sub, "get", "read a committed entry (opening it when it is sealed end to end)", _get)
     p.add_argument("txid", metavar="VIEW.SEQNO")
     p.add_argument("--collection", "-c", metavar="ID")
+    e2e_key_option(p)
 
     p = _command(sub, "list", "list the committed entries of a collection", _list)
     p.add_argument("--collection", "-c", metavar="ID")
@@ -75,6 +84,7 @@ def register(sub: Any) -> None:
     p.add_argument("--to", dest="last", metavar="VIEW.SEQNO")
     p.add_argument("--tag", metavar="TAG")
     p.add_argument("--limit", type=int, metavar="N", help="stop after N entries")
+    e2e_key_option(p)
 
     p = _command(sub, "status", "a transaction's status (Pending, Committed)", _status)
     p.add_argument("txid", metavar="VIEW.SEQNO")
@@ -109,6 +119,14 @@ def register(sub: Any) -> None:
 
     p = _command(sub, "export", "download the ledger's chunk files, verifying each (resumable)", _export)
     p.add_argument("out", type=Path, metavar="OUT", help="directory to export into (then: notarium audit OUT)")
+    p.add_argument(
+        "--e2e-collection",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="also open this sealed collection into OUT/e2e/ (the profile's e2e collections always are)",
+    )
+    e2e_key_option(p)
 
     p = sub.add_parser(
         "verify-receipt",
@@ -133,6 +151,7 @@ def with_client(args: argparse.Namespace, handler: Callable[[argparse.Namespace,
             cert=args.cert,
             key=args.key,
         )
+        args.loaded_profile = profile  # the end-to-end settings (notarium.cli.sealing)
         with Client.from_profile(profile) as client:
             return handler(args, client)
     except ForkError as exc:
@@ -171,37 +190,55 @@ def _out(args: argparse.Namespace, data: dict[str, Any], human: Callable[[Consol
 
 def _append(args: argparse.Namespace, client: Client) -> int:
     contents = sys.stdin.read() if args.contents == "-" else args.contents
-    done = client.append(contents, collection=args.collection, tags=args.tags, wait=not args.no_wait)
+    sealer = Sealer(args, client, args.loaded_profile)
+    name = args.collection or "subledger:0"
+    sealed = args.e2e or sealer.marked(name)
+    if sealed:
+        target = sealer.collection(name, required=True)
+        if target is None:  # required: never
+            raise ClientError(f"no end-to-end key for {name!r}")
+        done = target.append(contents, tags=args.tags, wait=not args.no_wait)
+    else:
+        done = client.append(contents, collection=args.collection, tags=args.tags, wait=not args.no_wait)
+    note = " (sealed end to end)" if sealed else ""
     return _out(
         args,
-        {"transactionId": str(done.txid), "state": done.status.value},
-        lambda c: c.print(f"{done.txid} {done.status.value}", highlight=False),
+        {"transactionId": str(done.txid), "state": done.status.value, "e2e": sealed},
+        lambda c: c.print(f"{done.txid} {done.status.value}{note}", highlight=False),
     )
-
-
-def _entry_json(e: Any) -> dict[str, Any]:
-    return {"transactionId": str(e.txid), "collectionId": e.collection_id, "contents": e.contents, "tags": e.tags}
 
 
 def _get(args: argparse.Namespace, client: Client) -> int:
     entry = client.get(args.txid, collection=args.collection)
-    return _out(args, {"entry": _entry_json(entry)}, lambda c: c.print(entry.contents, highlight=False, markup=False))
+    opened = Sealer(args, client, args.loaded_profile).open(entry)
+
+    def human(c: Console) -> None:
+        if opened is not None:
+            Console(stderr=True).print(describe(opened), highlight=False, markup=False)
+        c.print(opened.text if opened else entry.contents, highlight=False, markup=False)
+
+    return _out(args, {"entry": entry_json(entry, opened)}, human)
 
 
 def _list(args: argparse.Namespace, client: Client) -> int:
-    entries = []
+    sealer = Sealer(args, client, args.loaded_profile)
+    found = []
     for e in client.entries(collection=args.collection, first=args.first, last=args.last, tag=args.tag):
-        entries.append(e)
-        if args.limit is not None and len(entries) >= args.limit:
+        found.append(e)
+        if args.limit is not None and len(found) >= args.limit:
             break
+    sealer.observe(found)
+    entries = [(e, sealer.open(e)) for e in found]
 
     def table(c: Console) -> None:
         t = Table("transaction", "collection", "tags", "contents")
-        for e in entries:
-            t.add_row(str(e.txid), e.collection_id, ",".join(e.tags), e.contents[:80])
+        for e, opened in entries:
+            text = opened.text if opened else e.contents
+            mark = {"opened": "", "sealed": "[sealed] ", "plain": "[NOT e2e] "}[opened.state] if opened else ""
+            t.add_row(str(e.txid), Text(e.collection_id), Text(",".join(e.tags)), Text(mark + text[:80]))
         c.print(t)
 
-    return _out(args, {"entries": [_entry_json(e) for e in entries]}, table)
+    return _out(args, {"entries": [entry_json(e, o) for e, o in entries]}, table)
 
 
 def _status(args: argparse.Namespace, client: Client) -> int:
@@ -336,6 +373,22 @@ def _export(args: argparse.Namespace, client: Client) -> int:
             result = export_ledger(client.http, args.out, client.service_cert_pem, progress=show)
     else:
         result = export_ledger(client.http, args.out, client.service_cert_pem)
+    opened = export_collections(Sealer(args, client, args.loaded_profile), args.out, args.e2e_collection)
+
+    def human(c: Console) -> None:
+        c.print(
+            f"{result.downloaded} chunk(s) downloaded and verified, {result.skipped} already there; "
+            f"now run: notarium audit {args.out}",
+            highlight=False,
+        )
+        for name, counts in opened.items():
+            c.print(
+                f"{name}: {counts['opened']} entries opened, {counts['sealed']} sealed, {counts['plain']} not e2e "
+                f"-> {args.out}/e2e/ (plaintext: keep it private)",
+                highlight=False,
+                markup=False,
+            )
+
     return _out(
         args,
         {
@@ -344,12 +397,9 @@ def _export(args: argparse.Namespace, client: Client) -> int:
             "skipped": result.skipped,
             "bytes": result.bytes,
             "seconds": round(result.seconds, 3),
+            "e2e": opened,
         },
-        lambda c: c.print(
-            f"{result.downloaded} chunk(s) downloaded and verified, {result.skipped} already there; "
-            f"now run: notarium audit {args.out}",
-            highlight=False,
-        ),
+        human,
     )
 
 

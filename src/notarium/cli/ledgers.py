@@ -1,4 +1,9 @@
-"""``notarium ledgers create|list|show|delete``: manage the ledgers of a host through its management API.
+"""``notarium ledgers create|list|show|update|delete|recover``: manage the ledgers of a host through its
+management API.
+
+``create`` and ``update`` take a ledger's own settings (``--max-entry-bytes``, ``--requests-per-second``),
+kept as the ARM tags ``notarium.maxEntryBytes`` and ``notarium.requestsPerSecond`` (docs/design/host.md);
+``recover`` puts a ledger whose ledger secrets are lost into recovery (docs/operations/recovery.md).
 
 The host is reached with the host credential: ``--host-dir DIR`` (or ``$NOTARIUM_HOST_DIR``) takes
 the URL from ``DIR/endpoint``, the token from ``DIR/host_token`` and the TLS CA from
@@ -29,6 +34,7 @@ DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 DEFAULT_GROUP = "default"
 WAIT_S = 300.0
 ROLES = ("Administrator", "Contributor", "Reader")
+SETTINGS = (("max_entry_bytes", "notarium.maxEntryBytes"), ("requests_per_second", "notarium.requestsPerSecond"))
 
 
 class HostError(Exception):
@@ -87,6 +93,16 @@ def register(sub: Any) -> None:
     c.add_argument("--location", default=None, help="ARM location (default: the host's)")
     c.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="an ARM tag (repeatable)")
     c.add_argument("--no-wait", action="store_true", help="return once the creation has started")
+    _settings_options(c)
+    u = actions.add_parser("update", parents=[common], help="change a ledger's settings (its other tags are kept)")
+    u.add_argument("name")
+    _settings_options(u)
+    r = actions.add_parser(
+        "recover",
+        parents=[common],
+        help="put a ledger whose ledger secrets are lost into recovery (again: how far it is)",
+    )
+    r.add_argument("name")
 
     actions.add_parser(
         "list", parents=[common], help="the ledgers of the resource group (all groups with --all-groups)"
@@ -99,6 +115,34 @@ def register(sub: Any) -> None:
     d.add_argument("--yes", action="store_true", help="confirm: deleting a ledger is not undone by this command")
     d.add_argument("--no-wait", action="store_true", help="return once the deletion has started")
     p.set_defaults(handler=handle)
+
+
+def _settings_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-entry-bytes",
+        metavar="N",
+        help="the ledger's largest entry contents in bytes, at most the host's --max-entry-bytes "
+        "('default': the host's)",
+    )
+    p.add_argument(
+        "--requests-per-second",
+        metavar="R",
+        help="the rate of the ledger's data-plane requests; beyond it they get 429 ('default': no limit)",
+    )
+
+
+def _with_settings(args: argparse.Namespace, tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` with the settings given on the command line (``default`` removes one)."""
+    tags = dict(tags)
+    for option, tag in SETTINGS:
+        value = getattr(args, option)
+        if value is None:
+            continue
+        for key in [k for k in tags if k.lower() == tag.lower()]:
+            del tags[key]
+        if value.strip().lower() != "default":
+            tags[tag] = value.strip()
+    return tags
 
 
 class Host:
@@ -204,6 +248,22 @@ def _show(args: argparse.Namespace, resources: list[dict[str, Any]]) -> None:
             f"  ledger URI:   {props.get('ledgerUri')}\n"
             f"  identity URI: {props.get('identityServiceUri')}"
         )
+        tags = {k.lower(): v for k, v in (r.get("tags") or {}).items()}
+        own = [f"{tag}={tags[tag.lower()]}" for _, tag in SETTINGS if tag.lower() in tags]
+        if own:
+            print(f"  settings:     {', '.join(own)}")
+
+
+def _recovery(args: argparse.Namespace, status: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return
+    print(
+        f"{status.get('name')}: {status.get('status')}: {status.get('submitted')} of {status.get('threshold')} "
+        f"recovery shares submitted\n"
+        f"  its members fetch, decrypt and submit theirs at the ledger's URI: notarium recovery share|submit "
+        f"(docs/operations/recovery.md); it then opens under a new service identity"
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -234,10 +294,15 @@ def _handle(args: argparse.Namespace) -> int:
         one = f"{host.group_path}/{quote(args.name, safe='')}"
         if args.action == "show":
             _show(args, [host.request("GET", one).json()])
+        elif args.action == "update":
+            tags = _with_settings(args, host.request("GET", one).json().get("tags") or {})
+            _show(args, [host.request("PATCH", one, {"tags": tags}).json()])
+        elif args.action == "recover":
+            _recovery(args, host.request("POST", f"{one}/recover").json())
         elif args.action == "create":
             body: dict[str, Any] = {
                 "properties": {"ledgerType": args.type.capitalize(), **_principals(args)},
-                "tags": dict(t.partition("=")[::2] for t in args.tag),
+                "tags": _with_settings(args, dict(t.partition("=")[::2] for t in args.tag)),
             }
             if args.location:
                 body["location"] = args.location

@@ -7,7 +7,7 @@
   the copy was damaged: either way a human must look);
 - any other chunk is downloaded into ``OUT/ledger/.<name>.partial``, resuming a partial file with
   ``Range: bytes=<have>-`` and ``If-Range: "<sha256>"``, then checked: size, SHA-256, and
-  :func:`notarium.verify.audit.scan_chunk` with the pinned service key (entries parse, seqnos
+  :func:`notarium.verify.chunk.scan_chunk` with the pinned service key (entries parse, seqnos
   follow on, every signature's COSE root signature verifies with the pinned service key and its
   node signature with a node certificate the service endorsed, the chunk ends on a signature,
   and it starts where the previous one ended). Only then is it renamed to its final name;
@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from notarium.client.errors import ApiError, UnreachableError
 from notarium.errors import LedgerAuditError, ServiceError, VerificationError
 from notarium.verify import tables
-from notarium.verify.audit import ChunkScan, SignatureFacts, scan_chunk
+from notarium.verify.chunk import ChunkScan, SignatureFacts, scan_chunk
 from notarium.verify.entry import CHUNK_HEADER_SIZE, decode_tables, parse_entry, read_positions
 from notarium.verify.keys import check_endorsement, ec_public_key, load_pem_cert, spki_der
 from notarium.verify.merkle import ZERO_HASH, Frontier, range_nodes

@@ -6,12 +6,20 @@ A profile is a JSON file::
      "service_cert": "/path/service_cert.pem",     # pinned: TLS trust anchor and receipts' root
      "cert": "/path/user0_combined.pem",            # client certificate (and key, if combined)
      "key": null,                                   # the key, if not in the cert file
-     "state": "/path/trusted-root.json"}            # optional: the last verified signed root
+     "state": "/path/trusted-root.json",            # optional: the last verified signed root
+     "e2e_key": "/path/alice.key",                  # optional: the default end-to-end key file
+     "e2e": {"secrets": {"key": "alice.key",        # optional: collections sealed end to end,
+                         "writers": ["<writer id>"]}}}  # each with its key and trusted writers
 
 Relative paths are relative to the profile file. The file is ``--profile FILE``, else
 ``$NOTARIUM_PROFILE``, else ``~/.config/notarium/profile.json`` if it exists. Each field can be set
 (or overridden) by ``NOTARIUM_ENDPOINT``, ``NOTARIUM_SERVICE_CERT``, ``NOTARIUM_CERT``,
-``NOTARIUM_KEY``, ``NOTARIUM_STATE``, ``NOTARIUM_TOKEN_COMMAND``.
+``NOTARIUM_KEY``, ``NOTARIUM_STATE``, ``NOTARIUM_TOKEN_COMMAND``, ``NOTARIUM_E2E_KEY``.
+
+``e2e`` marks collections as end-to-end encrypted (``notarium.client.e2e``): appends to them are
+sealed on the client, reads are opened with the collection's ``key`` (else ``e2e_key``); the
+grants of their data keys count only when signed by this key's own writer key or one of
+``writers`` (writer ids, printed by ``notarium keys show``).
 
 A bearer token (instead of a client certificate) comes from ``NOTARIUM_TOKEN``, or from the output
 of ``token_command`` (e.g. ``az account get-access-token --resource
@@ -25,15 +33,24 @@ import json
 import os
 import shlex
 import subprocess
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from notarium.client.errors import ClientError
 
 DEFAULT_PATH = Path("~/.config/notarium/profile.json")
-_FIELDS = ("endpoint", "service_cert", "cert", "key", "state", "token_command")
+_FIELDS = ("endpoint", "service_cert", "cert", "key", "state", "token_command", "e2e_key")
 ENV = {field: f"NOTARIUM_{field.upper()}" for field in _FIELDS}
+
+
+@dataclass(frozen=True)
+class E2ESetting:
+    """One end-to-end encrypted collection: its key file (``None``: the profile's ``e2e_key``) and
+    the writer ids trusted to sign its key grants (besides the key's own)."""
+
+    key: Path | None = None
+    writers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,8 +62,14 @@ class Profile:
     state: Path | None = None
     token_command: str | None = None
     token: str | None = None
+    e2e_key: Path | None = None
+    e2e: dict[str, E2ESetting] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, str | None]:
+    def e2e_setting(self, collection: str) -> E2ESetting | None:
+        """The collection's end-to-end setting (``None``: the profile does not mark it)."""
+        return self.e2e.get(collection)
+
+    def to_json(self) -> dict[str, object]:
         return {
             "endpoint": self.endpoint,
             "service_cert": str(self.service_cert),
@@ -54,6 +77,17 @@ class Profile:
             "key": str(self.key) if self.key else None,
             "state": str(self.state) if self.state else None,
             "token_command": self.token_command,
+            **({"e2e_key": str(self.e2e_key)} if self.e2e_key else {}),
+            **(
+                {
+                    "e2e": {
+                        c: {"key": str(s.key) if s.key else None, "writers": list(s.writers)}
+                        for c, s in self.e2e.items()
+                    }
+                }
+                if self.e2e
+                else {}
+            ),
         }
 
     def save(self, path: Path) -> None:
@@ -80,6 +114,7 @@ def load_profile(
     values: dict[str, str | None] = dict.fromkeys(_FIELDS)
     file = _profile_file(path, env)
     base = Path.cwd()
+    e2e_raw: object = None
     if file is not None:
         try:
             data = json.loads(file.read_text())
@@ -89,7 +124,8 @@ def load_profile(
             raise ClientError(f"the profile {file} is not valid JSON") from None
         if not isinstance(data, dict):
             raise ClientError(f"the profile {file} must hold a JSON object")
-        unknown = set(data) - set(_FIELDS)
+        unknown = set(data) - set(_FIELDS) - {"e2e"}
+        e2e_raw = data.get("e2e")
         if unknown:
             raise ClientError(f"the profile {file} has unknown fields: {', '.join(sorted(unknown))}")
         for field in _FIELDS:
@@ -124,6 +160,11 @@ def load_profile(
         p = Path(value).expanduser()
         return p if p.is_absolute() else base / p
 
+    def resolve(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+
+    e2e = _e2e_settings(e2e_raw, file, resolve)
     service_cert = path_of("service_cert")
     if service_cert is None:  # checked above; keeps the type checker informed
         raise ClientError("no pinned service certificate")
@@ -134,9 +175,29 @@ def load_profile(
         key=path_of("key"),
         state=path_of("state"),
         token_command=values["token_command"],
+        e2e_key=path_of("e2e_key"),
+        e2e=e2e,
     )
     token = env.get("NOTARIUM_TOKEN") or (run_token_command(profile.token_command) if profile.token_command else None)
     return replace(profile, token=token) if token else profile
+
+
+def _e2e_settings(raw: object, file: Path | None, resolve: Callable[[str], Path]) -> dict[str, E2ESetting]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ClientError(f"the profile {file}: e2e must map collection ids to settings")
+    out = {}
+    for collection, setting in raw.items():
+        if not isinstance(setting, dict) or set(setting) - {"key", "writers"}:
+            raise ClientError(f"the profile {file}: e2e[{collection!r}] takes only key and writers")
+        key, writers = setting.get("key"), setting.get("writers", [])
+        if key is not None and not isinstance(key, str):
+            raise ClientError(f"the profile {file}: e2e[{collection!r}].key must be a path")
+        if not isinstance(writers, list) or not all(isinstance(w, str) for w in writers):
+            raise ClientError(f"the profile {file}: e2e[{collection!r}].writers must be a list of writer ids")
+        out[collection] = E2ESetting(resolve(key) if key else None, tuple(writers))
+    return out
 
 
 def run_token_command(command: str) -> str:

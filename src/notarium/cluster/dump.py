@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from notarium.errors import LedgerAuditError
-from notarium.ledger.engine import LogRow
+from notarium.ledger.config import LogRow
 from notarium.ledger.storage.files import ChunkFiles
 
 BATCH = 20_000

@@ -6,20 +6,8 @@ every failure to parse or verify them is a :class:`~notarium.errors.Verification
 :data:`CHECK_EXPIRED`, :data:`CHECK_SEALED`, :data:`CHECK_ANSWER`). Misuse by the caller (a key of
 the wrong curve, a bad host name given on the command line) is a ``ValueError``.
 
-**Sealing to a node key** (:func:`seal_to_node`, :func:`open_from_node`), format version 1::
-
-    blob     = 0x01 ‖ E ‖ C
-    E        = the ephemeral P-384 public key, uncompressed SEC 1 point (97 bytes)
-    C        = AES-256-GCM(key, iv, plaintext, aad = 0x01 ‖ E): ciphertext ‖ 16-byte tag
-    Z        = ECDH(ephemeral private key, recipient public key R)      (48 bytes)
-    info     = "notarium/seal-to-node/v1" ‖ 0x00 ‖ len(context) (4 bytes, big-endian) ‖ context
-               ‖ E ‖ R (uncompressed SEC 1 point, 97 bytes)
-    key ‖ iv = HKDF-SHA256(Z, salt = none, info), 44 bytes: a 32-byte key, a 12-byte IV
-
-A blob is at least 114 bytes. Each blob has its own ephemeral key, hence its own AES key: the IV
-is derived with it (as HPKE derives its base nonce) and never repeats under a key. ``context``
-says what the blob is for and for whom (:func:`secrets_context`: the service's and the node's key
-ids), so a blob cannot be replayed as another kind of blob or to another service.
+Sealing to a node key is :mod:`notarium.cluster.sealing`; the limits on joining are
+:mod:`notarium.cluster.limits`.
 
 **The join request** (JSON, :func:`make_join_request`, :func:`parse_join_request`)::
 
@@ -48,10 +36,6 @@ what proves the key.
 "serviceKey": "<PEM PKCS#8>", "ledgerSecrets": [{"startSeqno": 1, "secret": "<base64>"}, …]}``
 with context :func:`secrets_context`.
 
-**Limits** (the service side's pure parts; applied by ``server/joins.py``): :class:`JoinBudget`
-(new nodes a minute), :func:`pending_records` (the Pending ones, for the cap) and
-:func:`expired_pending` (by each record's own ``pending_since``, never a node an Open proposal
-would trust).
 """
 
 from __future__ import annotations
@@ -62,103 +46,30 @@ import datetime
 import ipaddress
 import json
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from notarium.cluster.sealing import CHECK_SEALED, open_from_node, require_p384, seal_to_node
 from notarium.errors import VerificationError
 from notarium.ledger.identity import NODE_CERT_DAYS, cert_pem, node_certificate, private_pem, public_pem
 from notarium.recovery.chain import LedgerSecrets
-from notarium.verify import tables
 from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
 
 if TYPE_CHECKING:
     from notarium.ledger.engine import Ledger
 
-# --- sealing -------------------------------------------------------------------------------------
-
-SEAL_VERSION = 1
-_SEAL_LABEL = b"notarium/seal-to-node/v1"
-_POINT = 97  # uncompressed P-384 point: 0x04 ‖ x ‖ y
-_TAG = 16
-_KEY, _IV = 32, 12
-SEAL_MIN_BYTES = 1 + _POINT + _TAG
-
 CHECK_MALFORMED = "join-request"
 CHECK_SIGNATURE = "join-signature"
 CHECK_QUOTE = "join-quote"
 CHECK_EXPIRED = "join-expired"
-CHECK_SEALED = "join-sealed"
 CHECK_ANSWER = "join-answer"
-
-
-def _point(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-
-
-def _require_p384(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey, what: str) -> None:
-    if not isinstance(key.curve, ec.SECP384R1):
-        raise ValueError(f"{what} must be a P-384 key, not {key.curve.name}")
-
-
-def _derive(shared: bytes, context: bytes, ephemeral: bytes, recipient: bytes) -> tuple[bytes, bytes]:
-    info = _SEAL_LABEL + b"\x00" + len(context).to_bytes(4, "big") + context + ephemeral + recipient
-    okm = HKDF(hashes.SHA256(), _KEY + _IV, salt=None, info=info).derive(shared)
-    return okm[:_KEY], okm[_KEY:]
-
-
-def _seal_with(
-    ephemeral: ec.EllipticCurvePrivateKey, node_public_key: ec.EllipticCurvePublicKey, plaintext: bytes, context: bytes
-) -> bytes:
-    """:func:`seal_to_node` with a given ephemeral key: for test vectors only (reusing an
-    ephemeral key for two blobs to the same node would reuse the AES key and IV)."""
-    _require_p384(node_public_key, "the node key")
-    _require_p384(ephemeral, "the ephemeral key")
-    header = bytes([SEAL_VERSION]) + _point(ephemeral.public_key())
-    shared = ephemeral.exchange(ec.ECDH(), node_public_key)
-    key, iv = _derive(shared, context, header[1:], _point(node_public_key))
-    return header + AESGCM(key).encrypt(iv, plaintext, header)
-
-
-def seal_to_node(node_public_key: ec.EllipticCurvePublicKey, plaintext: bytes, *, context: bytes) -> bytes:
-    """Encrypt ``plaintext`` so that only the holder of ``node_public_key``'s private key can read
-    it, for the purpose ``context`` names (format in the module docstring)."""
-    return _seal_with(ec.generate_private_key(ec.SECP384R1()), node_public_key, plaintext, context)
-
-
-def open_from_node(node_private_key: ec.EllipticCurvePrivateKey, blob: bytes, *, context: bytes) -> bytes:
-    """The plaintext of a :func:`seal_to_node` blob; :class:`VerificationError` if the blob is
-    malformed, altered, sealed to another key or for another context."""
-    _require_p384(node_private_key, "the node key")
-    blob = bytes(blob)
-    if len(blob) < SEAL_MIN_BYTES:
-        raise VerificationError(f"the sealed blob is too short ({len(blob)} bytes)", check=CHECK_SEALED)
-    if blob[0] != SEAL_VERSION:
-        raise VerificationError(f"unknown sealed blob version {blob[0]}", check=CHECK_SEALED)
-    header, ciphertext = blob[: 1 + _POINT], blob[1 + _POINT :]
-    if header[1] != 0x04:
-        raise VerificationError("the sealed blob's ephemeral key is not an uncompressed point", check=CHECK_SEALED)
-    try:
-        ephemeral = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP384R1(), header[1:])
-    except ValueError:
-        raise VerificationError("the sealed blob's ephemeral key is not a P-384 point", check=CHECK_SEALED) from None
-    shared = node_private_key.exchange(ec.ECDH(), ephemeral)
-    key, iv = _derive(shared, context, header[1:], _point(node_private_key.public_key()))
-    try:
-        return AESGCM(key).decrypt(iv, ciphertext, header)
-    except InvalidTag:
-        raise VerificationError(
-            "the sealed blob does not open: altered, or sealed to another key or for another purpose",
-            check=CHECK_SEALED,
-        ) from None
 
 
 # --- the virtual quote ---------------------------------------------------------------------------
@@ -276,7 +187,7 @@ def make_join_request(
     node_key: ec.EllipticCurvePrivateKey, *, hosts: Sequence[str], address: str, created_at: int
 ) -> dict[str, Any]:
     """A signed join request for ``node_key`` (``ValueError`` on a bad host or address)."""
-    _require_p384(node_key, "the node key")
+    require_p384(node_key, "the node key")
     public = node_key.public_key()
     fields: dict[str, Any] = {
         "format": REQUEST_FORMAT,
@@ -382,74 +293,6 @@ def node_info(request: JoinRequest, status: str, *, pending_since: int | None = 
     if status == NODE_PENDING and pending_since is not None:
         info[PENDING_SINCE] = int(pending_since)
     return info
-
-
-# --- limits on joining (the service side; docs/design/ha.md §Limits on joining) --------------------
-
-
-class JoinBudget:
-    """How many new nodes may be recorded: a token bucket holding at most ``per_minute`` tokens,
-    refilled at ``per_minute`` a minute (a burst of ``per_minute``, then one every ``60 / per_minute``
-    seconds). Pure: the caller passes a monotonic ``now``."""
-
-    def __init__(self, per_minute: int, now: float) -> None:
-        if per_minute < 1:
-            raise ValueError("the join rate must be at least 1 a minute")
-        self.per_minute = per_minute
-        self._tokens = float(per_minute)
-        self._at = now
-
-    def take(self, now: float) -> float:
-        """0.0 if a new node may be recorded now (a token is spent), else the seconds until one may."""
-        if now > self._at:
-            self._tokens = min(float(self.per_minute), self._tokens + (now - self._at) * self.per_minute / 60)
-            self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) * 60 / self.per_minute
-
-
-def pending_records(nodes: Mapping[bytes, bytes]) -> dict[bytes, dict[str, Any]]:
-    """The Pending records of ``public:ccf.gov.nodes.info`` (node id -> record); others, and
-    records that are not JSON objects, are left out."""
-    pending = {}
-    for key, raw in nodes.items():
-        try:
-            info = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(info, dict) and info.get("status") == NODE_PENDING:
-            pending[key] = info
-    return pending
-
-
-def pending_since(info: Mapping[str, Any]) -> int | None:
-    """When a Pending node first asked (its record's ``pending_since``), None if not recorded."""
-    since = info.get(PENDING_SINCE)
-    return since if type(since) is int else None
-
-
-def expired_pending(
-    pending: Mapping[bytes, Mapping[str, Any]],
-    *,
-    now: float,
-    ttl_s: float,
-    protected: Collection[str],
-    first_seen: Mapping[bytes, float],
-) -> list[bytes]:
-    """The Pending nodes to remove at ``now``: those that asked more than ``ttl_s`` seconds ago
-    (``pending_since``; for a record without it, when the caller first saw it: ``first_seen``),
-    except the ``protected`` ones (node ids an Open proposal would trust). Only a record's own age
-    counts: nothing another node does (asking to join, filling the cap) removes it sooner."""
-    expired = []
-    for key, info in sorted(pending.items()):
-        since = pending_since(info)
-        start = float(since) if since is not None else first_seen.get(key)
-        if start is None or now - start <= ttl_s or key.decode(errors="replace") in protected:
-            continue
-        expired.append(key)
-    return expired
 
 
 # --- admission (the service side) ----------------------------------------------------------------
@@ -669,31 +512,3 @@ def admit_node(
 
 ENGINE_CALLS = {"admit_node": admit_node}
 """The engine calls of the join protocol (``EngineService(..., calls=ENGINE_CALLS)``)."""
-
-
-class NodeCourier:
-    """A replicated service's new ledger secret, through the log (``Ledger(courier=...)``): the
-    primary seals it in the rekey to each trusted node's key (``public:notarium.nodes.ledger_secrets``);
-    each follower opens its own blob when it reaches the rekey. The context binds the ledger and the
-    secret's first seqno."""
-
-    @staticmethod
-    def _context(ledger: Ledger, start: int) -> bytes:
-        return b"notarium/ledger-secret/1|%s|%d" % (ledger.service.ledger_id.encode(), start)
-
-    def seal_for_nodes(self, ledger: Ledger, secret: bytes, start: int) -> dict[bytes, bytes]:
-        sealed = {}
-        for node, raw in ledger.state(tables.NODES_INFO).items():
-            try:
-                trusted = json.loads(raw).get("status") == "Trusted"
-            except (ValueError, AttributeError):
-                trusted = False
-            cert = ledger.state_get(tables.NODES_ENDORSED_CERTS, node)
-            if not trusted or cert is None or node.decode() == ledger.node_id:
-                continue
-            key = ec_public_key(load_pem_cert(cert, "node certificate"), "node certificate")
-            sealed[node] = seal_to_node(key, secret, context=self._context(ledger, start))
-        return sealed
-
-    def open_for_node(self, ledger: Ledger, sealed: bytes, start: int) -> bytes:
-        return open_from_node(ledger.identity.node_key, sealed, context=self._context(ledger, start))

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from notarium.errors import NotariumError, ServiceError, StorageError, VerificationError
-from notarium.ledger.engine import Ledger, LogRow
+from notarium.ledger.config import LogRow
+from notarium.ledger.engine import Ledger
 from notarium.ledger.remote import Role
 from notarium.verify import tables
 

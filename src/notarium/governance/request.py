@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notarium.errors import VerificationError
+from notarium.ledger.signing import sign_detached
 from notarium.verify import cose
 from notarium.verify.keys import cert_fingerprint, ec_public_key, load_pem_cert
 
@@ -183,7 +184,7 @@ def sign_request(
     if proposal_id is not None:
         headers[MSG_PROPOSAL_ID] = proposal_id
     protected = cbor2.dumps(headers)
-    signature = cose.sign_detached(key, protected, payload)
+    signature = sign_detached(key, protected, payload)
     return cbor2.dumps(cbor2.CBORTag(cose.COSE_SIGN1_TAG, [protected, {}, payload, signature]))
 
 

@@ -9,6 +9,9 @@
 - :mod:`~notarium.host.app`: the host application: management, routing by ``/ledgers/{name}``,
   ``/ledgerIdentity/{name}``;
 - :mod:`~notarium.host.runner`: ``notarium host DIR``.
+- on PostgreSQL (``notarium host DIR --store``): :mod:`~notarium.host.store` (the registry),
+  :mod:`~notarium.host.storehost` (following it with the other host processes),
+  :mod:`~notarium.host.replica` (a ledger's node), :mod:`~notarium.host.vault` (a ledger's identity, sealed).
 
 See docs/design/host.md.
 """

@@ -10,6 +10,13 @@
 - ``/ledgerIdentity/{name}``: ACL's identity document; ``ledgerTlsCertificate`` holds the ledger's
   service certificate, then the host's TLS CA (docs/design/host.md).
 - the management routes (:mod:`notarium.host.arm`).
+- ``/metrics``: every ledger's Prometheus figures, labelled ``ledger`` (:mod:`notarium.host.metrics`);
+  the host credential is required, as for the management API (the document names every ledger).
+
+A ledger's requests are admitted at its own rate (:mod:`notarium.host.limits`; beyond it 429
+``TooManyRequests`` with ``Retry-After``, counted for that ledger only). A ledger whose secrets are lost
+answers 503 until it is put into recovery, then serves the recovery endpoints
+(:mod:`notarium.host.recovery`).
 
 A name that is unknown, deleted or not yet created answers 404 ``LedgerNotFound`` in ACL's error
 format, the same for all three (where real ACL's DNS name would simply stop resolving).
@@ -25,14 +32,21 @@ and every ledger alike (:mod:`notarium.server.bodies`).
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 
 from notarium.host import arm
+from notarium.host.limits import too_many_requests
 from notarium.host.manager import LedgerManager
-from notarium.server.app import json_response
+from notarium.host.names import name_key
+from notarium.host.recovery import needs_recovery_response
+from notarium.ledger.layout import Layout
 from notarium.server.bodies import request_bodies
-from notarium.server.errors import error_response
+from notarium.server.errors import ApiError, error_response
+from notarium.server.handlers import TXID_HEADER, json_response
+from notarium.server.metrics import CONTENT_TYPE
+from notarium.types import TxId
 
 PREFIX = "/ledgers/"
 IDENTITY_PREFIX = "/ledgerIdentity/"
@@ -82,6 +96,7 @@ def create_host_app(manager: LedgerManager) -> web.Application:
     app.router.add_route("*", "/ledgers/{ledgerName}", ledger_request)
     app.router.add_route("*", "/ledgers/{ledgerName}/{tail:.*}", ledger_request)
     app.router.add_get("/ledgerIdentity/{ledgerName}", ledger_identity)
+    app.router.add_get("/metrics", host_metrics)
     arm.register(app.router)
     return app
 
@@ -91,26 +106,62 @@ def _unknown(name: str) -> web.Response:
 
 
 async def ledger_request(request: web.Request) -> web.StreamResponse:
-    """Hand the request to the ledger's data plane, without the ``/ledgers/{name}`` prefix."""
+    """Hand the request to the ledger's data plane, without the ``/ledgers/{name}`` prefix, if the
+    ledger's request rate admits it."""
     name = request.match_info["ledgerName"]
-    hosted = arm.manager(request).served(name)
-    if hosted is None:
-        return _unknown(name)
+    m = arm.manager(request)
+    key = name_key(name)
+    hosted = m.ledgers.get(key)
+    recovering = m.recovering.get(key) if hosted is None else None
+    target = hosted or recovering
+    if target is None:
+        return needs_recovery_response(name) if key in m.lost else _unknown(name)
+    wait = m.limits.admit(key)
+    if wait > 0:
+        m.metrics.throttle(target.name)
+        return too_many_requests(target.name, m.limits.get(key).requests_per_second, wait)
     # the raw path starts with /ledgers/ and the (percent-encoded) name: strip up to the next "/"
     raw = request.raw_path
     end = raw.find("/", len(PREFIX))
     query = raw.find("?")
     if end == -1 or (query != -1 and query < end):
         end = query if query != -1 else len(raw)
-    return await hosted.handle(request, end)
+    if hosted is None:
+        return await target.handle(request, end)
+    arrived = time.perf_counter()
+    response = await hosted.handle(request, end)
+    if request.method == "POST" and response.status == 200 and raw[end:].split("?")[0] == "/app/transactions":
+        try:
+            seqno = TxId.parse(response.headers.get(TXID_HEADER, "")).seqno
+        except ValueError:
+            return response
+        m.metrics.appended(hosted.name, hosted.remote, seqno, arrived)
+    return response
 
 
 async def ledger_identity(request: web.Request) -> web.StreamResponse:
     """ACL's identity document: no authentication (it bootstraps TLS)."""
     name = request.match_info["ledgerName"]
     m = arm.manager(request)
-    hosted = m.served(name)
-    if hosted is None:
+    key = name_key(name)
+    hosted = m.ledgers.get(key) or m.recovering.get(key)
+    if hosted is not None:
+        ledger_id, cert = hosted.name, hosted.service_cert_pem
+    elif key in m.lost and (record := m.registry.get(name)) is not None:  # members need it to recover
+        ledger_id, cert = record.name, Layout(m.layout.ledger_dir(key)).service_cert.read_bytes()
+    else:
         return _unknown(name)
-    bundle = hosted.service_cert_pem.decode() + m.credentials.ca_pem.decode()
-    return json_response({"ledgerId": hosted.name, "ledgerTlsCertificate": bundle})
+    bundle = cert.decode() + m.credentials.ca_pem.decode()
+    return json_response({"ledgerId": ledger_id, "ledgerTlsCertificate": bundle})
+
+
+async def host_metrics(request: web.Request) -> web.StreamResponse:
+    """Every ledger's metrics, labelled ``ledger``; the host credential is required."""
+    m = arm.manager(request)
+    try:
+        arm.authenticate(request)
+    except ApiError as exc:
+        return exc.response()
+    served = {h.name: (h.remote, h.ctx.metrics) for h in m.ledgers.values()}
+    body = await m.metrics.render(served, m.waiting())
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

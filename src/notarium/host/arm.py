@@ -10,6 +10,8 @@ Routes (every one needs the host credential and an ``api-version``):
 - ``GET /subscriptions/{s}/providers/Microsoft.ConfidentialLedger/operationStatuses/{id}``: the
   Azure-AsyncOperation resource of a create or delete
 - ``GET /providers/Microsoft.ConfidentialLedger/operations``
+- ``POST …/ledgers/{name}/recover``: notarium's action: put a ledger whose ledger secrets are lost into
+  recovery, or say how its recovery stands (:mod:`notarium.host.recovery`)
 - any method on ``…/ledgers/`` (an empty ledger name): 400 ``InvalidResourceName``
 
 Long-running operations follow ARM: a create answers 201 with ``provisioningState: Creating`` and
@@ -30,6 +32,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from notarium.errors import StorageError
 from notarium.host.manager import ConflictError, LedgerManager, Operation
 from notarium.host.names import NAME_RULE, InvalidRequestError, check_name, valid_name
 from notarium.host.registry import FAILED, Caller, LedgerRecord
@@ -76,6 +79,7 @@ def register(router: web.UrlDispatcher) -> None:
     router.add_get(one, management(get_ledger))
     router.add_patch(one, management(patch_ledger))
     router.add_delete(one, management(delete_ledger))
+    router.add_post(one + "/recover", management(recover_ledger))
     router.add_route("*", LEDGERS + "/", management(empty_ledger_name))
     router.add_get(LEDGERS, management(list_by_resource_group))
     router.add_get(SUBSCRIPTION + "/ledgers", management(list_by_subscription))
@@ -137,6 +141,12 @@ def management(handler: Handler) -> Handler:
             response = error_response(400, exc.code, str(exc))
         except ConflictError as exc:
             response = error_response(409, exc.code, str(exc))
+        except StorageError as exc:  # notarium host --store: PostgreSQL unreachable or refusing
+            log.warning("%s %s: the host's registry failed: %s", request.method, request.path[:200], exc)
+            response = error_response(
+                503, "ServiceUnavailable", "The host's registry (PostgreSQL) cannot be reached right now; retry later."
+            )
+            response.headers["Retry-After"] = RETRY_AFTER_S
         except web.HTTPException as exc:
             response = error_response(exc.status if exc.status < 500 else 400, "InvalidRequest", exc.reason)
         except Exception as exc:  # the client gone (only the access log sees it), or a 500
@@ -300,6 +310,18 @@ async def delete_ledger(request: web.Request) -> web.StreamResponse:
     return web.Response(status=202, headers=headers)
 
 
+async def recover_ledger(request: web.Request) -> web.StreamResponse:
+    """Put a ledger whose ledger secrets are lost into recovery (idempotent: a ledger already
+    recovering answers how far it is): 200 ``{"name", "status", "threshold", "submitted", "members"}``."""
+    subscription, group, name = _path(request)
+    m = manager(request)
+    record = m.find(subscription, group, name)
+    if record is None:
+        raise _not_found(group, name)
+    status = await m.recover(record, request[CALLER])
+    return arm_json({"name": record.name, **status})
+
+
 def _page(request: web.Request, records: list[LedgerRecord]) -> web.StreamResponse:
     m = manager(request)
     size = m.config.list_page_size
@@ -361,9 +383,9 @@ async def check_name_availability(request: web.Request) -> web.StreamResponse:
 
 
 async def operation_status(request: web.Request) -> web.StreamResponse:
-    op = manager(request).operations.get(request.match_info["operationId"])
+    op = manager(request).operation(request.match_info["operationId"])
     if op is None:
-        raise ApiError(404, "ResourceNotFound", "No such operation (operations are forgotten when the host restarts).")
+        raise ApiError(404, "ResourceNotFound", "No such operation (the host remembers its last 1,000 operations).")
     body: dict[str, Any] = {
         "id": request.path,
         "name": op.id,
@@ -382,6 +404,7 @@ _OPERATIONS = [
     ("ledgers/read", "Confidential Ledger", "Read a ledger", "Gets a ledger or lists ledgers."),
     ("ledgers/write", "Confidential Ledger", "Create or update a ledger", "Creates a ledger or updates it."),
     ("ledgers/delete", "Confidential Ledger", "Delete a ledger", "Deletes a ledger."),
+    ("ledgers/recover/action", "Confidential Ledger", "Recover a ledger", "Recovers a ledger's lost secrets."),
     ("checkNameAvailability/action", "Confidential Ledger", "Check name availability", "Checks a ledger name."),
     ("operations/read", "Operations", "List operations", "Lists the provider's operations."),
 ]

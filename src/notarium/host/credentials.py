@@ -26,8 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from notarium.durable import replace
 from notarium.ledger import identity as ids
-from notarium.ledger.durable import replace
 
 CA_NAME = "notarium Host CA"
 
@@ -66,6 +66,11 @@ class HostLayout:
     @property
     def operators(self) -> Path:
         return self.root / "operators"
+
+    @property
+    def store_key(self) -> Path:
+        """``notarium host --store``: seals each ledger's identity in PostgreSQL (host/vault.py)."""
+        return self.root / "store_key"
 
     @property
     def endpoint(self) -> Path:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import sys
 from dataclasses import asdict, dataclass
@@ -23,16 +24,27 @@ from aiohttp import web
 from yarl import URL
 
 from notarium.errors import ServiceError
+from notarium.host.replica import STORE_ENV, ReplicaSettings
 from notarium.ledger import EngineConfig
 from notarium.ledger.remote import RemoteLedger
 from notarium.server.app import create_app
 from notarium.server.config import ServerConfig
 from notarium.server.context import ServerContext
+from notarium.server.forward import Forwarder
 
 log = logging.getLogger("notarium.host")
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreNode:
+    """How a hosted ledger runs on PostgreSQL (``notarium host --store``)."""
+
+    dsn: str
+    settings: ReplicaSettings
+    host_ca_pem: bytes  # the host's TLS CA: what the other host processes' certificates chain to
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,27 +83,42 @@ class HostedLedger:
         self._idle.set()
 
     @classmethod
-    async def start(cls, name: str, directory: Path, settings: LedgerSettings) -> HostedLedger:
-        """Start the engine process for ``directory`` and the data plane in front of it."""
+    async def start(
+        cls, name: str, directory: Path, settings: LedgerSettings, replica: StoreNode | None = None
+    ) -> HostedLedger:
+        """Start the engine process for ``directory`` and the data plane in front of it. With
+        ``replica`` (``notarium host --store``), the engine is a node of the ledger's replicated
+        service (:mod:`notarium.host.replica`), and writes reaching it while it is a backup are
+        forwarded to the host process holding the ledger's lease."""
         ours, theirs = socket.socketpair()
         level = logging.getLogger().getEffectiveLevel()
         engine = {k: v for k, v in asdict(settings.engine).items() if k != "auto_sign"}
+        if replica is None:
+            module, arg, env = "notarium.server.engine", json.dumps(engine), None
+        else:
+            module, arg = "notarium.host.replica", replica.settings.to_json(settings.engine)
+            env = {**os.environ, STORE_ENV: replica.dsn}
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "notarium.server.engine",
+                module,
                 str(directory),
                 str(theirs.fileno()),
                 str(level),
-                json.dumps(engine),
+                arg,
                 pass_fds=[theirs.fileno()],
+                env=env,
             )
         finally:
             theirs.close()
         try:
             remote = await asyncio.wait_for(RemoteLedger.connect(ours), START_TIMEOUT_S)
             ctx = await ServerContext.create(remote, settings.server)
+            if replica is not None:
+                # the other host processes present the host's TLS certificate, not a node's
+                facts = remote.facts
+                ctx.forwarder = Forwarder(facts.node_cert_pem, facts.node_key_pem, replica.host_ca_pem)
             ctx.issuers.start()
             runner = web.AppRunner(create_app(ctx), access_log=None, handler_cancellation=False)
             await runner.setup()
@@ -135,6 +162,8 @@ class HostedLedger:
         await self._runner.cleanup()
         await self.ctx.issuers.stop()
         await self.ctx.join_limits.stop()
+        if self.ctx.forwarder is not None:
+            await self.ctx.forwarder.close()
         self.ctx.commits.close()
         await self.remote.aclose()
         try:

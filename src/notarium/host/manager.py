@@ -8,6 +8,7 @@ once and the work goes on in the background; ARM clients poll the operation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import secrets
@@ -17,9 +18,11 @@ from typing import Any
 
 from notarium.auth.identity import JWT_USER_PREFIX
 from notarium.auth.users import User
-from notarium.errors import ServiceError
+from notarium.errors import ServiceError, StorageError
 from notarium.host.credentials import HostCredentials, HostLayout
 from notarium.host.ledgers import HostedLedger, LedgerSettings
+from notarium.host.limits import LedgerLimits, LimitBook, ledger_limits
+from notarium.host.metrics import HostMetrics
 from notarium.host.names import (
     AadPrincipal,
     CertPrincipal,
@@ -29,6 +32,7 @@ from notarium.host.names import (
     name_key,
 )
 from notarium.host.provision import create_ledger_directory, first_users, remove_ledger_directory
+from notarium.host.recovery import RecoveringLedger, secrets_missing
 from notarium.host.registry import (
     CREATING,
     DELETED,
@@ -37,35 +41,22 @@ from notarium.host.registry import (
     SUCCEEDED,
     Caller,
     LedgerRecord,
+    Operation,
     Registry,
     iso,
     utcnow,
 )
+
+__all__ = ["ConflictError", "HostConfig", "LedgerManager", "Operation"]
+from notarium.host.replica import EXIT_DEPOSED
+from notarium.host.store import StoreRegistry, ledger_schema
+from notarium.host.storehost import StoreHost
 from notarium.types import TxStatus
 
 log = logging.getLogger("notarium.host")
 
-IN_PROGRESS = "InProgress"
-MAX_OPERATIONS = 1000  # finished operations remembered for polling
 RESTART_MAX_S = 30.0  # the longest wait between two attempts to start a dead engine again
-
-
-@dataclass
-class Operation:
-    """A long-running management operation (ARM's Azure-AsyncOperation resource)."""
-
-    id: str
-    ledger: str
-    action: str  # "create" or "delete"
-    status: str = IN_PROGRESS
-    start_time: str = ""
-    end_time: str | None = None
-    error: dict[str, str] | None = None
-
-    def finish(self, error: dict[str, str] | None = None) -> None:
-        self.status = "Failed" if error else "Succeeded"
-        self.error = error
-        self.end_time = iso(utcnow())
+PRIMARY_TIMEOUT_S = 60.0  # notarium host --store: a new ledger's node must seed its log within this
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,25 +90,44 @@ class LedgerManager:
         self,
         layout: HostLayout,
         credentials: HostCredentials,
-        registry: Registry,
+        registry: Registry | StoreRegistry,
         config: HostConfig,
         settings: LedgerSettings,
+        store: StoreHost | None = None,
     ) -> None:
         self.layout = layout
         self.credentials = credentials
         self.registry = registry
         self.config = config
         self.settings = settings
+        self.store = store  # notarium host --store: the registry and every ledger on PostgreSQL
+        self.instance = registry.instance if isinstance(registry, StoreRegistry) else ""
         self.ledgers: dict[str, HostedLedger] = {}  # served ledgers by name key
-        self.operations: dict[str, Operation] = {}
+        self._running: set[str] = set()  # the operations this process runs now
+        self._unsaved: dict[str, Operation] = {}  # finished while the registry could not be written
+        self._starting: set[str] = set()  # notarium host --store: ledgers this process is starting
+        self._provisioning: set[str] = set()  # ledgers this process is creating
+        self._last_purge = datetime.datetime.min.replace(tzinfo=datetime.UTC)
         self.base_url = ""  # set once the host listens
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchers: set[asyncio.Task[None]] = set()  # one per served ledger: restarts a dead engine
+        self.limits = LimitBook()  # per-ledger settings (host/limits.py)
+        self.metrics = HostMetrics()  # GET /metrics: every ledger's figures (host/metrics.py)
+        self.lost: set[str] = set()  # ledgers whose secrets are missing: not served until recovered
+        self.recovering: dict[str, RecoveringLedger] = {}  # ledgers waiting for their members' shares
+        self._entering: set[str] = set()  # ledgers being put into recovery
 
     # --- start and stop ------------------------------------------------------------------------
 
     async def resume(self) -> None:
-        """At start: serve every created ledger; settle what a previous run left half-done; purge."""
+        """At start: serve every created ledger; settle what a previous run left half-done; purge.
+        On PostgreSQL, what other host processes do is theirs to finish (or, if they died, settled
+        by :meth:`sync`); this process serves every created ledger."""
+        if self.store is not None:
+            await self.sync()
+            return
+        for op in self.registry.unfinished_operations():  # cut short by the stop
+            self._settle(op)
         for record in list(self.registry):
             if record.state == CREATING:
                 failed = replace(record, state=FAILED, failure="the host stopped while the ledger was being created")
@@ -134,10 +144,52 @@ class LedgerManager:
                 log.error("ledger %s could not be started: %s", record.name, result)
 
     async def _serve(self, record: LedgerRecord) -> None:
+        if self.store is not None:  # on PostgreSQL: its local directory from its identity bundle, once
+            await asyncio.to_thread(self.store.materialise, record)
         directory = self.layout.ledger_dir(record.key)
-        hosted = await HostedLedger.start(record.name, directory, self.settings)
+        if secrets_missing(directory):  # its engine could not open it: wait for the operator (recover)
+            self._lost(record)
+            return
+        hosted = await self._start(record)
         self.ledgers[record.key] = hosted
+        self.lost.discard(record.key)
         self._watch(record, hosted)
+
+    async def _start(self, record: LedgerRecord) -> HostedLedger:
+        """Start the ledger's engine and data plane (on PostgreSQL: a node of its replicated service,
+        its local directory made from its identity bundle if need be)."""
+        if self.store is None:
+            return await HostedLedger.start(
+                record.name, self.layout.ledger_dir(record.key), self._ledger_settings(record)
+            )
+        directory = await asyncio.to_thread(self.store.materialise, record)
+        return await HostedLedger.start(record.name, directory, self._ledger_settings(record), self.store.node(record))
+
+    def _lost(self, record: LedgerRecord) -> None:
+        self.lost.add(record.key)
+        log.error(
+            "ledger %s: its ledger secrets are missing: it is not served until it is recovered "
+            "(notarium ledgers recover %s; docs/operations/recovery.md)",
+            record.name,
+            record.name,
+        )
+
+    def _ledger_limits(self, record: LedgerRecord) -> LedgerLimits:
+        """The ledger's own settings (its tags); the host's if they no longer fit (a lower ceiling)."""
+        try:
+            limits = ledger_limits(record.tags, self.settings.server.max_entry_bytes)
+        except InvalidRequestError as exc:
+            log.warning("ledger %s: its settings are ignored (the host's apply): %s", record.name, exc)
+            limits = LedgerLimits()
+        self.limits.set(record.key, limits)
+        return limits
+
+    def _ledger_settings(self, record: LedgerRecord) -> LedgerSettings:
+        """What the ledger runs with: the host's settings, with its own largest entry."""
+        limits = self._ledger_limits(record)
+        if limits.max_entry_bytes is None:
+            return self.settings
+        return replace(self.settings, server=replace(self.settings.server, max_entry_bytes=limits.max_entry_bytes))
 
     def _watch(self, record: LedgerRecord, hosted: HostedLedger) -> None:
         task = asyncio.get_running_loop().create_task(self._restart_when_dead(record, hosted))
@@ -151,9 +203,19 @@ class LedgerManager:
         status = await hosted.process.wait()
         delay = 1.0
         while self.ledgers.get(record.key) is hosted:  # not stopped on purpose (delete, close)
-            log.error("ledger %s: its engine exited (status %s); starting it again", record.name, status)
+            if status == EXIT_DEPOSED:  # notarium host --store: no longer the primary; a follower again
+                log.warning("ledger %s: this host process is no longer its primary; following again", record.name)
+            else:
+                log.error("ledger %s: its engine exited (status %s); starting it again", record.name, status)
+            with contextlib.suppress(StorageError):  # --store, PostgreSQL unreachable: the settings as last read
+                record = self.registry.get(record.name) or record  # its settings as they are now
+            if secrets_missing(self.layout.ledger_dir(record.key)):  # no engine can open it: no retries
+                del self.ledgers[record.key]
+                self._lost(record)
+                await hosted.stop()
+                return
             try:
-                fresh = await HostedLedger.start(record.name, self.layout.ledger_dir(record.key), self.settings)
+                fresh = await self._start(record)
             except Exception as exc:  # the engine cannot start now (its error is logged): try again later
                 log.error("ledger %s: the engine did not start: %s; next try in %.0f s", record.name, exc, delay)
                 await asyncio.sleep(delay)
@@ -171,6 +233,8 @@ class LedgerManager:
         """Stop every engine (each signs and closes its ledger)."""
         for watcher in list(self._watchers):
             watcher.cancel()
+        recovering, self.recovering = self.recovering, {}
+        await asyncio.gather(*(r.close() for r in recovering.values()), return_exceptions=True)
         for task in list(self._tasks):
             await asyncio.wait({task}, timeout=60)
         ledgers, self.ledgers = self.ledgers, {}
@@ -199,14 +263,50 @@ class LedgerManager:
         return record
 
     def _operation(self, record: LedgerRecord, action: str) -> Operation:
-        op = Operation(secrets.token_hex(16), record.name, action, start_time=iso(utcnow()))
-        self.operations[op.id] = op
-        while len(self.operations) > MAX_OPERATIONS:
-            oldest = next(iter(self.operations))
-            if self.operations[oldest].status == IN_PROGRESS:
-                break
-            del self.operations[oldest]
+        op = Operation(secrets.token_hex(16), record.name, action, start_time=iso(utcnow()), owner=self.instance)
+        self.registry.put_operation(op)  # before the answer that names it: it outlives a restart
+        self._running.add(op.id)
         return op
+
+    def operation(self, op_id: str) -> Operation | None:
+        """An operation of this host (any of its processes), finished or not; remembered across restarts."""
+        return self._unsaved.get(op_id) or self.registry.get_operation(op_id)
+
+    def _finish(self, op: Operation, error: dict[str, str] | None = None) -> None:
+        op.finish(error)
+        self._running.discard(op.id)
+        try:
+            self.registry.put_operation(op)
+        except StorageError as exc:  # PostgreSQL unreachable: written by the next sync
+            log.warning("operation %s: its end is recorded later (%s)", op.id, exc)
+            self._unsaved[op.id] = op
+
+    def _settle(self, op: Operation) -> None:
+        """Finish an operation whose host process stopped before it did (a restart; on PostgreSQL,
+        the death of another process): a creation fails (the ledger is Failed: never served, and a
+        new PUT creates it again from scratch), a deletion completes (the ledger is Deleted)."""
+        record = self.registry.get(op.ledger)
+        if op.action == "create":
+            if record is not None and record.state == CREATING:
+                reason = "the host process creating it stopped before it was done"
+                failed = replace(record, state=FAILED, failure=reason)
+                if self.registry.transition(failed, CREATING):
+                    self.registry.record_event("create-failed", failed, None, reason=reason)
+                    if self.store is not None and record.schema is not None:
+                        self.store.registry.drop_ledger_schema(record.schema)
+                record = self.registry.get(op.ledger)
+            if record is not None and record.state == SUCCEEDED:
+                self._finish(op)
+            else:
+                why = record.failure if record is not None and record.failure else "the host process stopped"
+                self._finish(op, {"code": "ProvisioningFailed", "message": f"The ledger could not be created: {why}"})
+        else:
+            if record is not None and record.state == DELETING:
+                deleted = replace(record, state=DELETED)
+                if self.registry.transition(deleted, DELETING):
+                    self.registry.record_event("deleted", deleted, None)
+            self._finish(op)
+        log.warning("operation %s (%s %s) settled: %s", op.id, op.action, op.ledger, op.status)
 
     # --- create and update ---------------------------------------------------------------------
 
@@ -222,6 +322,8 @@ class LedgerManager:
         :class:`ConflictError` when the name is taken elsewhere or kept after a deletion,
         :class:`~notarium.host.names.InvalidRequestError` for a bad request."""
         request = parse_ledger(body, self.config.location)
+        if request.tags_given:  # per-ledger settings (host/limits.py): refused before anything changes
+            ledger_limits(request.tags, self.settings.server.max_entry_bytes)
         existing = self.registry.get(name)
         if existing is not None and existing.gone:
             raise ConflictError(
@@ -260,20 +362,44 @@ class LedgerManager:
             tags=request.tags,
             cert_principals=[p.to_arm() for p in request.certs],
             aad_principals=[p.to_arm() for p in request.aad],
+            schema=ledger_schema(name) if self.store is not None else None,
         )
-        self.registry.put(record)
+        if not self.registry.create(record):  # another host process took the name meanwhile
+            raise ConflictError(f"The ledger name {record.name!r} is already in use.", "LedgerNameAlreadyExists")
         self.registry.record_event("create", record, caller, ledgerType=record.ledger_type)
         op = self._operation(record, "create")
-        self._background(self._provision(record, request.certs, request.aad, op, retry=existing is not None))
+        self._background(self._provision(record, request.certs, request.aad, op, previous=existing))
         return record, op
 
     async def _provision(
-        self, record: LedgerRecord, certs: list[CertPrincipal], aad: list[AadPrincipal], op: Operation, *, retry: bool
+        self,
+        record: LedgerRecord,
+        certs: list[CertPrincipal],
+        aad: list[AadPrincipal],
+        op: Operation,
+        *,
+        previous: LedgerRecord | None,
+    ) -> None:
+        self._provisioning.add(record.key)
+        try:
+            await self._create(record, certs, aad, op, previous)
+        finally:
+            self._provisioning.discard(record.key)
+
+    async def _create(
+        self,
+        record: LedgerRecord,
+        certs: list[CertPrincipal],
+        aad: list[AadPrincipal],
+        op: Operation,
+        previous: LedgerRecord | None,
     ) -> None:
         directory = self.layout.ledger_dir(record.key)
         try:
-            if retry:  # a failed creation served nothing: start again from scratch
+            if previous is not None:  # a failed creation served nothing: start again from scratch
                 await asyncio.to_thread(remove_ledger_directory, directory)
+                if self.store is not None and previous.schema is not None:
+                    await asyncio.to_thread(self.store.registry.drop_ledger_schema, previous.schema)
             await asyncio.to_thread(
                 create_ledger_directory,
                 directory,
@@ -283,19 +409,45 @@ class LedgerManager:
                 aad,
                 self.config.host_names,
             )
+            if self.store is not None:
+                await asyncio.to_thread(self.store.upload, record, directory)
             await self._serve(record)
+            if self.store is not None:
+                await self._until_primary(record)
+            done = replace(record, state=SUCCEEDED)
+            if not self.registry.transition(done, CREATING):
+                raise ServiceError("the creation was settled as failed meanwhile (this host process was silent)")
         except Exception as exc:
             log.exception("ledger %s could not be created", record.name)
             message = str(exc) if isinstance(exc, ServiceError | ValueError) else "see the host's log"
+            hosted = self.ledgers.pop(record.key, None)
+            if hosted is not None:
+                await hosted.stop()
             failed = replace(record, state=FAILED, failure=message)
-            self.registry.put(failed)
-            self.registry.record_event("create-failed", failed, None, reason=message)
-            op.finish({"code": "ProvisioningFailed", "message": f"The ledger could not be created: {message}"})
+            try:
+                if self.registry.transition(failed, CREATING):
+                    self.registry.record_event("create-failed", failed, None, reason=message)
+            except StorageError as store_exc:  # settled by the next sync
+                log.warning("ledger %s: its failure is recorded later (%s)", record.name, store_exc)
+                self._running.discard(op.id)
+                return
+            self._finish(op, {"code": "ProvisioningFailed", "message": f"The ledger could not be created: {message}"})
             return
-        done = replace(record, state=SUCCEEDED)
-        self.registry.put(done)
         self.registry.record_event("created", done, None)
-        op.finish()
+        self._finish(op)
+
+    async def _until_primary(self, record: LedgerRecord) -> None:
+        """On PostgreSQL: wait until the new ledger's node has seeded its log and leads it, so that
+        no other process serves it before its log holds its genesis."""
+        deadline = asyncio.get_running_loop().time() + PRIMARY_TIMEOUT_S
+        while True:
+            hosted = self.ledgers.get(record.key)
+            role = hosted.remote.role if hosted is not None else None
+            if role is not None and role.primary:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise ServiceError("the new ledger's node did not take its lease in time")
+            await asyncio.sleep(0.05)
 
     def _update(self, record: LedgerRecord, request: LedgerRequest, caller: Caller) -> LedgerRecord:
         if record.state in (CREATING, DELETING):
@@ -308,14 +460,93 @@ class LedgerManager:
             cert_principals=_merge(record.cert_principals, [p.to_arm() for p in request.certs], "cert"),
             aad_principals=_merge(record.aad_principals, [p.to_arm() for p in request.aad], "principalId"),
         )
-        if request.certs or request.aad:
+        if (request.certs or request.aad) and self.store is not None:
+            # applied by whichever host process is the ledger's primary (sync)
+            self.store.registry.queue_user_change(
+                record.key,
+                {"certs": [p.to_arm() for p in request.certs], "aad": [p.to_arm() for p in request.aad]},
+            )
+        elif request.certs or request.aad:
             hosted = self.ledgers.get(record.key)
             if hosted is None:
                 raise ConflictError(f"The ledger {record.name!r} is not running; its users cannot be changed now.")
             self._background(_apply_users(hosted, request.certs, request.aad))
         self.registry.put(updated)
         self.registry.record_event("update", updated, caller)
+        if request.tags_given:  # new settings apply at once (a changed rate starts a full bucket)
+            limits = self._ledger_limits(updated)
+            hosted = self.ledgers.get(record.key)
+            if hosted is not None:
+                entry = limits.max_entry_bytes or self.settings.server.max_entry_bytes
+                hosted.ctx.config = replace(hosted.ctx.config, max_entry_bytes=entry)
         return updated
+
+    # --- recovery (host/recovery.py) -----------------------------------------------------------
+
+    async def recover(self, record: LedgerRecord, caller: Caller) -> dict[str, Any]:
+        """Put a ledger whose ledger secrets are lost into recovery, or say how its recovery stands.
+        Its engine is stopped if it still runs; the other ledgers are not touched."""
+        key = record.key
+        current = self.recovering.get(key)
+        if current is not None:
+            return current.status()
+        if record.state != SUCCEEDED:
+            raise ConflictError(f"The ledger {record.name!r} is {record.state.lower()}: it cannot be recovered.")
+        if self.store is not None:  # its log is on PostgreSQL, not in local files a recovery could rewrite
+            raise ConflictError(
+                f"The ledger {record.name!r} is replicated on PostgreSQL (host --store): a recovery through the "
+                "host is for embedded ledgers (docs/operations/recovery.md)."
+            )
+        directory = self.layout.ledger_dir(key)
+        if not secrets_missing(directory):
+            raise ConflictError(
+                f"The ledger {record.name!r} has its ledger secrets: there is nothing to recover (a recovery "
+                "replaces the secrets from the members' shares and moves the ledger to a new service identity)."
+            )
+        if key in self._entering:
+            raise ConflictError(f"The ledger {record.name!r} is being put into recovery; ask again in a moment.")
+        self._entering.add(key)
+        try:
+            hosted = self.ledgers.pop(key, None)  # its engine can no longer reopen it
+            if hosted is not None:
+                self.lost.add(key)
+                await hosted.stop()
+            try:
+                recovering = await RecoveringLedger.start(record.name, directory)
+            except ServiceError as exc:
+                self.lost.add(key)
+                raise ConflictError(f"The ledger {record.name!r} cannot be recovered: {exc}") from None
+            now = self.registry.get(record.name)
+            if now is None or now.state != SUCCEEDED:  # deleted meanwhile
+                await recovering.close()
+                raise ConflictError(f"The ledger {record.name!r} was deleted meanwhile.")
+        finally:
+            self._entering.discard(key)
+        self.recovering[key] = recovering
+        self.lost.discard(key)
+        self.registry.record_event("recover", record, caller, threshold=recovering.recovery.threshold)
+        self._background(self._open_when_recovered(record, recovering))
+        return recovering.status()
+
+    async def _open_when_recovered(self, record: LedgerRecord, recovering: RecoveringLedger) -> None:
+        if not await recovering.wait() or self.recovering.get(record.key) is not recovering:
+            return  # deleted, or the host stops: the shares submitted are forgotten
+        try:
+            await recovering.open()
+            await self._serve(self.registry.get(record.name) or record)
+        except Exception as exc:
+            log.exception("ledger %s: the recovered ledger could not be opened", record.name)
+            self.recovering.pop(record.key, None)
+            self.lost.add(record.key)
+            self.registry.record_event("recover-failed", record, None, reason=str(exc)[:500])
+            return
+        self.recovering.pop(record.key, None)
+        self.registry.record_event("recovered", record, None)
+
+    def waiting(self) -> list[str]:
+        """The names of the ledgers that are not served: they need recovery or are recovering."""
+        records = (self.registry.get(key) for key in self.lost | set(self.recovering))
+        return [r.name for r in records if r is not None]
 
     # --- delete and purge ----------------------------------------------------------------------
 
@@ -327,9 +558,15 @@ class LedgerManager:
         deleting = record.modified(
             caller, state=DELETING, deleted_at=iso(now), deleted_by=caller.name, purge_after=iso(purge_after)
         )
-        self.registry.put(deleting)
+        if not self.registry.transition(deleting, record.state):
+            raise ConflictError(f"The ledger {record.name!r} changed meanwhile; retry.")
         self.registry.record_event("delete", deleting, caller, purgeAfter=deleting.purge_after)
         hosted = self.ledgers.pop(record.key, None)  # its data-plane paths stop answering now
+        self.lost.discard(record.key)
+        self.limits.forget(record.key)
+        recovering = self.recovering.pop(record.key, None)
+        if recovering is not None:
+            self._background(recovering.close())
         op = self._operation(record, "delete")
         self._background(self._stop(deleting, hosted, op))
         return op
@@ -340,12 +577,20 @@ class LedgerManager:
             if status != 0:
                 log.warning("ledger %s: its engine exited with status %s", record.name, status)
         deleted = replace(record, state=DELETED)
-        self.registry.put(deleted)
-        self.registry.record_event("deleted", deleted, None)
-        op.finish()
+        try:
+            if self.registry.transition(deleted, DELETING):
+                self.registry.record_event("deleted", deleted, None)
+        except StorageError as exc:  # settled by the next sync
+            log.warning("ledger %s: its deletion is recorded later (%s)", record.name, exc)
+            self._running.discard(op.id)
+            return
+        self._finish(op)
 
     def purge(self, now: datetime.datetime | None = None) -> list[str]:
-        """Remove the files of ledgers deleted longer ago than the retention; free their names."""
+        """Remove the files of ledgers deleted longer ago than the retention; free their names.
+        (On PostgreSQL, :meth:`sync` purges: the rows, and every process its own files.)"""
+        if self.store is not None:
+            return []
         purged = []
         for record in self.registry.due_for_purge(now or utcnow()):
             remove_ledger_directory(self.layout.ledger_dir(record.key))
@@ -354,6 +599,95 @@ class LedgerManager:
             log.warning("ledger %s: files removed (deleted at %s, retention ended)", record.name, record.deleted_at)
             purged.append(record.name)
         return purged
+
+    # --- notarium host --store: following the registry shared with the other host processes --------
+
+    async def sync(self) -> None:
+        """Every sync interval on PostgreSQL (:mod:`notarium.host.storehost`): heartbeat; settle the
+        operations of dead processes; purge what is due; serve the ledgers created elsewhere, stop
+        those deleted elsewhere; apply queued user changes of the ledgers this process leads;
+        remove the local files of purged ledgers. PostgreSQL unreachable: try again next time."""
+        store = self.store
+        if store is None:
+            return
+        try:
+            records, changes = await asyncio.to_thread(self._sync_registry, store)
+        except StorageError as exc:
+            store.unreachable(exc)
+            return
+        by_key = {r.key: r for r in records}
+        for key, record in by_key.items():
+            if record.state != SUCCEEDED:
+                continue
+            hosted = self.ledgers.get(key)
+            if hosted is not None:
+                self._refresh_limits(record, hosted)
+            elif key not in self._starting and key not in self.lost and key not in self.recovering:
+                self._starting.add(key)
+                self._background(self._serve_found(record))
+        for key in list(self.ledgers):
+            found = by_key.get(key)
+            if key in self._provisioning:  # created here right now (perhaps after the registry was read)
+                continue
+            if found is None or found.gone or found.state == FAILED:  # deleted through another process
+                hosted = self.ledgers.pop(key)
+                self.limits.forget(key)
+                log.info("ledger %s: deleted through another host process; its node here stops", hosted.name)
+                self._background(self._stop_node(hosted))
+        for change_id, key, body in changes:
+            hosted = self.ledgers.get(key)
+            if hosted is not None and hosted.remote.role is not None and hosted.remote.role.primary:
+                await _apply_users(hosted, cert_principals(body.get("certs")), aad_principals(body.get("aad")))
+                await asyncio.to_thread(store.registry.done_user_change, change_id)
+        keep = set(by_key) | self._starting | self._provisioning | set(self.ledgers)
+        await asyncio.to_thread(store.forget_local, keep)
+
+    def _sync_registry(self, store: StoreHost) -> tuple[list[LedgerRecord], list[tuple[int, str, dict[str, Any]]]]:
+        """The registry's side of :meth:`sync`, in a worker thread."""
+        registry = store.registry
+        registry.heartbeat(store.address)
+        store.reachable()
+        for op in list(self._unsaved.values()):
+            registry.put_operation(op)
+            self._unsaved.pop(op.id, None)
+        for op in registry.unfinished_operations():  # this process's own, no longer running (a failed write)
+            if op.owner == self.instance and op.id not in self._running:
+                self._settle(op)
+        for op in store.orphans():  # a dead process's: settled by the one process that claims it
+            if registry.claim_operation(op):
+                op.owner = self.instance
+                self._settle(op)
+        now = utcnow()
+        if (now - self._last_purge).total_seconds() >= self.config.purge_interval_s:
+            self._last_purge = now
+            for record in store.purge_due(registry.due_for_purge(now)):
+                registry.record_event("purged", record, None)
+                log.warning(
+                    "ledger %s: its log and files removed (deleted at %s, retention ended)",
+                    record.name,
+                    record.deleted_at,
+                )
+        return registry.records(), registry.all_user_changes()
+
+    async def _serve_found(self, record: LedgerRecord) -> None:
+        try:
+            await self._serve(record)
+        except Exception as exc:  # tried again at the next sync
+            log.error("ledger %s could not be started here: %s", record.name, exc)
+        finally:
+            self._starting.discard(record.key)
+
+    async def _stop_node(self, hosted: HostedLedger) -> None:
+        status = await hosted.stop()
+        if status not in (0, EXIT_DEPOSED):
+            log.warning("ledger %s: its node exited with status %s", hosted.name, status)
+
+    def _refresh_limits(self, record: LedgerRecord, hosted: HostedLedger) -> None:
+        """Settings changed through another host process apply here too."""
+        limits = self._ledger_limits(record)
+        entry = limits.max_entry_bytes or self.settings.server.max_entry_bytes
+        if hosted.ctx.config.max_entry_bytes != entry:
+            hosted.ctx.config = replace(hosted.ctx.config, max_entry_bytes=entry)
 
 
 @dataclass(frozen=True, slots=True)

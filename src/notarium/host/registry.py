@@ -10,6 +10,11 @@ operators did, with times and callers, kept after a ledger's files are purged.
 States: ``Creating`` → ``Succeeded`` (served) or ``Failed``; ``Deleting`` → ``Deleted`` (no longer
 served; its files are kept until ``purgeAfter``); after the purge the record is gone and the
 name is free again.
+
+The registry also keeps the long-running operations (:class:`Operation`), the last
+:data:`MAX_OPERATIONS` of them, so that an operation URL answers after a restart. With
+``notarium host --store`` the same interface is kept in PostgreSQL instead
+(:class:`notarium.host.store.StoreRegistry`), shared by every host process.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from notarium.durable import fsync_dir
+from notarium.durable import replace as replace_file
 from notarium.errors import ServiceError
 from notarium.host.names import name_key
-from notarium.ledger.durable import fsync_dir
-from notarium.ledger.durable import replace as replace_file
 
 REGISTRY_FORMAT = 1
 CREATING, SUCCEEDED, FAILED, DELETING, DELETED = "Creating", "Succeeded", "Failed", "Deleting", "Deleted"
+IN_PROGRESS = "InProgress"
+MAX_OPERATIONS = 1000  # finished operations remembered for polling
 
 
 def utcnow() -> datetime.datetime:
@@ -52,6 +59,27 @@ class Caller:
     kind: str
 
 
+@dataclass
+class Operation:
+    """A long-running management operation (ARM's Azure-AsyncOperation resource). ``owner`` is
+    the host process running it (``notarium host --store``: another one settles it if that
+    process dies)."""
+
+    id: str
+    ledger: str
+    action: str  # "create" or "delete"
+    status: str = IN_PROGRESS
+    start_time: str = ""
+    end_time: str | None = None
+    error: dict[str, str] | None = None
+    owner: str = ""
+
+    def finish(self, error: dict[str, str] | None = None) -> None:
+        self.status = "Failed" if error else "Succeeded"
+        self.error = error
+        self.end_time = iso(utcnow())
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerRecord:
     name: str
@@ -73,6 +101,7 @@ class LedgerRecord:
     deleted_by: str | None = None
     purge_after: str | None = None
     failure: str | None = None
+    schema: str | None = None  # notarium host --store: the PostgreSQL schema of the ledger's log
 
     @property
     def key(self) -> str:
@@ -95,6 +124,7 @@ class Registry:
         self.path = directory / "registry.json"
         self.events = directory / "events.jsonl"
         self._records: dict[str, LedgerRecord] = {}
+        self._operations: dict[str, Operation] = {}
 
     @classmethod
     def load(cls, directory: Path) -> Registry:
@@ -111,12 +141,19 @@ class Registry:
             for item in obj["ledgers"]:
                 record = LedgerRecord(**item)
                 registry._records[record.key] = record
+            for item in obj.get("operations", []):
+                op = Operation(**item)
+                registry._operations[op.id] = op
         except (KeyError, TypeError) as exc:
             raise ServiceError(f"{registry.path} holds a malformed ledger record: {exc}") from None
         return registry
 
     def save(self) -> None:
-        body = {"format": REGISTRY_FORMAT, "ledgers": [asdict(r) for r in self._records.values()]}
+        body = {
+            "format": REGISTRY_FORMAT,
+            "ledgers": [asdict(r) for r in self._records.values()],
+            "operations": [asdict(o) for o in self._operations.values()],
+        }
         replace_file(self.path, json.dumps(body, indent=2, sort_keys=True).encode(), 0o600)
 
     def record_event(self, event: str, record: LedgerRecord, caller: Caller | None, **details: Any) -> None:
@@ -146,9 +183,40 @@ class Registry:
         self._records[record.key] = record
         self.save()
 
+    def create(self, record: LedgerRecord) -> bool:
+        """Record a new ledger (or one created again after a failure): False if the name is taken
+        meanwhile (with several host processes, another one may have taken it)."""
+        existing = self._records.get(record.key)
+        if existing is not None and existing.state != FAILED:
+            return False
+        self.put(record)
+        return True
+
+    def transition(self, record: LedgerRecord, expected_state: str) -> bool:
+        """Replace the record of ``record.name`` if it is still in ``expected_state``."""
+        existing = self._records.get(record.key)
+        if existing is None or existing.state != expected_state:
+            return False
+        self.put(record)
+        return True
+
     def remove(self, name: str) -> None:
         self._records.pop(name_key(name), None)
         self.save()
+
+    def put_operation(self, op: Operation) -> None:
+        """Record an operation (new, or finished); the oldest finished ones are forgotten."""
+        self._operations[op.id] = op
+        finished = [k for k, o in self._operations.items() if o.status != IN_PROGRESS]
+        for key in finished[: max(0, len(self._operations) - MAX_OPERATIONS)]:
+            del self._operations[key]
+        self.save()
+
+    def get_operation(self, op_id: str) -> Operation | None:
+        return self._operations.get(op_id)
+
+    def unfinished_operations(self) -> list[Operation]:
+        return [o for o in self._operations.values() if o.status == IN_PROGRESS]
 
     def __iter__(self) -> Iterator[LedgerRecord]:
         return iter(sorted(self._records.values(), key=lambda r: r.key))

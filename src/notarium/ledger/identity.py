@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from notarium.durable import write_new
 from notarium.errors import ServiceError
-from notarium.ledger.durable import write_new
 
 # Default validity, in days (documented in docs/design/identities.md).
 SERVICE_CERT_DAYS = 3650

@@ -1,9 +1,10 @@
 """The ledger engine behind a local socket.
 
 ``notarium serve`` runs in two processes: the engine process owns the :class:`Ledger` (sequencing,
-sealing, signing, writing) and this module's :class:`EngineService`; the HTTP front process (TLS,
-HTTP, authentication) calls it through :class:`RemoteLedger`. Python runs one thread at a time per
-process, so the split lets the two halves of an append use both cores (docs/design/server.md).
+sealing, signing, writing) and serves it with :class:`~notarium.ledger.engine_service.EngineService`;
+the HTTP front process (TLS, HTTP, authentication) calls it through :class:`RemoteLedger` (here).
+Python runs one thread at a time per process, so the split lets the two halves of an append use
+both cores (docs/design/server.md).
 
 Wire format, both ways: frames of a 4-byte big-endian length and a pickle. The socket is an unnamed
 socketpair inherited by the front only, so both ends are this program; pickle is safe there and
@@ -27,22 +28,20 @@ end Invalid (a restart starts a new view), as for any crash before a commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import pickle
-import queue
 import socket
 import struct
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 from notarium.errors import LedgerError, NotariumError, NotPrimaryError, ServiceError
-from notarium.ledger.engine import EngineConfig, Ledger, LedgerEntry, Receipt, check_write_set
-from notarium.ledger.identity import cert_pem, private_pem
+from notarium.ledger.config import EngineConfig
+from notarium.ledger.entries import LedgerEntry, check_write_set
 from notarium.ledger.layout import ServiceConfig
+from notarium.ledger.proofs import Receipt
 from notarium.recovery.shares import RecoverySharesRecord, check_recovery_members
 from notarium.types import TxId, TxStatus
 from notarium.verify.consistency import SignedRoot
@@ -50,7 +49,7 @@ from notarium.verify.entry import Tables
 
 log = logging.getLogger("notarium.ledger.remote")
 
-_LEN = struct.Struct(">I")
+FRAME_HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 30
 BATCH_MAX = 16  # calls per frame: the engine starts on a batch while the front is still reading
 
@@ -125,159 +124,25 @@ class EngineMetrics:
     ledger_bytes: int
 
 
-def _load(data: bytes | memoryview) -> Any:
+def load_frame(data: bytes | memoryview) -> Any:
     # both ends of the socketpair are this program (see the module docstring): never untrusted bytes
     return pickle.loads(data)  # noqa: S301
 
 
 def frame(obj: object) -> bytes:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(data)) + data
+    return FRAME_HEADER.pack(len(data)) + data
 
 
-def _portable(exc: BaseException) -> NotariumError:
+def portable_error(exc: BaseException) -> NotariumError:
     """An error that survives pickling: notarium's own as they are, anything else as a ServiceError."""
     if isinstance(exc, NotariumError):
         try:
-            _load(pickle.dumps(exc))
+            load_frame(pickle.dumps(exc))
         except Exception:  # an unpicklable error still needs an answer
             return LedgerError(str(exc))
         return exc
     return ServiceError("the ledger engine failed to answer; see its log")
-
-
-class EngineService:
-    """Serves one front over ``sock``: a reader thread runs the calls in arrival order, a writer thread
-    sends answers and commit notices (so the engine's flusher never waits on the front)."""
-
-    def __init__(
-        self,
-        ledger: Ledger,
-        sock: socket.socket,
-        settings: Any = None,
-        control: Callable[[str, tuple[Any, ...]], Any] | None = None,
-        calls: Mapping[str, Callable[..., Any]] | None = None,
-    ) -> None:
-        """``calls``: engine calls beyond the ledger's own methods (:data:`CALLS`), each called with
-        the ledger first (e.g. ``admit_node``: :data:`notarium.cluster.join.ENGINE_CALLS`)."""
-        self._ledger = ledger
-        self._sock = sock
-        self._settings = settings
-        self._control = control  # front → engine process notices ("listening", port)
-        self._calls = dict(calls or {})
-        self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self.role: Role | None = None  # set (and announced) by a replicated node's replication thread
-        self._reader = threading.Thread(target=self._read_loop, name="engine-rpc", daemon=True)
-        self._writer = threading.Thread(target=self._write_loop, name="engine-rpc-send", daemon=True)
-        self.disconnected = threading.Event()
-
-    def start(self) -> None:
-        self._ledger.add_commit_listener(self._on_commit)
-        self._writer.start()
-        self._reader.start()
-
-    def stop(self) -> None:
-        """Stop answering (the front is gone or the engine is closing)."""
-        with contextlib.suppress(ValueError):
-            self._ledger.remove_commit_listener(self._on_commit)
-        self._out.put(None)
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._reader.join(5)
-        self._writer.join(5)
-        self._sock.close()
-
-    def _status(self) -> EngineStatus:
-        return EngineStatus(self._ledger.committed, self._ledger.healthy, self._ledger.state_version)
-
-    def announce_role(self, role: Role) -> None:
-        """A replicated node's role changed: the front sequences from ``role`` or forwards writes."""
-        self.role = role
-        self._out.put(frame(("p", role)))
-
-    def _on_commit(self, _seqno: int) -> None:
-        self._out.put(frame(("s", self._status())))
-
-    def _facts(self) -> EngineFacts:
-        ident = self._ledger.identity
-        return EngineFacts(
-            self._ledger.service,
-            cert_pem(ident.node_cert),
-            private_pem(ident.node_key),
-            cert_pem(ident.service_cert),
-            self._status(),
-            self._ledger.view,
-            self._ledger.last_sequenced + 1,
-            self._ledger.config,
-            self._settings,
-            ledger_dir=self._ledger.layout.ledger_dir,
-            role=self.role,
-            previous_endorsements=tuple(cert_pem(c) for c in self._ledger.previous_identity_endorsements),
-        )
-
-    def _metrics(self) -> EngineMetrics:
-        ledger = self._ledger
-        return EngineMetrics(ledger.committed.seqno, ledger.last_sequenced, ledger.ledger_bytes())
-
-    def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if method in CALLS:
-            return getattr(self._ledger, method)(*args, **kwargs)
-        if method in self._calls:
-            return self._calls[method](self._ledger, *args, **kwargs)
-        if method == "facts":
-            return self._facts()
-        if method == "metrics":
-            return self._metrics()
-        if method == "notice" and self._control is not None:
-            return self._control(args[0], tuple(args[1:]))
-        raise LedgerError(f"unknown engine call {method!r}")
-
-    def _read_loop(self) -> None:
-        stream = self._sock.makefile("rb")
-        try:
-            while True:
-                header = stream.read(_LEN.size)
-                if len(header) < _LEN.size:
-                    break
-                (size,) = _LEN.unpack(header)
-                if size > MAX_FRAME:
-                    raise ServiceError("oversized frame from the front")
-                data = stream.read(size)
-                if len(data) < size:
-                    break
-                answers = []
-                for call_id, method, args, kwargs in _load(data):
-                    try:
-                        value = self._call(method, args, kwargs)
-                    except Exception as exc:  # each call gets its own answer
-                        if not isinstance(exc, NotariumError):
-                            log.exception("engine call %s failed", method)
-                        if call_id:
-                            answers.append((call_id, False, _portable(exc)))
-                        else:
-                            log.error("a sequenced %s failed: %s", method, exc)
-                            self._out.put(frame(("x", f"{method} failed in the engine: {exc}")))
-                    else:
-                        if call_id:
-                            answers.append((call_id, True, value))
-                if answers:
-                    self._out.put(frame(("r", answers)))
-        except (OSError, ServiceError):
-            pass
-        finally:
-            stream.close()
-            self.disconnected.set()
-
-    def _write_loop(self) -> None:
-        while True:
-            data = self._out.get()
-            if data is None:
-                return
-            try:
-                self._sock.sendall(data)
-            except OSError:
-                self.disconnected.set()
-                return
 
 
 class _Link(asyncio.Protocol):
@@ -289,12 +154,12 @@ class _Link(asyncio.Protocol):
         buf = self._buf
         buf += data
         start = 0
-        while len(buf) - start >= _LEN.size:
-            (size,) = _LEN.unpack_from(buf, start)
-            end = start + _LEN.size + size
+        while len(buf) - start >= FRAME_HEADER.size:
+            (size,) = FRAME_HEADER.unpack_from(buf, start)
+            end = start + FRAME_HEADER.size + size
             if len(buf) < end:
                 break
-            self._owner._received(_load(memoryview(buf)[start + _LEN.size : end]))
+            self._owner._received(load_frame(memoryview(buf)[start + FRAME_HEADER.size : end]))
             start = end
         if start:
             del buf[:start]

@@ -14,10 +14,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from notarium.durable import fsync_dir, replace
 from notarium.errors import ServiceError
 from notarium.ledger import identity as ids
-from notarium.ledger.durable import fsync_dir, replace
-from notarium.ledger.engine import EngineConfig, Ledger, ReplicaLog, SecretCourier, load_identity_chain
+from notarium.ledger.config import EngineConfig, ReplicaLog, SecretCourier
+from notarium.ledger.engine import Ledger
+from notarium.ledger.identity_chain import load_identity_chain
 from notarium.ledger.layout import Layout, ServiceConfig
 from notarium.recovery.chain import LedgerSecrets
 from notarium.recovery.sealing import VirtualFileSealer, unseal_secrets
@@ -233,7 +235,7 @@ def recover_service_identity(
     """Move a service directory to a new service identity (disaster recovery, issue 6).
 
     Call it on a stopped service whose ledger secrets are sealed (e.g. just restored by
-    :meth:`notarium.recovery.directory.DirectoryRecovery.restore`), before :func:`open_ledger`.
+    :meth:`notarium.ledger.restore.DirectoryRecovery.restore`), before :func:`open_ledger`.
     The previous service key is not needed (it is usually what was lost). A new service key and
     certificate and a new node key and certificate issued by it replace the old ones; the
     previous service certificate and its endorsement by the new key are kept in

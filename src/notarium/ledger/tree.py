@@ -2,21 +2,16 @@
 
 Memory stays O(n / 256): the roots of all complete subtrees of 256 leaves or more are kept in
 memory (``levels[h - TILE_HEIGHT]``); anything smaller is recomputed from at most one tile of
-leaves read from the index. The hashing and shape rules are those of :mod:`notarium.verify.merkle`.
+leaves read from the index. The hashing and shape rules are those of :mod:`notarium.verify.merkle`;
+the proofs are built by :mod:`notarium.ledger.merkle`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from notarium.verify.merkle import (
-    ZERO_HASH,
-    Frontier,
-    PathElement,
-    hash_children,
-    inclusion_path,
-    perfect_root_over,
-)
+from notarium.ledger.merkle import inclusion_path, perfect_root_over
+from notarium.verify.merkle import ZERO_HASH, Frontier, PathElement, hash_children
 
 TILE_HEIGHT = 8
 TILE_SIZE = 1 << TILE_HEIGHT

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from notarium.durable import replace
 from notarium.errors import ServiceError
-from notarium.ledger.durable import replace
 from notarium.recovery.chain import LedgerSecrets
 
 

@@ -4,7 +4,7 @@ ACL's API has no compressed request bodies. aiohttp would inflate a ``Content-En
 deflate, br, zstd) body in its parser as the bytes arrive, for any caller, authenticated or not, even
 after the request was answered (it drains an unread body): 2 MiB of gzip costs seconds of CPU. So:
 
-- every server behind a :class:`~notarium.server.connections.Listener` is made with
+- every server behind a :class:`~notarium.server.listener.Listener` is made with
   :data:`HTTP_OPTIONS`: its parser never inflates anything (``auto_decompress``), and a body left
   unread by an early answer is never drained (``lingering_time``): the connection closes instead
   (:mod:`notarium.server.connections`);

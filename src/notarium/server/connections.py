@@ -1,4 +1,4 @@
-"""Connections: the accept loop, timeouts and limits of every listener (TLS and plain HTTP).
+"""Connections: the phases and timeouts of every connection of a listener (TLS and plain HTTP).
 
 A public listener must bound what a client can hold without sending a request. Each connection is
 in one *phase*, and each phase has a deadline:
@@ -14,19 +14,12 @@ A response the client does not take (the socket's send buffer stays full) is als
 ``body_timeout_s``. A timed-out request is aborted: its handler's reads fail with
 :class:`RequestTimeoutError`, so nothing half-read is ever applied.
 
-The :class:`Gate` holds one process's connections. At ``max_connections`` (lowered at start to fit
-the open-files limit, itself raised to its hard limit) or ``max_connections_per_address`` for the
-newcomer's address, a newcomer sheds, among that address's or all connections: the newest idle one;
-else the oldest that has not completed a request yet (connecting or sending headers: a client that
-means it takes milliseconds); a connection with a request in progress is never shed, and if every
-one is busy the newcomer is refused. :class:`Listener` is the accept loop (what
-``loop.create_server`` does, with admission at accept): a failed ``accept()`` pauses accepting
-briefly, and sheds a connection when the process is out of file descriptors. Sheds, refusals and
-accept failures are reported in one WARNING line per :data:`REPORT_INTERVAL_S`, never one per event.
-
 A client's half-close (TLS ``close_notify``, or TCP FIN) ends what it may send, not what it gets: a
 request it completed is answered, then the connection closes; a request it did not complete is
 aborted before its handler can apply it.
+
+How many connections a process holds, and whom it sheds at its limits, is :mod:`.gate`; the accept
+loop is :mod:`.listener`.
 
 A request answered before its body was read (a refusal: 401, 403, 413, 415…) is never drained: the
 answer says ``Connection: close``, goes out with close_notify and a FIN, and what the client still
@@ -41,38 +34,19 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import enum
-import errno
 import logging
-import os
-import resource
-import socket
-import time
 import weakref
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 
-from notarium.server.config import ServerConfig
 from notarium.server.errors import error_response
+from notarium.server.gate import Gate, Phase
 
 log = logging.getLogger("notarium.server.connections")
 
 HANDSHAKE_TIMEOUT_S = 10.0
 REFUSED_LINGER_S = 5.0  # after an answer to a request whose body was not read (see above)
-REPORT_INTERVAL_S = 10.0
-ACCEPT_BATCH = 64  # accepts per readiness of a listening socket (each admitted at once)
-ACCEPT_PAUSE_S = 0.1  # after a failed accept
-FD_RESERVE_MIN = 64  # file descriptors kept for everything but client connections (and 1/8 of the limit)
-_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-class Phase(enum.Enum):
-    CONNECTING = "connecting"
-    IDLE = "idle"
-    HEADERS = "headers"
-    BUSY = "busy"
 
 
 class RequestAbortedError(ConnectionResetError):
@@ -108,155 +82,6 @@ def failure_response(request: web.BaseRequest, exc: BaseException, log: logging.
         return error_response(gone.status, gone.code, str(gone))
     log.exception("unexpected error serving %s %s", request.method, request.path)
     return error_response(500, "InternalServerError", f"The {who} failed to answer this request.")
-
-
-def raise_open_files_limit() -> int:
-    """Raise this process's open-files soft limit to its hard limit (as far as the kernel allows);
-    return the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return 1 << 30
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft < target:
-        with contextlib.suppress(ValueError, OSError):  # e.g. above the kernel's nr_open: keep what we have
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def _open_fds() -> int:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return 32
-
-
-class Gate:
-    """One process's client connections under its limits (``config``). Closed when the server
-    stops: connections that finish their handshake afterwards are dropped instead of being handed to
-    the application (which is shutting down)."""
-
-    def __init__(self, config: ServerConfig | None = None) -> None:
-        self.config = config or ServerConfig()
-        self.closed = False
-        self.max_connections = self.config.max_connections  # lowered by fit()
-        self._all: dict[GuardedProtocol, None] = {}  # in order of arrival
-        self._by_address: dict[str, dict[GuardedProtocol, None]] = {}
-        self._events: dict[str, int] = {}  # since the last report
-        self._details: dict[str, str] = {}
-        self._reported = -REPORT_INTERVAL_S
-        self._since = 0.0  # the first event not reported yet
-        self._report_handle: asyncio.TimerHandle | None = None
-
-    def __len__(self) -> int:
-        return len(self._all)
-
-    def fit(self) -> None:
-        """Raise the open-files limit, and keep the connections within it (with room for the rest)."""
-        soft = raise_open_files_limit()
-        room = soft - _open_fds() - max(FD_RESERVE_MIN, soft // 8)
-        fitted = max(1, min(self.config.max_connections, room))
-        if fitted != self.max_connections:
-            self.max_connections = fitted
-            log.info(
-                "at most %d client connections (%d per address; open-files limit %d)",
-                fitted,
-                self.config.max_connections_per_address,
-                soft,
-            )
-
-    def admit(self, conn: GuardedProtocol, address: str) -> bool:
-        """Count ``conn`` in, shedding another connection if a limit is reached; ``False``: refused
-        (every connection in the way has a request in progress)."""
-        conn.address = address
-        mine = self._by_address.get(address, {})
-        for pool, limit in ((mine, self.config.max_connections_per_address), (self._all, self.max_connections)):
-            while len(pool) >= limit:
-                victim = _victim(pool)
-                if victim is None:
-                    self.note("refused")
-                    return False
-                self.note("shed")
-                self.forget(victim)
-                victim.abort()
-        self._all[conn] = None
-        self._by_address.setdefault(address, {})[conn] = None
-        return True
-
-    def forget(self, conn: GuardedProtocol) -> None:
-        if conn not in self._all:
-            return
-        del self._all[conn]
-        mine = self._by_address.get(conn.address)
-        if mine is not None:
-            mine.pop(conn, None)
-            if not mine:
-                del self._by_address[conn.address]
-
-    def shed_one(self) -> None:
-        """Out of file descriptors: free one, if a connection may be shed."""
-        victim = _victim(self._all)
-        if victim is not None:
-            self.note("shed")
-            self.forget(victim)
-            victim.abort()
-
-    def note(self, event: str, detail: str = "") -> None:
-        """Count an event for the next report (at most one per :data:`REPORT_INTERVAL_S`)."""
-        if not self._events:
-            self._since = time.monotonic()
-        self._events[event] = self._events.get(event, 0) + 1
-        if detail:
-            self._details[event] = detail
-        now = time.monotonic()
-        if now - self._reported >= REPORT_INTERVAL_S:
-            self._report()
-        elif self._report_handle is None:
-            loop = asyncio.get_running_loop()
-            self._report_handle = loop.call_later(self._reported + REPORT_INTERVAL_S - now, self._report)
-
-    def flush(self) -> None:
-        """Report now what is not reported yet (when the server stops)."""
-        if self._report_handle is not None:
-            self._report_handle.cancel()
-        self._report()
-
-    def _report(self) -> None:
-        self._report_handle = None
-        events, details = self._events, self._details
-        if not events:
-            return
-        self._events, self._details = {}, {}
-        self._reported = time.monotonic()
-        parts = []
-        if events.get("shed") or events.get("refused"):
-            parts.append(
-                f"{_times(events.get('shed', 0), 'connection')} shed and {events.get('refused', 0)} refused at the "
-                f"connection limits ({len(self._all)} open; at most {self.max_connections}, "
-                f"{self.config.max_connections_per_address} per address)"
-            )
-        if events.get("accept-failed"):
-            failed = _times(events["accept-failed"], "time")
-            parts.append(f"accepting a connection failed {failed} ({details['accept-failed']})")
-        log.warning("in the last %.0f s: %s", max(1.0, self._reported - self._since), "; ".join(parts))
-
-
-def _times(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _victim(pool: dict[GuardedProtocol, None]) -> GuardedProtocol | None:
-    """Whom to shed: a connection closing after a refusal; else the newest idle connection; else the
-    oldest that has not completed a request."""
-    for conn in pool:
-        if conn.lingering:
-            return conn
-    for conn in reversed(pool):
-        if conn.phase is Phase.IDLE and not conn.writing_paused and not conn.closing:
-            return conn
-    for conn in pool:
-        if conn.phase in (Phase.CONNECTING, Phase.HEADERS) and not conn.closing:
-            return conn
-    return None
 
 
 # --- requests: aiohttp tells each connection when it begins and ends one -----------------------
@@ -648,102 +473,3 @@ class PlainServerProtocol(GuardedProtocol):
     def _send(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
-
-
-# --- the accept loop ---------------------------------------------------------------------------
-
-
-class Listener:
-    """Listening sockets whose connections become ``factory()`` protocols under ``gate``."""
-
-    def __init__(self, sockets: list[socket.socket], factory: Callable[[], GuardedProtocol], gate: Gate) -> None:
-        self.sockets = sockets
-        self._factory = factory
-        self._gate = gate
-        self._loop = asyncio.get_running_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
-        for sock in sockets:
-            self._loop.add_reader(sock.fileno(), self._accept, sock)
-
-    def _accept(self, sock: socket.socket) -> None:
-        for _ in range(ACCEPT_BATCH):
-            try:
-                conn, address = sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionAbortedError:
-                continue
-            except OSError as exc:
-                self._gate.note("accept-failed", exc.strerror or str(exc))
-                if exc.errno in _OUT_OF_RESOURCES:
-                    self._gate.shed_one()
-                self._loop.remove_reader(sock.fileno())
-                self._loop.call_later(ACCEPT_PAUSE_S, self._resume, sock)
-                return
-            self._admit(conn, address)
-
-    def _resume(self, sock: socket.socket) -> None:
-        if not self._closed:
-            self._loop.add_reader(sock.fileno(), self._accept, sock)
-
-    def _admit(self, conn: socket.socket, address: Any) -> None:
-        protocol = self._factory()
-        host = str(address[0]) if isinstance(address, tuple) else str(address)
-        if self._gate.closed or not self._gate.admit(protocol, host):
-            conn.close()
-            return
-        conn.setblocking(False)
-        task = self._loop.create_task(self._connect(conn, protocol))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _connect(self, conn: socket.socket, protocol: GuardedProtocol) -> None:
-        try:
-            await self._loop.connect_accepted_socket(lambda: protocol, conn)
-        except Exception as exc:  # a connection that could not start: the client's loss
-            log.debug("a connection from %s could not start: %s", protocol.address, exc)
-            self._gate.forget(protocol)
-            conn.close()
-
-    def close(self) -> None:
-        """Stop accepting; connections already accepted go on."""
-        self._closed = True
-        for sock in self.sockets:
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
-        self._gate.flush()
-
-
-async def listen(
-    host: str, port: int, factory: Callable[[], GuardedProtocol], gate: Gate, *, backlog: int = 1024
-) -> Listener:
-    """Listen on every address ``host`` resolves to (as ``loop.create_server`` does); raise the
-    open-files limit and fit ``gate``'s connection limit within it."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    try:
-        for family, kind, proto, _name, address in _unique(infos):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as exc:
-                reason = (exc.strerror or str(exc)).lower()
-                raise OSError(exc.errno, f"error while attempting to bind on address {address!r}: {reason}") from None
-            sock.listen(backlog)
-            sock.setblocking(False)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    gate.fit()
-    return Listener(sockets, factory, gate)
-
-
-def _unique(infos: Iterable[Any]) -> list[Any]:
-    return list(dict.fromkeys(infos))

@@ -27,7 +27,7 @@ from types import FrameType
 from notarium.cluster.join import ENGINE_CALLS
 from notarium.errors import NotariumError
 from notarium.ledger import EngineConfig, open_ledger
-from notarium.ledger.remote import EngineService
+from notarium.ledger.engine_service import EngineService
 from notarium.server.config import LOG_FORMAT
 
 log = logging.getLogger("notarium.server.engine")

@@ -24,8 +24,10 @@ from notarium.ledger.remote import RemoteLedger
 from notarium.server.app import create_app, create_identity_app
 from notarium.server.bodies import HTTP_OPTIONS
 from notarium.server.config import LOG_FORMAT, ServerConfig
-from notarium.server.connections import Gate, PlainServerProtocol, listen
+from notarium.server.connections import PlainServerProtocol
 from notarium.server.context import ServerContext
+from notarium.server.gate import Gate
+from notarium.server.listener import listen
 from notarium.server.tls import TLSServerProtocol, server_context
 
 log = logging.getLogger("notarium.server")

@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
-from notarium.cluster.join import JoinBudget, expired_pending, pending_records, pending_since
+from notarium.cluster.limits import JoinBudget, expired_pending, pending_records, pending_since
 from notarium.ledger.remote import RemoteLedger
 from notarium.server.config import ServerConfig
 from notarium.server.errors import ApiError

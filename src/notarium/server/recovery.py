@@ -28,11 +28,12 @@ from aiohttp import web
 
 from notarium.ledger.identity import load_cert, load_private_ec
 from notarium.ledger.layout import Layout
-from notarium.recovery.directory import DirectoryRecovery
+from notarium.ledger.restore import DirectoryRecovery
 from notarium.server.bodies import HTTP_OPTIONS, request_bodies
 from notarium.server.config import ServerConfig
-from notarium.server.connections import Gate, listen
 from notarium.server.errors import ApiError, error_response
+from notarium.server.gate import Gate
+from notarium.server.listener import listen
 from notarium.server.tls import TLSServerProtocol, server_context
 
 log = logging.getLogger("notarium.server.recovery")

@@ -21,11 +21,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from notarium.cluster.join import ENGINE_CALLS, NodeCourier
+from notarium.cluster.join import ENGINE_CALLS
 from notarium.cluster.node import NodeSettings, ReplicaNode
+from notarium.cluster.sealing import NodeCourier
 from notarium.errors import ServiceError, StoreUnavailableError
 from notarium.ledger import EngineConfig, Ledger, open_ledger
-from notarium.ledger.remote import EngineService
+from notarium.ledger.engine_service import EngineService
 from notarium.ledger.service import recover_service_identity
 from notarium.server.config import ServerConfig, url
 from notarium.server.recovery import RecoveryAnnounce, wait_for_shares
@@ -43,6 +44,7 @@ class Replication:
     dsn: str
     advertise: str | None = None  # https://host:port the other nodes forward writes to
     lease_ttl_s: float = 3.0
+    schema: str = "notarium"  # the PostgreSQL schema of the log (a hosted ledger's own: docs/design/host.md)
 
 
 async def serve(
@@ -190,7 +192,7 @@ def _open_node(
     transactions, or any other refusal, does stop it."""
     from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415  (psycopg only when used)
 
-    store = PostgresLog(replication.dsn, connect=False)
+    store = PostgresLog(replication.dsn, connect=False, schema=replication.schema)
     try:
         # local files are a verified cache of the log: no fsync of their own (the log is durable)
         ledger = open_ledger(directory, replace(engine, fsync=False), replica=store, courier=NodeCourier())

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 
-from notarium.server.connections import HANDSHAKE_TIMEOUT_S, Gate, GuardedProtocol
+from notarium.server.connections import HANDSHAKE_TIMEOUT_S, GuardedProtocol
+from notarium.server.gate import Gate
 
 log = logging.getLogger("notarium.server.tls")
 

@@ -2,12 +2,24 @@
 
 Imports only the standard library, ``cryptography`` and ``cbor2`` (and notarium's ``errors`` and
 ``types``). Every failure on untrusted input raises :class:`notarium.errors.VerificationError`.
+It verifies; it writes nothing (what the ledger writes is built in :mod:`notarium.ledger`).
+
+**The core**, what verifies a receipt (JSON and COSE) and a ledger file, in reading order (each
+module uses only those before it; kept under 1,500 lines, docs/design/architecture.md):
+:mod:`.tables` (table names), :mod:`.keys` (certificates, key ids), :mod:`.cose` (COSE_Sign1),
+:mod:`.merkle` (CCF's tree), :mod:`.leaf` (leaves, claims digests), :mod:`.signature` (signature
+transactions), :mod:`.receipt` (receipts), :mod:`.entry` (entries, chunk files), :mod:`.chunk`
+(one ledger file on its own).
+
+**Beyond the core**: :mod:`.audit` (linking the chunks of a whole ledger: roots against every
+entry, nodes trusted by governance, identity changes, checks with the ledger secret),
+:mod:`.secrets` (commit evidence from the ledger secret), :mod:`.consistency` (signed roots and
+consistency proofs), :mod:`.standalone` (the self-contained verifier page).
 """
 
 from notarium.verify.audit import AuditReport, LedgerAuditor
 from notarium.verify.consistency import (
     SignedRoot,
-    consistency_proof,
     proof_from_json,
     proof_to_json,
     verify_consistency,
@@ -29,7 +41,6 @@ __all__ = [
     "LedgerAuditor",
     "SignedRoot",
     "compute_claims_digest",
-    "consistency_proof",
     "proof_from_json",
     "proof_to_json",
     "verify_consistency",

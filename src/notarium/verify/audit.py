@@ -2,12 +2,8 @@
 
 Two pure stages, so that chunks can be scanned in parallel:
 
-* :func:`scan_chunk` checks one chunk file on its own: file layout and positions table, every
-  entry's format, consecutive seqnos (public header and IV), views that never decrease, and for
-  each signature transaction the cryptography that needs no outside state (the node signature
-  with the certificate it carries, the COSE root signature with the pinned service key, the
-  serialised tree). It hashes every entry and summarises the leaves with :func:`~notarium.verify.merkle.range_nodes`.
-* :class:`LedgerAuditor` links the scans in order: chunks contiguous from seqno 1, the service
+* :func:`notarium.verify.chunk.scan_chunk` checks one chunk file on its own (that module's docstring).
+* :class:`LedgerAuditor` (here) links the scans in order: chunks contiguous from seqno 1, the service
   identity equal to the pinned certificate, signing nodes recorded, Trusted, with certificates
   endorsed by the service, every signed root (and serialised tree) equal to the root rebuilt
   from all entries before it, every committed chunk ending on a signature, at least one
@@ -25,7 +21,6 @@ all of it except attestation and governance rules.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,286 +35,22 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from notarium.errors import LedgerAuditError, VerificationError
 from notarium.types import TxId
-from notarium.verify import cose, tables
-from notarium.verify.entry import (
-    CHUNK_HEADER_SIZE,
-    ENTRY_VERSION,
-    FIXED_SIZE,
-    TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS,
-    ChunkName,
-    decode_tables,
-    parse_entry,
-    read_positions,
+from notarium.verify import tables
+from notarium.verify.chunk import (
+    TYPE4,
+    ChunkScan,
+    GovernanceFacts,
+    SignatureFacts,
+    audit_failure,
+    scan_chunk,
+    verify_cose_root,
 )
+from notarium.verify.entry import CHUNK_HEADER_SIZE, FIXED_SIZE, parse_entry, read_positions
 from notarium.verify.keys import check_endorsement, ec_public_key, key_id, load_pem_cert
 from notarium.verify.leaf import commit_evidence_digest
-from notarium.verify.merkle import ZERO_HASH, Frontier, deserialise_tree, range_nodes
+from notarium.verify.merkle import ZERO_HASH, Frontier
 from notarium.verify.secrets import commit_evidence
-from notarium.verify.signature import (
-    SIGNATURE_TABLES,
-    PrimarySignature,
-    check_cose_root_header,
-    decode_cose_signature_value,
-    verify_root_signature,
-)
-
-# one unpack for the fixed part of a type-4 entry: header, tag, IV (seqno, view), public size,
-# then the public header: type, seqno, claims digest, commit evidence digest, max_conflict_version
-_TYPE4 = struct.Struct("<Q16sQIQBQ32s32sQ")
-_TYPE4_PUBLIC_HEADER = 81
-_GOVERNANCE = frozenset(
-    {
-        tables.SERVICE_INFO,
-        tables.NODES_INFO,
-        tables.NODES_ENDORSED_CERTS,
-        tables.PREVIOUS_SERVICE_IDENTITY,
-        tables.PREVIOUS_IDENTITY_ENDORSEMENT,
-    }
-)
-
-
-def _fail(message: str, check: str, seqno: int | None = None, view: int | None = None) -> LedgerAuditError:
-    txid = None if seqno is None else (f"{view}.{seqno}" if view is not None else f"?.{seqno}")
-    return LedgerAuditError(message, txid=txid, check=check)
-
-
-# ---------------------------------------------------------------------------- stage 1: scan
-
-
-@dataclass(frozen=True, slots=True)
-class SignatureFacts:
-    """What one signature transaction claims, with the self-contained checks already done."""
-
-    position: int  # index of the entry within its chunk
-    txid: TxId
-    node: str
-    cert_pem: str | None  # the node certificate it carries
-    sig: bytes | None  # None once verified with that certificate; else verify against the node table
-    root: bytes
-    tree_size: int
-    tree_root: bytes
-    cose: bytes | None  # None once verified with the pinned service key; else verify when linking
-    leaves_before: list[tuple[int, bytes]]  # the chunk's leaves since its start or its last signature
-
-
-@dataclass(frozen=True, slots=True)
-class GovernanceFacts:
-    position: int
-    txid: TxId
-    tables: dict[str, dict[bytes, bytes | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkScan:
-    name: str
-    start: int
-    end: int | None  # from the name; None for the chunk being written
-    count: int
-    first_view: int
-    last_view: int
-    events: list[SignatureFacts | GovernanceFacts]
-    leaves: list[tuple[int, bytes]]  # the chunk's leaves after its last signature
-    tail: list[tuple[TxId, bytes]]  # raw entries from the chunk's last signature on (if asked)
-    torn_tail_bytes: int
-
-
-def _check_signature_tables(
-    public: dict[str, dict[bytes, bytes | None]], txid: TxId, service_key: ec.EllipticCurvePublicKey | None
-) -> tuple[PrimarySignature, bool, int, bytes, bytes | None]:
-    if set(public) != SIGNATURE_TABLES or any(set(w) != {tables.SINGLETON_KEY} for w in public.values()):
-        raise VerificationError(
-            "a signature transaction must write exactly the signature, COSE signature and tree singletons",
-            check="signature-format",
-        )
-    sig = PrimarySignature.from_json(public[tables.SIGNATURES][tables.SINGLETON_KEY] or b"")
-    if sig.seqno != txid.seqno or sig.view != txid.view:
-        raise VerificationError(f"signature claims to be {sig.view}.{sig.seqno}", check="signature-txid")
-    # Checks that pass here are done; any that cannot be done or fail here are left for the
-    # linking stage, which reports failures in ledger order (e.g. a foreign service identity at
-    # genesis before the signature that it invalidates).
-    node_verified = False
-    if sig.cert is not None:
-        try:
-            key = ec_public_key(load_pem_cert(sig.cert, "signature certificate"), "signature certificate")
-            if key_id(key) == sig.node:
-                verify_root_signature(key, sig.root, sig.sig)
-                node_verified = True
-        except VerificationError:
-            node_verified = False
-    cose_bytes = decode_cose_signature_value(public[tables.COSE_SIGNATURES][tables.SINGLETON_KEY] or b"")
-    cose_left: bytes | None = cose_bytes
-    if service_key is not None:
-        try:
-            _verify_cose(cose_bytes, service_key, txid, sig.root)
-            cose_left = None
-        except VerificationError:
-            cose_left = cose_bytes
-    try:
-        tree_size, tree_root = deserialise_tree(public[tables.TREE][tables.SINGLETON_KEY] or b"")
-    except ValueError as exc:
-        raise VerificationError(f"serialised tree: {exc}", check="signature-tree") from exc
-    return sig, node_verified, tree_size, tree_root, cose_left
-
-
-def _verify_cose(data: bytes, service_key: ec.EllipticCurvePublicKey, txid: TxId, root: bytes) -> None:
-    try:
-        sign1 = cose.Sign1.decode(data)
-        check_cose_root_header(sign1, service_key, txid)
-        sign1.verify_detached(service_key, root)
-    except VerificationError as exc:
-        raise VerificationError(f"COSE root signature: {exc}", check="signature-cose") from exc
-
-
-def scan_chunk(name: str, data: bytes, *, service_key_der: bytes | None = None, want_tail: bool = False) -> ChunkScan:
-    """Check one chunk file on its own (see the module docstring). Pure; raises LedgerAuditError."""
-    chunk = ChunkName.parse(name)
-    if chunk is None:
-        raise _fail(f"{name!r} is not a ledger chunk file name", "chunk-name")
-    if chunk.end is not None and chunk.end < chunk.start:
-        raise _fail(f"{name} ends before it starts", "chunk-name")
-    service_key = None
-    if service_key_der is not None:
-        loaded = serialization.load_der_public_key(service_key_der)
-        if not isinstance(loaded, ec.EllipticCurvePublicKey):
-            raise ValueError("the service key must be an elliptic-curve key")
-        service_key = loaded
-    buf = memoryview(data)
-    try:
-        entries_end, positions = read_positions(buf)
-    except VerificationError as exc:
-        raise _fail(f"{name}: {exc}", "chunk-positions", chunk.start) from exc
-    if chunk.end is not None and positions is None:
-        raise _fail(f"{name} is complete by name but has no positions table", "chunk-positions", chunk.start)
-
-    sha = hashlib.sha256
-    unpack = _TYPE4.unpack_from
-    offsets: list[int] = []
-    events: list[SignatureFacts | GovernanceFacts] = []
-    segment: list[bytes] = []  # leaves since the chunk start or the last signature
-    segment_begin = chunk.start
-    seqno = chunk.start
-    first_view = last_view = -1
-    last_sig_pos = -1
-    torn = 0
-    off = CHUNK_HEADER_SIZE
-    while off < entries_end:
-        if entries_end - off < _TYPE4.size:
-            if positions is None and _declares_beyond(buf, off, entries_end):
-                torn = entries_end - off
-                break
-            raise _fail(f"{name}: truncated entry at offset {off}", "entry-format", seqno)
-        header, _tag, iv_seqno, iv_view, pub_size, etype, e_seqno, claims, ced, mcv = unpack(buf, off)
-        end = off + 8 + (header >> 16)
-        if header & 0xFF != ENTRY_VERSION:
-            raise _fail(f"{name}: unknown entry format version at offset {off}", "entry-format", seqno)
-        if end > entries_end:
-            if positions is None:
-                torn = entries_end - off
-                break
-            raise _fail(f"{name}: entry at offset {off} runs past the end of its chunk", "entry-format", seqno)
-        view = iv_view & 0x7FFFFFFF
-        if e_seqno != seqno or iv_seqno != seqno:
-            raise _fail(
-                f"entry at position {seqno} declares seqno {e_seqno} (IV {iv_seqno}): "
-                "deleted, duplicated or reordered entry",
-                "entry-seqno",
-                seqno,
-                view,
-            )
-        if view < last_view:
-            raise _fail(f"view went back from {last_view} to {view}", "entry-view", seqno, view)
-        if etype != TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS:
-            raise _fail(f"entry type {etype} is not the type notarium writes (4)", "entry-type", seqno, view)
-        pub_end = off + FIXED_SIZE + pub_size
-        if iv_view & 0x80000000 or mcv != 0 or (header >> 8) & 0xFF:
-            # notarium never sets entry flags (chunks end at signatures by size), nor snapshot bits
-            raise _fail("entry header has flags or reserved fields set", "entry-format", seqno, view)
-        if pub_size < _TYPE4_PUBLIC_HEADER or pub_end > end:
-            raise _fail("public domain size is out of range", "entry-format", seqno, view)
-        if first_view < 0:
-            first_view = view
-        last_view = view
-        tables_start = off + FIXED_SIZE + _TYPE4_PUBLIC_HEADER
-        if tables_start < pub_end:
-            try:
-                public = decode_tables(buf, tables_start, pub_end)
-            except VerificationError as exc:
-                raise _fail(str(exc), "entry-format", seqno, view) from exc
-            txid = TxId(view, seqno)
-            if not SIGNATURE_TABLES.isdisjoint(public):
-                if end != pub_end or claims != ZERO_HASH:
-                    raise _fail(
-                        "a signature transaction has no private domain and no claims", "signature-format", seqno, view
-                    )
-                try:
-                    sig, node_ok, tree_size, tree_root, cose_left = _check_signature_tables(public, txid, service_key)
-                except VerificationError as exc:
-                    raise _fail(str(exc), exc.check or "signature", seqno, view) from exc
-                events.append(
-                    SignatureFacts(
-                        position=len(offsets),
-                        txid=txid,
-                        node=sig.node,
-                        cert_pem=sig.cert,
-                        sig=None if node_ok else sig.sig,
-                        root=sig.root,
-                        tree_size=tree_size,
-                        tree_root=tree_root,
-                        cose=cose_left,
-                        leaves_before=range_nodes(segment_begin, segment),
-                    )
-                )
-                last_sig_pos = len(offsets)
-                segment, segment_begin = [], seqno
-            elif not _GOVERNANCE.isdisjoint(public):
-                events.append(GovernanceFacts(len(offsets), txid, public))
-        offsets.append(off)
-        segment.append(sha(sha(buf[off:end]).digest() + ced + claims).digest())
-        seqno += 1
-        off = end
-    if positions is not None and positions != offsets:
-        raise _fail(f"{name}: positions table does not match the entries", "chunk-positions", chunk.start)
-    count = len(offsets)
-    if chunk.end is not None:
-        if chunk.start + count - 1 != chunk.end:
-            raise _fail(
-                f"{name} holds entries up to {chunk.start + count - 1}, not {chunk.end} (truncated or extended chunk)",
-                "chunk-count",
-                chunk.start + count,
-            )
-        if last_sig_pos != count - 1:
-            raise _fail(f"{name} does not end on a signature transaction", "chunk-signature", chunk.end, last_view)
-    tail: list[tuple[TxId, bytes]] = []
-    if want_tail:
-        for i in range(max(last_sig_pos, 0), count):
-            lo = offsets[i]
-            hi = offsets[i + 1] if i + 1 < count else entries_end - torn
-            raw = bytes(buf[lo:hi])
-            view = struct.unpack_from("<I", raw, 32)[0] & 0x7FFFFFFF
-            tail.append((TxId(view, chunk.start + i), raw))
-    return ChunkScan(
-        name=name,
-        start=chunk.start,
-        end=chunk.end,
-        count=count,
-        first_view=first_view,
-        last_view=last_view,
-        events=events,
-        leaves=range_nodes(segment_begin, segment),
-        tail=tail,
-        torn_tail_bytes=torn,
-    )
-
-
-def _declares_beyond(buf: memoryview, off: int, end: int) -> bool:
-    """An entry whose header declares more bytes than the live chunk holds: a write in progress."""
-    if end - off < 8:
-        return True
-    header = int.from_bytes(buf[off : off + 8], "little")
-    return header & 0xFF == ENTRY_VERSION and off + 8 + (header >> 16) > end
-
-
-# ---------------------------------------------------------------------------- stage 2: link
+from notarium.verify.signature import verify_root_signature
 
 
 @dataclass
@@ -409,16 +140,16 @@ class LedgerAuditor:
     def add_scan(self, scan: ChunkScan) -> None:
         expected = self._frontier.size
         if self._open_chunk:
-            raise _fail(f"{scan.name} follows an unfinished chunk", "chunk-order")
+            raise audit_failure(f"{scan.name} follows an unfinished chunk", "chunk-order")
         if scan.start != expected:
-            raise _fail(
+            raise audit_failure(
                 f"{scan.name} starts at seqno {scan.start}, expected {expected} "
                 "(missing, duplicated or reordered chunk)",
                 "chunk-order",
                 expected,
             )
         if scan.count and scan.first_view < self._view:
-            raise _fail(f"view went back from {self._view} to {scan.first_view}", "entry-view", scan.start)
+            raise audit_failure(f"view went back from {self._view} to {scan.first_view}", "entry-view", scan.start)
         for event in scan.events:
             if isinstance(event, GovernanceFacts):
                 self._apply_governance(event)
@@ -451,7 +182,7 @@ class LedgerAuditor:
         if tables.SERVICE_INFO in g.tables:
             self._apply_service_info(g.tables[tables.SERVICE_INFO], g.txid, g.tables)
         elif not {tables.PREVIOUS_SERVICE_IDENTITY, tables.PREVIOUS_IDENTITY_ENDORSEMENT}.isdisjoint(g.tables):
-            raise _fail(
+            raise audit_failure(
                 "a previous service identity is recorded without a service identity change",
                 "service-identity-endorsement",
                 *_sv(g.txid),
@@ -465,7 +196,7 @@ class LedgerAuditor:
                 info = json.loads(value)
                 status = info["status"]
             except (ValueError, KeyError, TypeError) as exc:
-                raise _fail(f"nodes.info for {node_id[:16]} is malformed", "node-info", *_sv(g.txid)) from exc
+                raise audit_failure(f"nodes.info for {node_id[:16]} is malformed", "node-info", *_sv(g.txid)) from exc
             self._nodes.setdefault(node_id, _Node()).status = status
         for key, value in g.tables.get(tables.NODES_ENDORSED_CERTS, {}).items():
             node_id = key.decode(errors="replace")
@@ -473,7 +204,7 @@ class LedgerAuditor:
                 self._nodes.pop(node_id, None)
                 continue
             if self._in_force is None:
-                raise _fail(
+                raise audit_failure(
                     "a node certificate appears before the service certificate", "node-endorsement", *_sv(g.txid)
                 )
             try:
@@ -481,13 +212,15 @@ class LedgerAuditor:
                 check_endorsement(cert, self._in_force, "node certificate")
                 node_key = ec_public_key(cert, "node certificate")
             except VerificationError as exc:
-                raise _fail(f"node {node_id[:16]}: {exc}", "node-endorsement", *_sv(g.txid)) from exc
+                raise audit_failure(f"node {node_id[:16]}: {exc}", "node-endorsement", *_sv(g.txid)) from exc
             if key_id(node_key) != node_id:
-                raise _fail(f"node id {node_id[:16]} is not the hash of its key", "node-endorsement", *_sv(g.txid))
+                raise audit_failure(
+                    f"node id {node_id[:16]} is not the hash of its key", "node-endorsement", *_sv(g.txid)
+                )
             try:
                 pem = value.decode("ascii")
             except UnicodeDecodeError as exc:
-                raise _fail(
+                raise audit_failure(
                     f"node {node_id[:16]}: certificate is not ASCII PEM", "node-endorsement", *_sv(g.txid)
                 ) from exc
             node = self._nodes.setdefault(node_id, _Node())
@@ -498,12 +231,12 @@ class LedgerAuditor:
     ) -> None:
         value = writes.get(tables.SINGLETON_KEY)
         if value is None or set(writes) != {tables.SINGLETON_KEY}:
-            raise _fail("service.info removed or written under a wrong key", "service-identity", *_sv(txid))
+            raise audit_failure("service.info removed or written under a wrong key", "service-identity", *_sv(txid))
         try:
             info: Any = json.loads(value)
             cert = load_pem_cert(info["cert"], "service certificate")
         except (ValueError, KeyError, TypeError, VerificationError) as exc:
-            raise _fail("service.info is malformed", "service-identity", *_sv(txid)) from exc
+            raise audit_failure("service.info is malformed", "service-identity", *_sv(txid)) from exc
         if self._in_force is None:
             if self._pinned is None:
                 self._pinned = cert
@@ -521,7 +254,7 @@ class LedgerAuditor:
             self._epoch += 1
             self._set_identity(cert, txid)
         elif {tables.PREVIOUS_SERVICE_IDENTITY, tables.PREVIOUS_IDENTITY_ENDORSEMENT} & set(written):
-            raise _fail(
+            raise audit_failure(
                 "a previous service identity is recorded without a service identity change",
                 "service-identity-endorsement",
                 *_sv(txid),
@@ -532,7 +265,7 @@ class LedgerAuditor:
         try:
             self._in_force_key = ec_public_key(cert, "service certificate")
         except VerificationError as exc:
-            raise _fail(str(exc), "service-identity", *_sv(txid)) from exc
+            raise audit_failure(str(exc), "service-identity", *_sv(txid)) from exc
         self._in_force, self._created = cert, txid.seqno
         if self._pinned is None or _same_key(cert, self._pinned) or not self.report.service_cert_pinned:
             self._unconfirmed = None
@@ -545,11 +278,11 @@ class LedgerAuditor:
         """A new service identity must certify the one it replaces, in the same transaction."""
         previous = self._in_force
         if previous is None:  # never: called only once an identity is in force
-            raise _fail("no service identity to change", "service-identity", *_sv(txid))
+            raise audit_failure("no service identity to change", "service-identity", *_sv(txid))
         endorsement_pem = written.get(tables.PREVIOUS_IDENTITY_ENDORSEMENT, {}).get(tables.SINGLETON_KEY)
         previous_pem = written.get(tables.PREVIOUS_SERVICE_IDENTITY, {}).get(tables.SINGLETON_KEY)
         if endorsement_pem is None or previous_pem is None:
-            raise _fail(
+            raise audit_failure(
                 "the service identity changes without a recorded endorsement of the previous one",
                 "service-identity-endorsement",
                 *_sv(txid),
@@ -559,15 +292,15 @@ class LedgerAuditor:
             check_endorsement(endorsement, cert, "previous identity endorsement")
             recorded_previous = load_pem_cert(previous_pem, "previous service identity")
         except VerificationError as exc:
-            raise _fail(str(exc), "service-identity-endorsement", *_sv(txid)) from exc
+            raise audit_failure(str(exc), "service-identity-endorsement", *_sv(txid)) from exc
         if recorded_previous != previous or endorsement.public_key() != previous.public_key():
-            raise _fail(
+            raise audit_failure(
                 "the recorded endorsement does not certify the service identity in force",
                 "service-identity-endorsement",
                 *_sv(txid),
             )
         if info.get("previous_service_identity_version") != self._created:
-            raise _fail(
+            raise audit_failure(
                 f"previous_service_identity_version is {info.get('previous_service_identity_version')!r}, "
                 f"the previous identity was recorded at seqno {self._created}",
                 "service-identity-endorsement",
@@ -580,40 +313,44 @@ class LedgerAuditor:
         seqno, view = s.txid.seqno, s.txid.view
         self._frontier.extend(s.leaves_before)
         if self._frontier.size != seqno:
-            raise _fail("signature is not at its position", "signature-txid", seqno, view)
+            raise audit_failure("signature is not at its position", "signature-txid", seqno, view)
         root = self._frontier.root()
         if s.root != root:
-            raise _fail("signed root does not match the root rebuilt from the ledger", "signature-root", seqno, view)
+            raise audit_failure(
+                "signed root does not match the root rebuilt from the ledger", "signature-root", seqno, view
+            )
         if s.tree_size != seqno or s.tree_root != root:
-            raise _fail("serialised tree does not rebuild the signed root", "signature-tree", seqno, view)
+            raise audit_failure("serialised tree does not rebuild the signed root", "signature-tree", seqno, view)
         node = self._nodes.get(s.node)
         if node is None or node.key is None:
-            raise _fail(f"signed by unknown node {s.node[:16]}", "signature-node", seqno, view)
+            raise audit_failure(f"signed by unknown node {s.node[:16]}", "signature-node", seqno, view)
         if node.status != "Trusted":
-            raise _fail(f"signed by node {s.node[:16]} in state {node.status}", "signature-node", seqno, view)
+            raise audit_failure(f"signed by node {s.node[:16]} in state {node.status}", "signature-node", seqno, view)
         if node.epoch != self._epoch:
-            raise _fail(f"signed by node {s.node[:16]} of a previous service identity", "signature-node", seqno, view)
+            raise audit_failure(
+                f"signed by node {s.node[:16]} of a previous service identity", "signature-node", seqno, view
+            )
         if s.cert_pem is not None and s.cert_pem != node.cert_pem:
-            raise _fail(
+            raise audit_failure(
                 "signature carries a certificate other than the node's endorsed one", "signature-node", seqno, view
             )
         if s.sig is not None:
             try:
                 verify_root_signature(node.key, root, s.sig)
             except VerificationError as exc:
-                raise _fail(str(exc), "signature-node", seqno, view) from exc
+                raise audit_failure(str(exc), "signature-node", seqno, view) from exc
         try:
             if not self._service_info_seen or self._in_force_key is None:
                 raise VerificationError("signature before the service identity was recorded", check="signature-cose")
             if s.cose is not None:
-                _verify_cose(s.cose, self._in_force_key, s.txid, root)
+                verify_cose_root(s.cose, self._in_force_key, s.txid, root)
             elif self._in_force_key != self._service_key:
                 raise VerificationError(
                     "COSE root signature by the pinned service key while another identity is in force",
                     check="signature-cose",
                 )
         except VerificationError as exc:
-            raise _fail(str(exc), exc.check or "signature", seqno, view) from exc
+            raise audit_failure(str(exc), exc.check or "signature", seqno, view) from exc
         self.report.signatures += 1
         self.report.last_signed = s.txid
 
@@ -625,7 +362,7 @@ class LedgerAuditor:
         for txid, raw in self._uncovered:
             problem = entry_secret_problem(raw, txid, self._secret)
             if problem is not None:
-                raise _fail(problem, "entry-secret", *_sv(txid))
+                raise audit_failure(problem, "entry-secret", *_sv(txid))
         self.report.secrets_checked = True
 
     def finish(self) -> AuditReport:
@@ -633,7 +370,7 @@ class LedgerAuditor:
         if self.report.chunks == 0:
             raise LedgerAuditError("no ledger chunk files found", check="no-ledger")
         if self._unconfirmed is not None:
-            raise _fail(
+            raise audit_failure(
                 "service.info names a different service certificate than the pinned one "
                 "(ledger signed by another service, or by an identity the pinned one never endorsed)",
                 "service-identity",
@@ -654,7 +391,7 @@ def entry_secret_problem(raw: bytes, txid: TxId, secrets: Sequence[tuple[int, by
     associated data, so on a public ledger too)."""
     starts = [start for start, _secret in secrets]
     secret = secrets[max(bisect.bisect_right(starts, txid.seqno) - 1, 0)][1]
-    _header, tag, _iv_seqno, _iv_view, pub_size, _t, _s, _claims, ced, _m = _TYPE4.unpack_from(raw, 0)
+    _header, tag, _iv_seqno, _iv_view, pub_size, _t, _s, _claims, ced, _m = TYPE4.unpack_from(raw, 0)
     if commit_evidence_digest(commit_evidence(secret, txid)) != ced:
         return "commit evidence does not derive from the ledger secret"
     pub_end = FIXED_SIZE + pub_size

@@ -27,7 +27,7 @@ from notarium.errors import VerificationError
 from notarium.types import MAX_SEQNO, TxId
 from notarium.verify import cose
 from notarium.verify.keys import ec_public_key
-from notarium.verify.merkle import HASH_SIZE, SubtreeRoot, subtree_root
+from notarium.verify.merkle import HASH_SIZE
 from notarium.verify.signature import check_cose_root_header
 
 # a consistency proof between trees of at most 2**64 leaves has at most 2 * 64 nodes
@@ -36,42 +36,6 @@ MAX_CONSISTENCY_PROOF = 128
 MAX_TREE_SIZE = MAX_SEQNO
 
 _sha256 = hashlib.sha256
-
-
-def _split(n: int) -> int:
-    """The largest power of two strictly less than ``n`` (n ≥ 2)."""
-    return 1 << ((n - 1).bit_length() - 1)
-
-
-# --------------------------------------------------------------------------- consistency proofs
-
-
-def consistency_proof(m: int, n: int, perfect_root: SubtreeRoot) -> list[bytes]:
-    """The RFC 9162 consistency proof from the tree of the first ``m`` leaves to that of the first ``n``.
-
-    ``perfect_root(lo, size)`` returns the root of the perfect, aligned subtree of ``size`` leaves
-    starting at ``lo`` (as for :func:`notarium.verify.merkle.inclusion_path`). ``m == n`` gives ``[]``.
-    """
-    if type(m) is not int or type(n) is not int or not 0 < m <= n:
-        raise ValueError(f"a consistency proof needs 0 < m <= n, not m={m!r}, n={n!r}")
-    # RFC 9162 SUBPROOF(m, D[lo:hi], b), unrolled: each level adds one node after the nodes of
-    # the level below it, so collect them top-down and reverse at the end.
-    proof: list[bytes] = []
-    lo, hi, complete = 0, n, True
-    while hi - lo != m:
-        k = _split(hi - lo)
-        if m <= k:
-            proof.append(subtree_root(lo + k, hi, perfect_root))
-            hi = lo + k
-        else:
-            proof.append(subtree_root(lo, lo + k, perfect_root))
-            lo += k
-            m -= k
-            complete = False
-    if not complete:
-        proof.append(subtree_root(lo, hi, perfect_root))
-    proof.reverse()
-    return proof
 
 
 def _fail(message: str) -> VerificationError:

@@ -15,7 +15,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
     encode_dss_signature,
 )
 
@@ -34,7 +33,7 @@ CWT_ISS, CWT_SUB, CWT_IAT = 1, 2, 6
 MAX_COSE_SIZE = 1 << 20
 
 # alg id -> (curve name, hash, coordinate size in bytes)
-_ALGS: dict[int, tuple[str, type[hashes.HashAlgorithm], int]] = {
+ALGS: dict[int, tuple[str, type[hashes.HashAlgorithm], int]] = {
     -7: ("secp256r1", hashes.SHA256, 32),
     -35: ("secp384r1", hashes.SHA384, 48),
     -36: ("secp521r1", hashes.SHA512, 66),
@@ -42,7 +41,7 @@ _ALGS: dict[int, tuple[str, type[hashes.HashAlgorithm], int]] = {
 
 
 def alg_for_key(key: ec.EllipticCurvePublicKey) -> int:
-    for alg, (curve, _h, _n) in _ALGS.items():
+    for alg, (curve, _h, _n) in ALGS.items():
         if key.curve.name == curve:
             return alg
     raise ValueError(f"no COSE algorithm for curve {key.curve.name}")
@@ -62,19 +61,6 @@ def loads_exact(data: bytes, what: str) -> Any:
 
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
     return cbor2.dumps(["Signature1", protected, b"", payload])
-
-
-def sign_detached(private_key: ec.EllipticCurvePrivateKey, protected: bytes, payload: bytes) -> bytes:
-    """Sign ``Sig_structure`` over a detached payload; return the raw r‖s signature."""
-    alg = alg_for_key(private_key.public_key())
-    _curve, hash_cls, size = _ALGS[alg]
-    der = private_key.sign(sig_structure(protected, payload), ec.ECDSA(hash_cls()))
-    r, s = decode_dss_signature(der)
-    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
-
-
-def encode_sign1(protected: bytes, unprotected: dict[Any, Any], signature: bytes) -> bytes:
-    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, unprotected, None, signature]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +112,9 @@ class Sign1:
     def verify_detached(self, key: ec.EllipticCurvePublicKey, payload: bytes) -> None:
         """Verify the signature over ``payload`` with ``key``; the alg must match the key's curve."""
         alg = self.protected.get(HDR_ALG)
-        if type(alg) is not int or alg not in _ALGS:
+        if type(alg) is not int or alg not in ALGS:
             raise VerificationError(f"unsupported COSE algorithm {alg!r}")
-        curve, hash_cls, size = _ALGS[alg]
+        curve, hash_cls, size = ALGS[alg]
         if key.curve.name != curve:
             raise VerificationError("COSE algorithm does not match the signing key's curve")
         if len(self.signature) != 2 * size:

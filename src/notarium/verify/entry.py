@@ -1,9 +1,9 @@
 """CCF ledger entries and chunk files, byte for byte (ccf-ledger-format.md §1.2, §2, §3.2).
 
-Both directions live here so that the format is written down exactly once: the engine builds
-entries with :func:`encode_public_header`, :func:`encode_tables` and :func:`assemble_entry`; the
-auditor reads them with :func:`parse_entry` and :func:`decode_tables`. Parsing takes untrusted
-bytes and raises :class:`VerificationError` on anything malformed.
+The layouts are written down once, here (the structs below); this module reads them:
+:func:`parse_entry`, :func:`decode_tables`, :func:`read_positions`. The engine's writer,
+:mod:`notarium.ledger.encoding`, packs the same structs. Parsing takes untrusted bytes and raises
+:class:`VerificationError` on anything malformed.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ GCM_TAG_SIZE = 16
 GCM_IV_SIZE = 12
 ENTRY_HEADER_SIZE = 8
 # header ‖ tag ‖ iv ‖ public_domain_size
-_FIXED = struct.Struct("<Q16s12sQ")
-FIXED_SIZE = _FIXED.size  # 44
-_PUB4 = struct.Struct("<BQ32s32sQ")  # type 4: type, seqno, claims, ced, max_conflict_version
+FIXED = struct.Struct("<Q16s12sQ")
+FIXED_SIZE = FIXED.size  # 44
+PUBLIC_HEADER_4 = struct.Struct("<BQ32s32sQ")  # type 4: type, seqno, claims, ced, max_conflict_version
 _PUB3 = struct.Struct("<BQ32sQ")  # type 3: type, seqno, ced, max_conflict_version
 _PUB0 = struct.Struct("<BQQ")  # type 0: type, seqno, max_conflict_version
-_U64 = struct.Struct("<Q")
-_IV = struct.Struct("<QI")
+U64 = struct.Struct("<Q")
+IV = struct.Struct("<QI")
 MAX_ENTRY_SIZE = (1 << 48) - 1
 SNAPSHOT_IV_BIT = 0x80000000
 
@@ -43,67 +43,6 @@ CHUNK_HEADER_SIZE = 8
 
 Tables = Mapping[str, Mapping[bytes, bytes | None]]
 """Write set: table name → key → value (``None`` removes the key)."""
-
-
-def gcm_iv(seqno: int, view: int, *, snapshot: bool = False) -> bytes:
-    """The deterministic IV: seqno (LE 8) ‖ view (LE 4, low 31 bits; top bit = snapshot)."""
-    if not 0 <= view <= 0x7FFFFFFF:
-        raise ValueError("view must fit in 31 bits")
-    return _IV.pack(seqno, view | (SNAPSHOT_IV_BIT if snapshot else 0))
-
-
-def encode_public_header(seqno: int, claims_digest: bytes, commit_evidence_digest: bytes) -> bytes:
-    """Public-domain header of a type-4 entry (the only type notarium writes)."""
-    return _PUB4.pack(
-        TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS,
-        seqno,
-        claims_digest,
-        commit_evidence_digest,
-        0,
-    )
-
-
-def encode_tables(tables: Tables) -> bytes:
-    """Serialise map records in a deterministic order (tables and keys sorted)."""
-    out: list[bytes] = []
-    pack = _U64.pack
-    for name in sorted(tables):
-        writes = tables[name]
-        raw_name = name.encode()
-        puts = sorted((k, v) for k, v in writes.items() if v is not None)
-        removes = sorted(k for k, v in writes.items() if v is None)
-        out.append(pack(len(raw_name)) + raw_name + pack(0) + pack(0) + pack(len(puts)))
-        for k, v in puts:
-            out.append(pack(len(k)) + k + pack(len(v)) + v)
-        out.append(pack(len(removes)))
-        for k in removes:
-            out.append(pack(len(k)) + k)
-    return b"".join(out)
-
-
-def encode_single_write(table: str, key: bytes, value: bytes) -> bytes:
-    """Fast path of :func:`encode_tables` for one table with one write (the common entry)."""
-    name = table.encode()
-    return b"".join(
-        (
-            _U64.pack(len(name)),
-            name,
-            bytes(16),
-            _U64.pack(1),
-            _U64.pack(len(key)),
-            key,
-            _U64.pack(len(value)),
-            value,
-            bytes(8),
-        )
-    )
-
-
-def assemble_entry(tag: bytes, iv: bytes, public_domain: bytes, ciphertext: bytes, flags: int = 0) -> bytes:
-    """Frame an entry: header ‖ tag ‖ IV ‖ public size ‖ public domain ‖ ciphertext."""
-    size = GCM_TAG_SIZE + GCM_IV_SIZE + 8 + len(public_domain) + len(ciphertext)
-    header = ENTRY_VERSION | (flags << 8) | (size << 16)
-    return _FIXED.pack(header, tag, iv, len(public_domain)) + public_domain + ciphertext
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +74,7 @@ def parse_entry(buf: bytes | memoryview, offset: int, limit: int | None = None) 
     limit = len(buf) if limit is None else limit
     if limit - offset < FIXED_SIZE:
         raise VerificationError(f"truncated entry header at offset {offset}")
-    header, tag, iv, pub_size = _FIXED.unpack_from(buf, offset)
+    header, tag, iv, pub_size = FIXED.unpack_from(buf, offset)
     version = header & 0xFF
     flags = (header >> 8) & 0xFF
     size = header >> 16
@@ -148,13 +87,13 @@ def parse_entry(buf: bytes | memoryview, offset: int, limit: int | None = None) 
     public_end = pub_start + pub_size
     if public_end > end:
         raise VerificationError(f"public domain of the entry at offset {offset} overruns the entry")
-    iv_seqno, iv_view = _IV.unpack(iv)
+    iv_seqno, iv_view = IV.unpack(iv)
     etype = buf[pub_start] if pub_size else -1
     claims = bytes(32)
     ced: bytes | None
-    if etype == TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS and pub_size >= _PUB4.size:
-        _t, seqno, claims, ced, mcv = _PUB4.unpack_from(buf, pub_start)
-        tables_start = pub_start + _PUB4.size
+    if etype == TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE_AND_CLAIMS and pub_size >= PUBLIC_HEADER_4.size:
+        _t, seqno, claims, ced, mcv = PUBLIC_HEADER_4.unpack_from(buf, pub_start)
+        tables_start = pub_start + PUBLIC_HEADER_4.size
     elif etype == TYPE_WRITE_SET_WITH_COMMIT_EVIDENCE and pub_size >= _PUB3.size:
         _t, seqno, ced, mcv = _PUB3.unpack_from(buf, pub_start)
         tables_start = pub_start + _PUB3.size
@@ -186,7 +125,7 @@ def decode_tables(buf: bytes | memoryview, start: int, end: int) -> dict[str, di
     """Decode map records in ``buf[start:end]`` (a public or decrypted private domain)."""
     tables: dict[str, dict[bytes, bytes | None]] = {}
     off = start
-    unpack = _U64.unpack_from
+    unpack = U64.unpack_from
 
     def take(n: int) -> bytes:
         nonlocal off
@@ -251,15 +190,11 @@ class ChunkName:
         return base + (".committed" if self.committed else "")
 
 
-def chunk_positions_table(offsets: list[int]) -> bytes:
-    return struct.pack(f"<{len(offsets)}I", *offsets)
-
-
 def read_positions(buf: bytes | memoryview) -> tuple[int, list[int] | None]:
     """Return ``(entries_end, positions)`` of a chunk; positions is ``None`` while in progress."""
     if len(buf) < CHUNK_HEADER_SIZE:
         raise VerificationError("chunk file shorter than its 8-byte header")
-    (pos_off,) = _U64.unpack_from(buf, 0)
+    (pos_off,) = U64.unpack_from(buf, 0)
     if pos_off == 0:
         return len(buf), None
     if pos_off < CHUNK_HEADER_SIZE or pos_off > len(buf) or (len(buf) - pos_off) % 4:

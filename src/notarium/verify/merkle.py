@@ -29,73 +29,12 @@ def hash_children(left: bytes, right: bytes) -> bytes:
     return _sha256(left + right).digest()
 
 
-def _split(n: int) -> int:
-    """The largest power of two strictly less than ``n`` (n ≥ 2)."""
-    return 1 << ((n - 1).bit_length() - 1)
-
-
 def root_from_path(leaf: bytes, path: Sequence[PathElement]) -> bytes:
     """Fold an inclusion path from ``leaf`` up to the root it implies."""
     acc = leaf
     for is_left, sibling in path:
         acc = _sha256(sibling + acc).digest() if is_left else _sha256(acc + sibling).digest()
     return acc
-
-
-def subtree_root(lo: int, hi: int, perfect_root: SubtreeRoot) -> bytes:
-    """Root of leaves ``[lo, hi)`` where ``lo`` is aligned to the largest power of two ≤ hi−lo.
-
-    ``perfect_root(lo, size)`` must return the root of the perfect, aligned subtree of
-    ``size`` (a power of two) leaves starting at ``lo``.
-    """
-    if hi <= lo:
-        raise ValueError(f"empty range [{lo}, {hi})")
-    peaks: list[bytes] = []
-    while lo < hi:
-        size = 1 << ((hi - lo).bit_length() - 1)
-        peaks.append(perfect_root(lo, size))
-        lo += size
-    acc = peaks[-1]
-    for peak in reversed(peaks[:-1]):
-        acc = _sha256(peak + acc).digest()
-    return acc
-
-
-def inclusion_path(index: int, size: int, perfect_root: SubtreeRoot) -> list[PathElement]:
-    """The inclusion path of leaf ``index`` in the tree of the first ``size`` leaves."""
-    if not 0 <= index < size:
-        raise ValueError(f"leaf {index} is not in a tree of {size} leaves")
-    path: list[PathElement] = []
-    lo, hi = 0, size
-    while hi - lo > 1:
-        mid = lo + _split(hi - lo)
-        if index < mid:
-            path.append((False, subtree_root(mid, hi, perfect_root)))
-            hi = mid
-        else:
-            path.append((True, subtree_root(lo, mid, perfect_root)))
-            lo = mid
-    path.reverse()
-    return path
-
-
-def perfect_root_over(leaves: Sequence[bytes]) -> SubtreeRoot:
-    """A ``perfect_root`` callback over an in-memory sequence of leaves (tests, small trees)."""
-
-    def perfect(lo: int, size: int) -> bytes:
-        level = list(leaves[lo : lo + size])
-        while len(level) > 1:
-            level = [_sha256(level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
-        return level[0]
-
-    return perfect
-
-
-def root_of(leaves: Sequence[bytes]) -> bytes:
-    """Root over a sequence of leaves (at least one)."""
-    if not leaves:
-        raise ValueError("a tree needs at least one leaf")
-    return subtree_root(0, len(leaves), perfect_root_over(leaves))
 
 
 class Frontier:
@@ -202,15 +141,6 @@ def range_nodes(begin: int, leaves: Sequence[bytes]) -> list[tuple[int, bytes]]:
 
 
 # --- serialised tree (public:ccf.internal.tree, ccf-ledger-format.md §4.6), big-endian ---
-
-
-def serialise_tree(flushed: Frontier, unflushed_leaves: Sequence[bytes]) -> bytes:
-    """Serialise a tree whose first ``flushed.size`` leaves are kept only as peaks."""
-    parts = [struct.pack(">QQ", len(unflushed_leaves), flushed.size)]
-    parts.extend(unflushed_leaves)
-    # one root per set bit of num_flushed, lowest bit first: the peaks, smallest first
-    parts.extend(reversed(flushed.peaks))
-    return b"".join(parts)
 
 
 def deserialise_tree(data: bytes) -> tuple[int, bytes]:

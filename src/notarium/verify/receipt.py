@@ -6,13 +6,11 @@ must already trust the service identity; a receipt never establishes it.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -43,29 +41,6 @@ class LeafComponents:
 
 
 # --- JSON receipts ---
-
-
-def build_json_receipt(
-    leaf: LeafComponents,
-    path: Sequence[PathElement],
-    signature_der: bytes,
-    node_cert_pem: str,
-    node_id: str,
-    service_endorsements: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The ACL (camelCase) JSON receipt."""
-    return {
-        "cert": node_cert_pem,
-        "leafComponents": {
-            "claimsDigest": leaf.claims_digest.hex(),
-            "commitEvidence": leaf.commit_evidence,
-            "writeSetDigest": leaf.write_set_digest.hex(),
-        },
-        "nodeId": node_id,
-        "proof": [{"left": h.hex()} if is_left else {"right": h.hex()} for is_left, h in path],
-        "serviceEndorsements": list(service_endorsements),
-        "signature": base64.b64encode(signature_der).decode(),
-    }
 
 
 def _camel(key: str) -> str:
@@ -246,19 +221,6 @@ class ReceiptVerifier:
 # --- COSE receipts (RFC 9942, CCF profile: vds = 2) ---
 
 PROOF_LEAF, PROOF_PATH = 1, 2
-
-
-def build_cose_receipt(signature_sign1: bytes, leaf: LeafComponents, path: Sequence[PathElement]) -> bytes:
-    """Attach an inclusion proof to the COSE root signature of the covering signature transaction."""
-    sign1 = cose.Sign1.decode(signature_sign1)
-    proof = cbor2.dumps(
-        {
-            PROOF_LEAF: [leaf.write_set_digest, leaf.commit_evidence, leaf.claims_digest],
-            PROOF_PATH: [[is_left, h] for is_left, h in path],
-        }
-    )
-    unprotected = {cose.HDR_VDP: {cose.VDP_INCLUSION: [proof]}}
-    return cose.encode_sign1(sign1.protected_bytes, unprotected, sign1.signature)
 
 
 def _decode_inclusion_proof(raw: Any) -> tuple[LeafComponents, list[PathElement]]:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,11 +23,6 @@ from notarium.verify.merkle import deserialise_tree
 
 _PREHASHED = ec.ECDSA(Prehashed(hashes.SHA256()))
 MAX_RECORD_SIZE = 1 << 20  # a signature record holds a certificate and a few fields
-
-
-def sign_root(private_key: ec.EllipticCurvePrivateKey, root: bytes) -> bytes:
-    """DER ECDSA signature over the 32-byte root used directly as a SHA-256 digest."""
-    return private_key.sign(root, _PREHASHED)
 
 
 def verify_root_signature(key: ec.EllipticCurvePublicKey, root: bytes, signature_der: bytes) -> None:
@@ -122,20 +116,6 @@ class PrimarySignature:
             cert=cert,
             hashed_nonce=str(obj.get("hashed_nonce", "")),
         )
-
-
-def cose_root_protected_header(
-    service_key: ec.EllipticCurvePublicKey, txid: TxId, *, iat: int, issuer: str, subject: str
-) -> bytes:
-    """The protected header of a CCF COSE root signature (ccf-ledger-format.md §5.4)."""
-    header = {
-        cose.HDR_ALG: cose.alg_for_key(service_key),
-        cose.HDR_KID: key_id(service_key).encode(),
-        cose.HDR_CWT: {cose.CWT_ISS: issuer, cose.CWT_SUB: subject, cose.CWT_IAT: iat},
-        cose.HDR_VDS: cose.VDS_CCF_LEDGER_SHA256,
-        cose.HDR_CCF: {"txid": str(txid)},
-    }
-    return bytes(cbor2.dumps(header))
 
 
 def check_cose_root_header(sign1: cose.Sign1, service_key: ec.EllipticCurvePublicKey, txid: TxId | None) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from nodes import admission
-from notarium.cluster.join import NodeCourier
 from notarium.cluster.node import NodeSettings, ReplicaNode
+from notarium.cluster.sealing import NodeCourier
 from notarium.ledger import EngineConfig, Ledger, init_service, open_ledger
 from notarium.ledger.storage.postgres import PostgresLog
 

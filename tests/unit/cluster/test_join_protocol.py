@@ -29,29 +29,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notarium.cluster import join as join_module
+from notarium.cluster import limits as limits_module
 from notarium.cluster.join import (
     CHECK_ANSWER,
     CHECK_EXPIRED,
     CHECK_MALFORMED,
     CHECK_QUOTE,
-    CHECK_SEALED,
     CHECK_SIGNATURE,
-    SEAL_MIN_BYTES,
-    _seal_with,
     admit,
     make_join_request,
     node_info,
-    open_from_node,
     open_join_secrets,
     parse_join_answer,
     parse_join_request,
     pending_answer,
-    seal_to_node,
     secrets_context,
     trusted_answer,
     verify_quote,
     virtual_quote,
 )
+from notarium.cluster.sealing import CHECK_SEALED, SEAL_MIN_BYTES, _seal_with, open_from_node, seal_to_node
 from notarium.errors import VerificationError
 from notarium.ledger.identity import cert_pem, endorse_previous_identity, new_ec_key, public_pem, service_certificate
 from notarium.recovery.chain import LedgerSecrets
@@ -523,14 +520,14 @@ def test_a_pending_record_says_since_when() -> None:
     req = parse_join_request(body, now=time.time())
     info = node_info(req, "Pending", pending_since=1_700_000_000)
     assert info["pending_since"] == 1_700_000_000
-    assert join_module.pending_since(info) == 1_700_000_000
+    assert limits_module.pending_since(info) == 1_700_000_000
     assert "pending_since" not in node_info(req, "Trusted", pending_since=1_700_000_000)
-    assert join_module.pending_since({"status": "Pending"}) is None
-    assert join_module.pending_since({"status": "Pending", "pending_since": "1"}) is None
+    assert limits_module.pending_since({"status": "Pending"}) is None
+    assert limits_module.pending_since({"status": "Pending", "pending_since": "1"}) is None
 
 
 def test_the_join_budget_is_a_burst_then_a_steady_rate() -> None:
-    budget = join_module.JoinBudget(3, now=100.0)
+    budget = limits_module.JoinBudget(3, now=100.0)
     assert [budget.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]  # a burst of the rate
     assert budget.take(100.0) == pytest.approx(20.0)  # then one every 60 / 3 s
     assert budget.take(110.0) == pytest.approx(10.0)  # refused: nothing spent
@@ -540,7 +537,7 @@ def test_the_join_budget_is_a_burst_then_a_steady_rate() -> None:
     assert budget.take(10_000.0) > 0
     assert budget.take(9_000.0) > 0  # a clock going back refills nothing
     with pytest.raises(ValueError, match="at least 1"):
-        join_module.JoinBudget(0, now=0.0)
+        limits_module.JoinBudget(0, now=0.0)
 
 
 def test_pending_nodes_expire_by_their_own_age_unless_protected() -> None:
@@ -554,11 +551,11 @@ def test_pending_nodes_expire_by_their_own_age_unless_protected() -> None:
         b"f" * 64: json.dumps({"status": "Retired"}).encode(),
         b"g" * 64: b"not json",
     }
-    pending = join_module.pending_records(nodes)
+    pending = limits_module.pending_records(nodes)
     assert sorted(pending) == [b"a" * 64, b"b" * 64, b"c" * 64, b"d" * 64]
 
     def expired(now: float, first_seen: dict[bytes, float] | None = None) -> list[bytes]:
-        return join_module.expired_pending(
+        return limits_module.expired_pending(
             pending, now=now, ttl_s=ttl, protected={"c" * 64}, first_seen=first_seen or {}
         )
 
@@ -570,7 +567,9 @@ def test_pending_nodes_expire_by_their_own_age_unless_protected() -> None:
     assert expired(10**9, {b"d" * 64: 10**9 - 99}) == [b"a" * 64, b"b" * 64]
     # a record's own age only: many younger nodes remove nothing older sooner
     crowd = {f"{i:064x}".encode(): {"status": "Pending", "pending_since": 1090} for i in range(1000)}
-    assert join_module.expired_pending({**pending, **crowd}, now=1101.0, ttl_s=ttl, protected=set(), first_seen={}) == [
+    assert limits_module.expired_pending(
+        {**pending, **crowd}, now=1101.0, ttl_s=ttl, protected=set(), first_seen={}
+    ) == [
         b"a" * 64,
         b"c" * 64,
     ]

@@ -1,4 +1,4 @@
-"""The console's step-by-step receipt check against the SDK vectors (tests/vectors/acl-sdk) and their
+"""The console's step-by-step receipt check against the SDK vectors (tests/unit/verify/vectors/acl-sdk) and their
 alterations: the same verdict as notarium's verify_json_receipt on every case, and the failed step
 named after what was altered."""
 
@@ -18,7 +18,7 @@ from notarium.types import TxId
 from notarium.verify import verify_json_receipt
 from unit.verify.test_receipts import EXPECTED_FAILURES, STRICT_FAILURES, Mutation
 
-VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "acl-sdk"
+VECTORS = Path(__file__).resolve().parents[1] / "verify" / "vectors" / "acl-sdk"
 V: dict[str, Any] = json.loads((VECTORS / "receipts.json").read_text())
 CLAIMS: dict[str, Any] = json.loads((VECTORS / "claims.json").read_text())
 

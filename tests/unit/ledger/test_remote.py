@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from notarium.errors import LedgerError, ServiceError
 from notarium.ledger import EngineConfig, Ledger, open_ledger
-from notarium.ledger.remote import EngineService, RemoteLedger
+from notarium.ledger.engine_service import EngineService
+from notarium.ledger.remote import RemoteLedger
 from notarium.types import TxId, TxStatus
 from notarium.verify import tables
 

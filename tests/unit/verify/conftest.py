@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 
 from notarium.verify.keys import key_id
 
-VECTORS = Path(__file__).resolve().parents[2] / "vectors"
+VECTORS = Path(__file__).resolve().parent / "vectors"
 NOT_BEFORE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 NOT_AFTER = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

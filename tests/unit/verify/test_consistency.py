@@ -1,6 +1,6 @@
 """notarium.verify.consistency: consistency proofs, signed roots, and ledger extension.
 
-- The committed vectors (tests/vectors/consistency/, written by tests/tools/gen_consistency_vectors.py
+- The committed vectors (tests/unit/verify/vectors/consistency/, written by tests/tools/gen_consistency_vectors.py
   from its own naive implementation) are exactly what the generator writes, and the code agrees.
 - Every size pair 1 ≤ m ≤ n ≤ 300: the generated proof equals a naive recursive reference (RFC 9162
   SUBPROOF over roots computed by recursion over the leaves) and verifies; tampering any node, a
@@ -29,10 +29,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notarium.errors import VerificationError
+from notarium.ledger import signing
+from notarium.ledger.merkle import consistency_proof
+from notarium.ledger.signing import cose_root_protected_header
 from notarium.types import TxId
 from notarium.verify import (
     SignedRoot,
-    consistency_proof,
     cose,
     proof_from_json,
     proof_to_json,
@@ -41,13 +43,12 @@ from notarium.verify import (
     verify_signed_root,
 )
 from notarium.verify.consistency import MAX_CONSISTENCY_PROOF
-from notarium.verify.signature import cose_root_protected_header
 
 if TYPE_CHECKING:
     from conftest import Identity, Pki
 
 TESTS = Path(__file__).resolve().parents[2]
-VECTOR_DIR = TESTS / "vectors" / "consistency"
+VECTOR_DIR = TESTS / "unit" / "verify" / "vectors" / "consistency"
 GENERATOR = TESTS / "tools" / "gen_consistency_vectors.py"
 
 
@@ -210,7 +211,7 @@ def all_proofs() -> dict[tuple[int, int], list[bytes]]:
 
 
 def test_roots_agree_with_the_merkle_module() -> None:
-    from notarium.verify.merkle import root_of
+    from notarium.ledger.merkle import root_of
 
     for n in (1, 2, 3, 5, 8, 13, 100, 255, 256, 257, 300):
         assert root_of(LEAVES[:n]) == ROOTS[n]
@@ -442,7 +443,7 @@ def make_signed_root(
         protected = cose_root_protected_header(
             key.public_key(), header_txid or txid, iat=1_700_000_000, issuer="test", subject="ledger.signature"
         )
-    signature = cose.encode_sign1(protected, {}, cose.sign_detached(key, protected, root))
+    signature = signing.encode_sign1(protected, {}, signing.sign_detached(key, protected, root))
     return SignedRoot(txid, root, signature)
 
 
@@ -563,7 +564,7 @@ def test_weak_or_mismatched_algorithms_are_refused(pki: Pki, service: Identity) 
     for alg in (-7, -36, -37, -257, -8, 0, None, "ES384"):  # other curves' algs, RSA-PSS, RSA, EdDSA, junk
         header = {**good, cose.HDR_ALG: alg} if alg is not None else {k: v for k, v in good.items() if k != 1}
         protected = cbor2.dumps(header)
-        signature = cose.encode_sign1(protected, {}, cose.sign_detached(key, protected, ROOTS[9]))
+        signature = signing.encode_sign1(protected, {}, signing.sign_detached(key, protected, ROOTS[9]))
         _refused(SignedRoot(TxId(2, 9), ROOTS[9], signature), service.cert)
     # a P-256 signature by a P-256 service is fine; the same bytes against a P-384 service are not
     weak = pki.service(ec.SECP256R1())

@@ -18,6 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from notarium.errors import VerificationError
+from notarium.ledger import signing
+from notarium.ledger.merkle import root_of, serialise_tree
+from notarium.ledger.signing import cose_root_protected_header, sign_root
 from notarium.types import TxId
 from notarium.verify import cose
 from notarium.verify.keys import (
@@ -29,14 +32,12 @@ from notarium.verify.keys import (
     load_pem_cert,
     spki_der,
 )
-from notarium.verify.merkle import Frontier, root_of, serialise_tree
+from notarium.verify.merkle import Frontier
 from notarium.verify.signature import (
     PrimarySignature,
     b64decode_strict,
     check_cose_root_header,
-    cose_root_protected_header,
     decode_cose_signature_value,
-    sign_root,
     verify_root_signature,
     verify_signature_transaction,
 )
@@ -82,12 +83,12 @@ def test_sign_detached_is_raw_r_s_and_verifies(name: str) -> None:
     curve, alg, size = CURVES[name]
     key = ec.generate_private_key(curve)
     protected = cbor2.dumps({1: alg})
-    sig = cose.sign_detached(key, protected, ROOT)
+    sig = signing.sign_detached(key, protected, ROOT)
     assert len(sig) == 2 * size
     # independent check with cryptography: DER from r || s, hash of the alg over Sig_structure
     der = encode_dss_signature(int.from_bytes(sig[:size], "big"), int.from_bytes(sig[size:], "big"))
     key.public_key().verify(der, cbor2.dumps(["Signature1", protected, b"", ROOT]), ec.ECDSA(HASHES[alg]))
-    sign1 = cose.Sign1.decode(cose.encode_sign1(protected, {}, sig))
+    sign1 = cose.Sign1.decode(signing.encode_sign1(protected, {}, sig))
     sign1.verify_detached(key.public_key(), ROOT)
     with pytest.raises(VerificationError, match="does not verify"):
         sign1.verify_detached(key.public_key(), hashlib.sha256(ROOT).digest())
@@ -95,7 +96,7 @@ def test_sign_detached_is_raw_r_s_and_verifies(name: str) -> None:
 
 def test_encode_and_decode_sign1() -> None:
     protected = cbor2.dumps({1: -35, 4: b"kid"})
-    data = cose.encode_sign1(protected, {396: {-1: [b"x"]}}, b"s" * 96)
+    data = signing.encode_sign1(protected, {396: {-1: [b"x"]}}, b"s" * 96)
     assert data == cbor2.dumps(cbor2.CBORTag(18, [protected, {396: {-1: [b"x"]}}, None, b"s" * 96]))
     assert data[:2] == b"\xd2\x84"  # tag 18, array of four
     sign1 = cose.Sign1.decode(data)
@@ -107,7 +108,7 @@ def test_encode_and_decode_sign1() -> None:
 
 
 def _sign1(protected: dict[Any, Any], signature: bytes = b"") -> cose.Sign1:
-    return cose.Sign1.decode(cose.encode_sign1(cbor2.dumps(protected), {}, signature))
+    return cose.Sign1.decode(signing.encode_sign1(cbor2.dumps(protected), {}, signature))
 
 
 P384_ORDER = int("ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973", 16)
@@ -115,7 +116,7 @@ P384_ORDER = int("ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372d
 
 def test_verify_detached_rejections(p384: ec.EllipticCurvePrivateKey) -> None:
     protected = {1: -35}
-    good = cose.sign_detached(p384, cbor2.dumps(protected), ROOT)
+    good = signing.sign_detached(p384, cbor2.dumps(protected), ROOT)
     key = p384.public_key()
     _sign1(protected, good).verify_detached(key, ROOT)
     cases = {
@@ -466,8 +467,8 @@ class SignatureTx:
         protected = cose_root_protected_header(
             self.service_key.public_key(), txid or self.txid, iat=1, issuer="i", subject="s"
         )
-        sig = cose.sign_detached(self.service_key, protected, root or self.root)
-        sign1 = cose.encode_sign1(protected, {}, sig)
+        sig = signing.sign_detached(self.service_key, protected, root or self.root)
+        sign1 = signing.encode_sign1(protected, {}, sig)
         return json.dumps(base64.b64encode(sign1).decode()).encode()
 
     def tree(self, size: int | None = None) -> bytes:

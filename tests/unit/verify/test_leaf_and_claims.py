@@ -27,7 +27,7 @@ from notarium.verify.leaf import (
 )
 from notarium.verify.secrets import commit_evidence, commit_evidence_from_commit_secret, commit_secret
 
-CLAIMS = json.loads((Path(__file__).resolve().parents[2] / "vectors" / "acl-sdk" / "claims.json").read_text("utf-8"))
+CLAIMS = json.loads((Path(__file__).resolve().parent / "vectors" / "acl-sdk" / "claims.json").read_text("utf-8"))
 LEDGER_ENTRY_CLAIMS: list[dict[str, Any]] = CLAIMS["ledger_entry"]["claims"]
 CLAIM_DIGEST_CLAIMS: list[dict[str, Any]] = CLAIMS["claim_digest"]["claims"]
 

@@ -12,19 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from notarium.verify.merkle import (
-    HASH_SIZE,
-    Frontier,
-    deserialise_tree,
-    hash_children,
-    inclusion_path,
-    perfect_root_over,
-    range_nodes,
-    root_from_path,
-    root_of,
-    serialise_tree,
-    subtree_root,
-)
+from notarium.ledger.merkle import inclusion_path, perfect_root_over, root_of, serialise_tree, subtree_root
+from notarium.verify.merkle import HASH_SIZE, Frontier, deserialise_tree, hash_children, range_nodes, root_from_path
 
 # --- the naive reference: level by level, exactly as ccf-ledger-format.md §4.2 / §4.4 ---
 

@@ -1,4 +1,4 @@
-"""notarium.verify.merkle against the committed vectors in tests/vectors/merkle/.
+"""notarium.verify.merkle against the committed vectors in tests/unit/verify/vectors/merkle/.
 
 The vectors are written by tests/tools/gen_vectors.py from its own naive tree; the first test checks
 that regenerating them gives exactly the committed files.
@@ -15,19 +15,11 @@ from typing import Any
 
 import pytest
 
-from notarium.verify.merkle import (
-    Frontier,
-    PathElement,
-    deserialise_tree,
-    inclusion_path,
-    perfect_root_over,
-    root_from_path,
-    root_of,
-    serialise_tree,
-)
+from notarium.ledger.merkle import inclusion_path, perfect_root_over, root_of, serialise_tree
+from notarium.verify.merkle import Frontier, PathElement, deserialise_tree, root_from_path
 
 TESTS = Path(__file__).resolve().parents[2]
-VECTOR_DIR = TESTS / "vectors" / "merkle"
+VECTOR_DIR = TESTS / "unit" / "verify" / "vectors" / "merkle"
 GENERATOR = TESTS / "tools" / "gen_vectors.py"
 
 

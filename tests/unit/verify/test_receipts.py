@@ -1,6 +1,6 @@
 """JSON receipts (ACL / CCF) and COSE receipts (RFC 9942, CCF profile).
 
-* The Azure SDK test vectors (tests/vectors/acl-sdk/, acl-rest-api.md §8.4): the three valid receipts
+* The Azure SDK test vectors (tests/unit/verify/vectors/acl-sdk/, acl-rest-api.md §8.4): the three valid receipts
   and every "expected failure" of the SDK's own test module.
 * Round trips with freshly generated keys, and single-character / single-byte tampering.
 
@@ -26,24 +26,25 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from notarium.errors import VerificationError
+from notarium.ledger import signing
+from notarium.ledger.merkle import inclusion_path, perfect_root_over, root_of
+from notarium.ledger.proofs import build_cose_receipt, build_json_receipt
+from notarium.ledger.signing import cose_root_protected_header, sign_root
 from notarium.types import TxId
 from notarium.verify import cose
 from notarium.verify.keys import key_id
 from notarium.verify.leaf import ZERO_CLAIMS, compute_claims_digest
-from notarium.verify.merkle import ZERO_HASH, PathElement, inclusion_path, perfect_root_over, root_of
+from notarium.verify.merkle import ZERO_HASH, PathElement
 from notarium.verify.receipt import (
     MAX_PROOF_LENGTH,
     CoseReceiptResult,
     JsonReceiptResult,
     LeafComponents,
     ReceiptVerifier,
-    build_cose_receipt,
-    build_json_receipt,
     verify_cose_receipt,
     verify_json_receipt,
 )
 from notarium.verify.secrets import commit_evidence
-from notarium.verify.signature import cose_root_protected_header, sign_root
 
 if TYPE_CHECKING:
     from conftest import Identity, Pki
@@ -968,8 +969,8 @@ class CoseCase:
 
 def make_cose(key: ec.EllipticCurvePrivateKey, built: Built, txid: TxId = TXID, **header: Any) -> CoseCase:
     protected = cose_root_protected_header(key.public_key(), txid, **{**CWT, **header})
-    sig = cose.sign_detached(key, protected, built.root)
-    sign1 = cose.encode_sign1(protected, {}, sig)
+    sig = signing.sign_detached(key, protected, built.root)
+    sign1 = signing.encode_sign1(protected, {}, sig)
     return CoseCase(key, built, sign1, build_cose_receipt(sign1, built.leaf, built.path))
 
 
@@ -1036,8 +1037,8 @@ def test_cose_wrong_kid(cose_case: CoseCase) -> None:
     """Signed by the service key, but the kid names another key."""
     other = ec.generate_private_key(ec.SECP384R1()).public_key()
     protected = cose_root_protected_header(other, TXID, **CWT)
-    sig = cose.sign_detached(cose_case.key, protected, cose_case.built.root)
-    receipt = build_cose_receipt(cose.encode_sign1(protected, {}, sig), cose_case.built.leaf, cose_case.built.path)
+    sig = signing.sign_detached(cose_case.key, protected, cose_case.built.root)
+    receipt = build_cose_receipt(signing.encode_sign1(protected, {}, sig), cose_case.built.leaf, cose_case.built.path)
     with pytest.raises(VerificationError, match="kid"):
         verify_cose_receipt(receipt, cose_case.public)
 
@@ -1045,16 +1046,16 @@ def test_cose_wrong_kid(cose_case: CoseCase) -> None:
 def test_cose_signed_by_another_key_with_our_kid(cose_case: CoseCase) -> None:
     impostor = ec.generate_private_key(ec.SECP384R1())
     protected = cose_root_protected_header(cose_case.public, TXID, **CWT)
-    sig = cose.sign_detached(impostor, protected, cose_case.built.root)
-    receipt = build_cose_receipt(cose.encode_sign1(protected, {}, sig), cose_case.built.leaf, cose_case.built.path)
+    sig = signing.sign_detached(impostor, protected, cose_case.built.root)
+    receipt = build_cose_receipt(signing.encode_sign1(protected, {}, sig), cose_case.built.leaf, cose_case.built.path)
     with pytest.raises(VerificationError, match="does not verify"):
         verify_cose_receipt(receipt, cose_case.public)
 
 
 def test_cose_signature_over_another_root(cose_case: CoseCase) -> None:
     protected = cose_root_protected_header(cose_case.public, TXID, **CWT)
-    sig = cose.sign_detached(cose_case.key, protected, _h(cose_case.built.root))
-    receipt = build_cose_receipt(cose.encode_sign1(protected, {}, sig), cose_case.built.leaf, cose_case.built.path)
+    sig = signing.sign_detached(cose_case.key, protected, _h(cose_case.built.root))
+    receipt = build_cose_receipt(signing.encode_sign1(protected, {}, sig), cose_case.built.leaf, cose_case.built.path)
     with pytest.raises(VerificationError, match="does not verify"):
         verify_cose_receipt(receipt, cose_case.public)
 
@@ -1066,10 +1067,10 @@ def test_cose_bare_root_signature_is_not_a_receipt(cose_case: CoseCase) -> None:
 
 def _resign(case: CoseCase, header: dict[Any, Any], unprotected: dict[Any, Any] | None = None) -> bytes:
     protected = cbor2.dumps(header)
-    sig = cose.sign_detached(case.key, protected, case.built.root)
+    sig = signing.sign_detached(case.key, protected, case.built.root)
     if unprotected is None:
         unprotected = cbor2.loads(case.receipt).value[1]
-    return cose.encode_sign1(protected, unprotected, sig)
+    return signing.encode_sign1(protected, unprotected, sig)
 
 
 def _header(case: CoseCase) -> dict[Any, Any]:
@@ -1320,7 +1321,7 @@ cbor_values = st.recursive(
 def test_cose_random_structures(cose_case: CoseCase, protected: Any, unprotected: Any, proof: Any) -> None:
     """Random headers and proofs, keeping the kid and vds right so that the checks go deep."""
     header = {**_header(cose_case), 99: protected}
-    data = cose.encode_sign1(
+    data = signing.encode_sign1(
         cbor2.dumps(header), {396: {-1: [cbor2.dumps(proof)]}, 7: unprotected}, cbor2.loads(cose_case.receipt).value[3]
     )
     assert outcome(lambda: verify_cose_receipt(data, cose_case.public)) == "VerificationError"

@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from notarium.durable import fsync_dir
 from notarium.errors import ServiceError
-from notarium.ledger.durable import fsync_dir
-from notarium.verify.entry import CHUNK_HEADER_SIZE, ChunkName, chunk_positions_table
+from notarium.ledger.encoding import chunk_positions_table
+from notarium.verify.entry import CHUNK_HEADER_SIZE, ChunkName
 
 _MAX_OPEN_READERS = 32
 

@@ -29,12 +29,16 @@ from urllib.parse import quote
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 from notarium.errors import FencedError, StorageError, StoreUnavailableError
 
 SCHEMA_VERSION = 1
 NOTIFY_CHANNEL = "notarium_tx"
+DEFAULT_SCHEMA = "notarium"
+# a schema name notarium makes (lower-case, unquoted): also safe to format into SQL text
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,54}")
 _MAX_SEQNO = 2**63 - 1
 _SCHEMA_LOCK = 0x6E6F746172697531  # pg_advisory_xact_lock key: creating the schema is serialised
 # SQLSTATE classes of a server that cannot serve right now: connection exception, insufficient
@@ -48,24 +52,24 @@ _T = TypeVar("_T")
 Conn = psycopg.Connection[TupleRow]
 
 _CREATE = """
-CREATE SCHEMA IF NOT EXISTS notarium;
-CREATE TABLE IF NOT EXISTS notarium.meta (key text PRIMARY KEY, value text NOT NULL);
-CREATE TABLE IF NOT EXISTS notarium.tx (
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.tx (
     seqno bigint PRIMARY KEY,
     view bigint NOT NULL,
     signature boolean NOT NULL,
     data bytea NOT NULL
 );
-CREATE INDEX IF NOT EXISTS tx_signatures ON notarium.tx (seqno) WHERE signature;
-CREATE TABLE IF NOT EXISTS notarium.lease (
+CREATE INDEX IF NOT EXISTS tx_signatures ON {s}.tx (seqno) WHERE signature;
+CREATE TABLE IF NOT EXISTS {s}.lease (
     id smallint PRIMARY KEY CHECK (id = 1),
     view bigint NOT NULL,
     holder text,
     address text,
     expires timestamptz
 );
-INSERT INTO notarium.lease (id, view) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
-CREATE TABLE IF NOT EXISTS notarium.nodes (
+INSERT INTO {s}.lease (id, view) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS {s}.nodes (
     node_id text PRIMARY KEY,
     address text NOT NULL,
     last_seen timestamptz NOT NULL
@@ -97,9 +101,23 @@ class PostgresLog:
 
     ``connect=False`` connects (and checks the schema) only at the first call, so a node can open
     while PostgreSQL is down and retry (docs/design/ha.md, "When PostgreSQL is unreachable").
+
+    ``schema`` holds the tables (default ``notarium``); a ledger host keeps each hosted ledger's
+    log in a schema of its own (docs/design/host.md), notified on the channel ``{schema}_tx``.
     """
 
-    def __init__(self, dsn: str, *, connect_timeout: float = 5.0, connect: bool = True) -> None:
+    @property
+    def schema(self) -> str:
+        return self._schema
+
+    def __init__(
+        self, dsn: str, *, connect_timeout: float = 5.0, connect: bool = True, schema: str = DEFAULT_SCHEMA
+    ) -> None:
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise StorageError(f"invalid schema name {schema[:64]!r}: lower-case letters, digits and _, at most 55")
+        self._schema = schema
+        # the default schema keeps its historical channel; another schema (a hosted ledger's) has its own
+        self._channel = NOTIFY_CHANNEL if schema == DEFAULT_SCHEMA else f"{schema}_tx"
         try:
             params: dict[str, Any] = pg_conninfo.conninfo_to_dict(dsn)
         except psycopg.Error:
@@ -207,7 +225,7 @@ class PostgresLog:
                 committing = False
                 try:
                     with conn.transaction(), conn.cursor() as cur:
-                        cur.execute("SELECT view, holder FROM notarium.lease WHERE id = 1 FOR UPDATE")
+                        cur.execute(_sql("SELECT view, holder FROM {s}.lease WHERE id = 1 FOR UPDATE", self._schema))
                         row = cur.fetchone()
                         if row is None or (row[0], row[1]) != (view, holder):
                             current = "missing" if row is None else f"view {row[0]}, holder {row[1]!r}"
@@ -232,15 +250,18 @@ class PostgresLog:
     def _ensure_schema(self, conn: Conn) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
-            found = conn.execute("SELECT to_regclass('notarium.meta') IS NOT NULL").fetchone()
+            found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{self._schema}.meta"]).fetchone()
             version: int | None = None
             if found is not None and found[0]:
-                row = conn.execute("SELECT value FROM notarium.meta WHERE key = 'schema_version'").fetchone()
+                row = conn.execute(
+                    _sql("SELECT value FROM {s}.meta WHERE key = 'schema_version'", self._schema)
+                ).fetchone()
                 version = None if row is None else int(row[0])
             if version is None:
-                conn.execute(_CREATE)
+                conn.execute(_sql(_CREATE, self._schema))
                 conn.execute(
-                    "INSERT INTO notarium.meta (key, value) VALUES ('schema_version', %s)", [str(SCHEMA_VERSION)]
+                    _sql("INSERT INTO {s}.meta (key, value) VALUES ('schema_version', %s)", self._schema),
+                    [str(SCHEMA_VERSION)],
                 )
             elif version > SCHEMA_VERSION:
                 raise StorageError(
@@ -283,15 +304,17 @@ class PostgresLog:
         last = first + len(rows) - 1
 
         def body(cur: psycopg.Cursor[TupleRow]) -> None:
-            stored = _last_seqno(cur)
+            stored = _last_seqno(cur, self._schema)
             if first != stored + 1:
                 kind = "gap" if first > stored + 1 else "overlap"
                 raise StorageError(f"append refused ({kind}): first seqno {first}, stored tail {stored}")
-            with cur.copy("COPY notarium.tx (seqno, view, signature, data) FROM STDIN (FORMAT BINARY)") as copy:
+            with cur.copy(
+                _sql("COPY {s}.tx (seqno, view, signature, data) FROM STDIN (FORMAT BINARY)", self._schema)
+            ) as copy:
                 copy.set_types(["int8", "int8", "bool", "bytea"])
                 for row in rows:
                     copy.write_row(row)
-            cur.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(last)])
+            cur.execute("SELECT pg_notify(%s, %s)", [self._channel, str(last)])
 
         self._fenced(view, holder, body)
 
@@ -299,7 +322,7 @@ class PostgresLog:
         """Delete the rows after ``seqno``, fenced like :meth:`append`; return how many were deleted."""
 
         def body(cur: psycopg.Cursor[TupleRow]) -> int:
-            cur.execute("DELETE FROM notarium.tx WHERE seqno > %s", [seqno])
+            cur.execute(_sql("DELETE FROM {s}.tx WHERE seqno > %s", self._schema), [seqno])
             return cur.rowcount
 
         return self._fenced(view, holder, body)
@@ -310,8 +333,11 @@ class PostgresLog:
         def op(conn: Conn) -> list[Row]:
             with conn.cursor(binary=True) as cur:
                 cur.execute(
-                    "SELECT seqno, view, signature, data FROM notarium.tx"
-                    " WHERE seqno >= %s AND seqno <= %s ORDER BY seqno LIMIT %s",
+                    _sql(
+                        "SELECT seqno, view, signature, data FROM {s}.tx"
+                        " WHERE seqno >= %s AND seqno <= %s ORDER BY seqno LIMIT %s",
+                        self._schema,
+                    ),
                     [start, _MAX_SEQNO if end is None else end, limit],
                 )
                 return [(r[0], r[1], r[2], r[3]) for r in cur.fetchall()]
@@ -323,7 +349,7 @@ class PostgresLog:
 
         def op(conn: Conn) -> int:
             with conn.cursor() as cur:
-                return _last_seqno(cur)
+                return _last_seqno(cur, self._schema)
 
         return self._retrying(op)
 
@@ -332,7 +358,7 @@ class PostgresLog:
 
         def op(conn: Conn) -> tuple[int, int] | None:
             row = conn.execute(
-                "SELECT seqno, view FROM notarium.tx WHERE signature ORDER BY seqno DESC LIMIT 1"
+                _sql("SELECT seqno, view FROM {s}.tx WHERE signature ORDER BY seqno DESC LIMIT 1", self._schema)
             ).fetchone()
             return None if row is None else (int(row[0]), int(row[1]))
 
@@ -345,11 +371,14 @@ class PostgresLog:
 
         def op(conn: Conn) -> Lease:
             row = conn.execute(
-                "SELECT view, holder, address, extract(epoch FROM expires - now())::float8"
-                " FROM notarium.lease WHERE id = 1"
+                _sql(
+                    "SELECT view, holder, address, extract(epoch FROM expires - now())::float8"
+                    " FROM {s}.lease WHERE id = 1",
+                    self._schema,
+                )
             ).fetchone()
             if row is None:
-                raise StorageError("the notarium.lease row is missing")
+                raise StorageError(f"the {self._schema}.lease row is missing")
             holder = row[1]
             return Lease(int(row[0]), holder, row[2], None if holder is None or row[3] is None else float(row[3]))
 
@@ -368,9 +397,12 @@ class PostgresLog:
             nonlocal attempts
             attempts += 1
             row = conn.execute(
-                "UPDATE notarium.lease SET view = greatest(view + 1, %s), holder = %s, address = %s,"
-                " expires = now() + %s * interval '1 second'"
-                " WHERE id = 1 AND view = %s AND (holder IS NULL OR expires < now()) RETURNING view",
+                _sql(
+                    "UPDATE {s}.lease SET view = greatest(view + 1, %s), holder = %s, address = %s,"
+                    " expires = now() + %s * interval '1 second'"
+                    " WHERE id = 1 AND view = %s AND (holder IS NULL OR expires < now()) RETURNING view",
+                    self._schema,
+                ),
                 [min_view, holder, address, float(ttl_s), seen_view],
             ).fetchone()
             return None if row is None else int(row[0])
@@ -388,8 +420,11 @@ class PostgresLog:
 
         def op(conn: Conn) -> bool:
             row = conn.execute(
-                "UPDATE notarium.lease SET expires = now() + %s * interval '1 second'"
-                " WHERE id = 1 AND view = %s AND holder = %s AND expires >= now() RETURNING view",
+                _sql(
+                    "UPDATE {s}.lease SET expires = now() + %s * interval '1 second'"
+                    " WHERE id = 1 AND view = %s AND holder = %s AND expires >= now() RETURNING view",
+                    self._schema,
+                ),
                 [float(ttl_s), view, holder],
             ).fetchone()
             return row is not None
@@ -401,7 +436,7 @@ class PostgresLog:
 
         def op(conn: Conn) -> None:
             conn.execute(
-                "UPDATE notarium.lease SET expires = now() WHERE id = 1 AND view = %s AND holder = %s",
+                _sql("UPDATE {s}.lease SET expires = now() WHERE id = 1 AND view = %s AND holder = %s", self._schema),
                 [view, holder],
             )
 
@@ -414,8 +449,11 @@ class PostgresLog:
 
         def op(conn: Conn) -> None:
             conn.execute(
-                "INSERT INTO notarium.nodes (node_id, address, last_seen) VALUES (%s, %s, now())"
-                " ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen",
+                _sql(
+                    "INSERT INTO {s}.nodes (node_id, address, last_seen) VALUES (%s, %s, now())"
+                    " ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, last_seen = excluded.last_seen",
+                    self._schema,
+                ),
                 [node_id, address],
             )
 
@@ -426,8 +464,11 @@ class PostgresLog:
 
         def op(conn: Conn) -> list[tuple[str, str, float]]:
             rows = conn.execute(
-                "SELECT node_id, address, extract(epoch FROM now() - last_seen)::float8"
-                " FROM notarium.nodes ORDER BY node_id"
+                _sql(
+                    "SELECT node_id, address, extract(epoch FROM now() - last_seen)::float8"
+                    " FROM {s}.nodes ORDER BY node_id",
+                    self._schema,
+                )
             ).fetchall()
             return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
 
@@ -443,7 +484,7 @@ class PostgresLog:
             if self._listen is None:
                 conn = self._connect()
                 try:
-                    conn.execute("LISTEN notarium_tx")
+                    conn.execute(f"LISTEN {self._channel}")
                 except psycopg.Error as e:
                     lost = self._lost(conn)
                     conn.close()
@@ -461,8 +502,13 @@ class PostgresLog:
             return came
 
 
-def _last_seqno(cur: psycopg.Cursor[TupleRow]) -> int:
-    cur.execute("SELECT coalesce(max(seqno), 0) FROM notarium.tx")
+def _sql(text: str, schema: str) -> sql.Composed:
+    """``text`` with ``{s}`` replaced by the quoted schema name."""
+    return sql.SQL(text).format(s=sql.Identifier(schema))
+
+
+def _last_seqno(cur: psycopg.Cursor[TupleRow], schema: str) -> int:
+    cur.execute(_sql("SELECT coalesce(max(seqno), 0) FROM {s}.tx", schema))
     row = cur.fetchone()
     return 0 if row is None else int(row[0])
 

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from notarium.auth.rbac import Action
 from notarium.errors import LedgerError
-from notarium.server.app import context, json_response, requires
 from notarium.server.errors import ApiError, not_found
+from notarium.server.handlers import context, json_response, requires
 from notarium.server.routes.common import query_txid
 from notarium.types import TxId, TxStatus
 from notarium.verify.consistency import proof_to_json

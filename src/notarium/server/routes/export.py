@@ -24,8 +24,8 @@ from pathlib import Path
 from aiohttp import web
 
 from notarium.auth.rbac import Action
-from notarium.server.app import TXID_HEADER, context, json_response, requires
 from notarium.server.errors import error_response, not_found
+from notarium.server.handlers import TXID_HEADER, context, json_response, requires
 
 # exactly a completed chunk: no leading zeros, no other suffix, nothing that could name another file
 CHUNK_NAME = re.compile(r"ledger_([1-9][0-9]{0,19})-([1-9][0-9]{0,19})\.committed")

@@ -1,7 +1,7 @@
 """Consortium governance in CCF's shape (api-version 2024-07-01; docs/api.md §Governance).
 
 Requests that change anything are COSE_Sign1 bodies signed by a member
-(:func:`~notarium.server.app.member_signed`): they are authenticated by that signature, not by a
+(:func:`~notarium.server.handlers.member_signed`): they are authenticated by that signature, not by a
 TLS client certificate, a token or a role. Everything else here is a public read: governance is
 on the record (proposals, ballots, members and the constitution are public ledger tables).
 """
@@ -14,10 +14,10 @@ from aiohttp import web
 
 from notarium.governance.request import MAX_REQUEST_BYTES, RequestRefusedError
 from notarium.governance.service import Outcome
-from notarium.server.app import context, json_response, member_signed, requires
 from notarium.server.consortium import ISSUER_TABLES, USER_TABLES
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError
+from notarium.server.handlers import context, json_response, member_signed, requires
 from notarium.server.routes.common import path_id
 
 PROPOSALS = "/gov/members/proposals"

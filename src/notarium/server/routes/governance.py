@@ -9,7 +9,7 @@ from aiohttp import web
 
 from notarium.auth.rbac import Action
 from notarium.cluster.attestation import enclave_quote, is_node_id
-from notarium.server.app import context, json_response, requires
+from notarium.server.handlers import context, json_response, requires
 from notarium.verify import tables
 
 

@@ -11,8 +11,8 @@ from aiohttp import web
 
 from notarium.auth.rbac import Action
 from notarium.auth.tokens import IssuerConfig
-from notarium.server.app import context, json_response, requires
 from notarium.server.errors import ApiError, bad_input
+from notarium.server.handlers import context, json_response, requires
 from notarium.server.issuers import IssuerError
 from notarium.server.routes.common import json_object, query
 

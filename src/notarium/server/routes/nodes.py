@@ -36,8 +36,8 @@ from notarium.cluster.join import (
     trusted_answer,
 )
 from notarium.errors import VerificationError
-from notarium.server.app import Handler, context, json_response, requires
 from notarium.server.errors import ApiError, bad_input
+from notarium.server.handlers import Handler, context, json_response, requires
 from notarium.types import TxStatus
 from notarium.verify import tables
 

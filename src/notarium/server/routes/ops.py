@@ -7,7 +7,7 @@ from importlib import resources
 from aiohttp import web
 
 from notarium.auth.rbac import Action
-from notarium.server.app import context, json_response, requires
+from notarium.server.handlers import context, json_response, requires
 from notarium.server.metrics import CONTENT_TYPE
 
 

@@ -27,9 +27,9 @@ from aiohttp import web
 
 from notarium.auth.rbac import Action, builtin_role, check_custom_role_name, parse_actions
 from notarium.auth.roles import MAX_CUSTOM_ROLES, RoleDefinition
-from notarium.server.app import context, json_response, requires
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError, bad_input
+from notarium.server.handlers import context, json_response, requires
 from notarium.server.routes.common import json_value, query
 from notarium.types import TxId, TxStatus
 

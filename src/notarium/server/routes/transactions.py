@@ -6,9 +6,9 @@ from aiohttp import web
 
 from notarium.auth.rbac import Action
 from notarium.ledger import DEFAULT_COLLECTION, LedgerEntry
-from notarium.server.app import TXID_HEADER, context, json_response, requires
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError, bad_input, not_found
+from notarium.server.handlers import TXID_HEADER, context, json_response, requires
 from notarium.server.routes.common import json_object, next_link, path_txid, query, query_txid
 from notarium.types import TxId, TxStatus
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from notarium.auth.rbac import Action
-from notarium.server.app import requires
 from notarium.server.errors import ApiError
+from notarium.server.handlers import requires
 from notarium.server.routes.common import path_id
 
 FUNCTION = "/app/userDefinedFunctions/" + path_id("functionId", "execute")

@@ -30,9 +30,9 @@ from aiohttp import web
 
 from notarium.auth.rbac import Action, Role, builtin_role, highest
 from notarium.auth.users import User
-from notarium.server.app import context, json_response, requires
 from notarium.server.context import ServerContext
 from notarium.server.errors import ApiError, bad_input
+from notarium.server.handlers import context, json_response, requires
 from notarium.server.routes.common import json_object, query
 from notarium.types import TxStatus
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from notarium.server.app import requires
+from notarium.server.handlers import requires
 from notarium.verify import standalone
 
 
