@@ -424,8 +424,9 @@ def test_serve_without_the_ledger_secrets_names_the_situation_and_changes_nothin
         assert f"\n  notarium serve {directory} --recover\n" in proc.stderr, proc.stderr
         assert "docs/operations/recovery.md" in proc.stderr
     else:
-        assert "--recover" not in proc.stderr  # it applies to the embedded store only
+        assert f"notarium serve {directory} --recover" not in proc.stderr  # not this directory: a new one
         assert "notarium join NEWDIR" in proc.stderr, proc.stderr
+        assert "notarium serve NEWDIR --store DSN --recover --service-cert FILE" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
     assert _snapshot(directory) == before

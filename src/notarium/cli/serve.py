@@ -160,7 +160,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--recover",
         action="store_true",
-        help="the ledger secrets are gone: first wait for the members' recovery shares (docs/operations/recovery.md)",
+        help="the ledger secrets are gone: first wait for the members' recovery shares (docs/operations/recovery.md); "
+        "with --store, DIR is a new node directory made from the log, and --service-cert is needed",
+    )
+    p.add_argument(
+        "--service-cert",
+        type=Path,
+        metavar="FILE",
+        help="with --store --recover: the service certificate the log must verify against (the one clients pin)",
     )
     p.set_defaults(handler=handle)
 
@@ -218,12 +225,14 @@ def handle(args: argparse.Namespace) -> int:
 
     recover = bool(getattr(args, "recover", False))
     replication = None
+    if getattr(args, "service_cert", None) is not None and not (recover and getattr(args, "store", None)):
+        raise SystemExit("error: --service-cert is for --store --recover only")
     if getattr(args, "store", None):
-        if recover:
-            raise SystemExit("error: --recover applies to the embedded store only")
         if not 0.5 <= args.lease_ttl <= 600:
             raise SystemExit("error: --lease-ttl must be from 0.5 to 600 seconds")
         replication = Replication(args.store, args.advertise, args.lease_ttl)
+        if recover:
+            prepare_store_recovery(args, layout)
     if not recover:
         check_openable(layout, replicated=replication is not None)
     asyncio.run(
@@ -238,6 +247,40 @@ def handle(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def prepare_store_recovery(args: argparse.Namespace, layout: Layout) -> None:
+    """``serve DIR --store DSN --recover --service-cert FILE``: DIR made from the log, under a new
+    service identity (:mod:`notarium.cluster.storerecovery`); exit 1, DIR unchanged, when it cannot be."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    from notarium.cluster.storerecovery import prepare_store_recovery as prepare  # noqa: PLC0415
+    from notarium.errors import NotariumError  # noqa: PLC0415
+    from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415
+    from notarium.verify.keys import load_pem_cert  # noqa: PLC0415
+
+    if args.service_cert is None:
+        raise SystemExit(
+            "error: --store --recover needs --service-cert FILE: the service certificate the log must verify against"
+        )
+    try:
+        pinned = load_pem_cert(args.service_cert.read_bytes(), f"service certificate {args.service_cert}")
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read {args.service_cert}: {exc.strerror}") from None
+    except NotariumError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    names = [args.host, urlsplit(args.advertise).hostname if args.advertise else None]
+    hosts = tuple(dict.fromkeys(h for h in names if h and h not in ("0.0.0.0", "::")))  # noqa: S104
+    try:
+        with PostgresLog(args.store) as store:
+            prepare(layout.root, store, pinned, hosts)
+    except NotariumError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(
+        f"notarium: the service recovers under a new identity: {layout.service_cert}\n"
+        "  give it to the members to pin when they submit their shares, and to clients once it opens",
+        flush=True,
+    )
 
 
 def check_openable(layout: Layout, *, replicated: bool) -> None:
@@ -256,7 +299,9 @@ def check_openable(layout: Layout, *, replicated: bool) -> None:
         if replicated:
             raise SystemExit(
                 situation + "A node of a replicated service that lost them is replaced by a new one: "
-                "notarium join NEWDIR --target URL --service-cert FILE (docs/operations/ha.md)"
+                "notarium join NEWDIR --target URL --service-cert FILE (docs/operations/ha.md); if every node lost "
+                "them, the members recover them: notarium serve NEWDIR --store DSN --recover --service-cert FILE "
+                "(docs/operations/recovery.md)"
             ) from None
         raise SystemExit(
             situation + "If they are lost, the members recover them from their recovery shares: start the service "

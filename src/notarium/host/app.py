@@ -148,7 +148,10 @@ async def ledger_identity(request: web.Request) -> web.StreamResponse:
     if hosted is not None:
         ledger_id, cert = hosted.name, hosted.service_cert_pem
     elif key in m.lost and (record := m.registry.get(name)) is not None:  # members need it to recover
-        ledger_id, cert = record.name, Layout(m.layout.ledger_dir(key)).service_cert.read_bytes()
+        try:
+            ledger_id, cert = record.name, Layout(m.layout.ledger_dir(key)).service_cert.read_bytes()
+        except OSError:  # host --store, its bundle does not open: its new identity comes with its recovery
+            return needs_recovery_response(name)
     else:
         return _unknown(name)
     bundle = cert.decode() + m.credentials.ca_pem.decode()

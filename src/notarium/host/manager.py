@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import logging
 import secrets
+import shutil
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,7 +34,7 @@ from notarium.host.names import (
     name_key,
 )
 from notarium.host.provision import create_ledger_directory, first_users, remove_ledger_directory
-from notarium.host.recovery import RecoveringLedger, secrets_missing
+from notarium.host.recovery import RecoveringLedger, StoreTarget, secrets_missing
 from notarium.host.registry import (
     CREATING,
     DELETED,
@@ -51,6 +53,7 @@ __all__ = ["ConflictError", "HostConfig", "LedgerManager", "Operation"]
 from notarium.host.replica import EXIT_DEPOSED
 from notarium.host.store import StoreRegistry, ledger_schema
 from notarium.host.storehost import StoreHost
+from notarium.host.vault import VaultError
 from notarium.types import TxStatus
 
 log = logging.getLogger("notarium.host")
@@ -116,6 +119,7 @@ class LedgerManager:
         self.lost: set[str] = set()  # ledgers whose secrets are missing: not served until recovered
         self.recovering: dict[str, RecoveringLedger] = {}  # ledgers waiting for their members' shares
         self._entering: set[str] = set()  # ledgers being put into recovery
+        self._lost_bundles: dict[str, str] = {}  # --store: the bundle (digest) a lost ledger could not use
 
     # --- start and stop ------------------------------------------------------------------------
 
@@ -144,11 +148,17 @@ class LedgerManager:
                 log.error("ledger %s could not be started: %s", record.name, result)
 
     async def _serve(self, record: LedgerRecord) -> None:
+        bundle = ""
         if self.store is not None:  # on PostgreSQL: its local directory from its identity bundle, once
-            await asyncio.to_thread(self.store.materialise, record)
+            bundle = await asyncio.to_thread(self._bundle_digest, record)
+            try:
+                await asyncio.to_thread(self.store.materialise, record)
+            except VaultError as exc:  # it does not open here: recovered from its log (ledgers recover)
+                self._lost(record, str(exc), bundle)
+                return
         directory = self.layout.ledger_dir(record.key)
         if secrets_missing(directory):  # its engine could not open it: wait for the operator (recover)
-            self._lost(record)
+            self._lost(record, bundle=bundle)
             return
         hosted = await self._start(record)
         self.ledgers[record.key] = hosted
@@ -165,14 +175,42 @@ class LedgerManager:
         directory = await asyncio.to_thread(self.store.materialise, record)
         return await HostedLedger.start(record.name, directory, self._ledger_settings(record), self.store.node(record))
 
-    def _lost(self, record: LedgerRecord) -> None:
+    def _lost(self, record: LedgerRecord, why: str = "its ledger secrets are missing", bundle: str = "") -> None:
         self.lost.add(record.key)
+        if self.store is not None:
+            if self._lost_bundles.get(record.key) == bundle:
+                return  # tried again at a sync, still the same bundle: said already
+            self._lost_bundles[record.key] = bundle
         log.error(
-            "ledger %s: its ledger secrets are missing: it is not served until it is recovered "
-            "(notarium ledgers recover %s; docs/operations/recovery.md)",
+            "ledger %s: %s: it is not served until it is recovered (notarium ledgers recover %s; "
+            "docs/operations/recovery.md)",
             record.name,
+            why,
             record.name,
         )
+
+    def _bundle_digest(self, record: LedgerRecord) -> str:
+        """--store: which identity bundle the registry holds for the ledger now (a worker thread)."""
+        if self.store is None or record.schema is None:
+            return ""
+        blob = self.store.registry.bundle(record.schema)
+        return "" if blob is None else hashlib.sha256(blob).hexdigest()
+
+    async def _retry_lost(self, record: LedgerRecord) -> None:
+        """--store: a ledger lost here is served again once its bundle changed (recovered through
+        another host process): its unusable local directory is replaced from the new bundle."""
+        try:
+            if await asyncio.to_thread(self._bundle_digest, record) == self._lost_bundles.get(record.key):
+                return
+            if record.key not in self.lost or record.key in self.recovering:
+                return
+            self.lost.discard(record.key)
+            await asyncio.to_thread(shutil.rmtree, self.layout.ledger_dir(record.key), True)
+            await self._serve(record)
+        except Exception as exc:  # tried again at the next sync
+            log.error("ledger %s could not be started here: %s", record.name, exc)
+        finally:
+            self._starting.discard(record.key)
 
     def _ledger_limits(self, record: LedgerRecord) -> LedgerLimits:
         """The ledger's own settings (its tags); the host's if they no longer fit (a lower ceiling)."""
@@ -492,13 +530,13 @@ class LedgerManager:
             return current.status()
         if record.state != SUCCEEDED:
             raise ConflictError(f"The ledger {record.name!r} is {record.state.lower()}: it cannot be recovered.")
-        if self.store is not None:  # its log is on PostgreSQL, not in local files a recovery could rewrite
-            raise ConflictError(
-                f"The ledger {record.name!r} is replicated on PostgreSQL (host --store): a recovery through the "
-                "host is for embedded ledgers (docs/operations/recovery.md)."
-            )
         directory = self.layout.ledger_dir(key)
-        if not secrets_missing(directory):
+        if self.store is not None and key in self.ledgers:  # its log is on PostgreSQL; a node of it runs here
+            raise ConflictError(
+                f"The ledger {record.name!r} has its ledger secrets: this host process serves it, so there is "
+                "nothing to recover."
+            )
+        if self.store is None and not secrets_missing(directory):
             raise ConflictError(
                 f"The ledger {record.name!r} has its ledger secrets: there is nothing to recover (a recovery "
                 "replaces the secrets from the members' shares and moves the ledger to a new service identity)."
@@ -512,7 +550,10 @@ class LedgerManager:
                 self.lost.add(key)
                 await hosted.stop()
             try:
-                recovering = await RecoveringLedger.start(record.name, directory)
+                if self.store is None:
+                    recovering = await RecoveringLedger.start(record.name, directory)
+                else:  # its new local directory made from its log (host/recovery.py)
+                    recovering = await RecoveringLedger.start_store(record.name, directory, self._store_target(record))
             except ServiceError as exc:
                 self.lost.add(key)
                 raise ConflictError(f"The ledger {record.name!r} cannot be recovered: {exc}") from None
@@ -528,11 +569,20 @@ class LedgerManager:
         self._background(self._open_when_recovered(record, recovering))
         return recovering.status()
 
+    def _store_target(self, record: LedgerRecord) -> StoreTarget:
+        if self.store is None or record.schema is None:
+            raise ServiceError(f"ledger {record.name} is not on PostgreSQL")
+        address = f"{self.store.address}/ledgers/{record.name}"
+        return StoreTarget(self.store.settings.dsn, record.schema, address, self.store.settings.lease_ttl_s)
+
     async def _open_when_recovered(self, record: LedgerRecord, recovering: RecoveringLedger) -> None:
         if not await recovering.wait() or self.recovering.get(record.key) is not recovering:
             return  # deleted, or the host stops: the shares submitted are forgotten
         try:
             await recovering.open()
+            if self.store is not None:  # the new identity, sealed for the other host processes
+                await asyncio.to_thread(self.store.upload, record, recovering.directory)
+                self._lost_bundles.pop(record.key, None)
             await self._serve(self.registry.get(record.name) or record)
         except Exception as exc:
             log.exception("ledger %s: the recovered ledger could not be opened", record.name)
@@ -625,6 +675,9 @@ class LedgerManager:
             elif key not in self._starting and key not in self.lost and key not in self.recovering:
                 self._starting.add(key)
                 self._background(self._serve_found(record))
+            elif key in self.lost and key not in self._starting and key not in self.recovering:
+                self._starting.add(key)  # recovered through another process? (its bundle changed)
+                self._background(self._retry_lost(record))
         for key in list(self.ledgers):
             found = by_key.get(key)
             if key in self._provisioning:  # created here right now (perhaps after the registry was read)

@@ -17,6 +17,14 @@ for one ledger (docs/operations/recovery.md#a-ledger-of-a-host):
    (:func:`notarium.ledger.service.recover_service_identity`, in a worker thread), and the host
    serves it again.
 
+On PostgreSQL (``host --store``) the ledger's log is in its schema and its identity in a bundle
+sealed under the store key: a ledger whose bundle no longer opens (every process lost its
+``store_key``) or whose secrets are gone is recovered from the log
+(:mod:`notarium.cluster.storerecovery`, :meth:`RecoveringLedger.start_store`): its local directory
+is made anew from the log under a new identity, and once the shares are in, the identity change is
+recorded in the log by this process (holding the ledger's lease) and the new identity is sealed
+into the ledger's bundle for the other processes.
+
 Nothing of this stops or slows the host's other ledgers beyond sharing its CPU. What is in flight
 is kept in memory: a host restarted during a recovery finds the ledger needing recovery again
 (shares submitted before the restart must be submitted again, as with ``serve --recover``).
@@ -27,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +71,45 @@ def needs_recovery_response(name: str) -> web.Response:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StoreTarget:
+    """Where a ledger of ``host --store`` lives: its log's schema, and this process's node address."""
+
+    dsn: str
+    schema: str
+    address: str
+    lease_ttl_s: float
+
+
+def _prepare_store(directory: Path, target: StoreTarget) -> None:
+    """The ledger's local directory made anew from its log, under a new identity (a worker thread)."""
+    from notarium.cluster.storerecovery import MARKER, prepare_store_recovery  # noqa: PLC0415
+    from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415
+
+    with PostgresLog(target.dsn, schema=target.schema) as store:
+        lease = store.lease()
+        if lease.holder is not None and lease.expires_in_s is not None and lease.expires_in_s > 0:
+            raise ServiceError(
+                "a node of it still leads it (its lease is held): a host process serves it, so its secrets are not "
+                "lost; if that process just died, retry once the lease has expired"
+            )
+        if directory.exists() and not (directory / MARKER).is_file():
+            shutil.rmtree(directory)  # a copy that cannot be opened: the log holds the ledger
+        prepare_store_recovery(directory, store, None)
+
+
+def _finish_store(directory: Path, target: StoreTarget) -> None:
+    from notarium.cluster.storerecovery import finish_store_recovery  # noqa: PLC0415
+    from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415
+
+    with PostgresLog(target.dsn, schema=target.schema) as store:
+        finish_store_recovery(directory, store, target.address, target.lease_ttl_s)
+
+
 class RecoveringLedger:
     """A ledger in recovery: the recovery endpoints under its prefix, until the threshold."""
+
+    store: StoreTarget | None = None
 
     def __init__(
         self, name: str, directory: Path, recovery: DirectoryRecovery, runner: web.AppRunner, done: asyncio.Event
@@ -94,6 +141,14 @@ class RecoveringLedger:
             recovery.threshold,
             len(recovery.members),
         )
+        return ledger
+
+    @classmethod
+    async def start_store(cls, name: str, directory: Path, target: StoreTarget) -> RecoveringLedger:
+        """:meth:`start` for a ledger of ``host --store``: its directory first made from its log."""
+        await asyncio.to_thread(_prepare_store, directory, target)
+        ledger = await cls.start(name, directory)
+        ledger.store = target
         return ledger
 
     @property
@@ -138,6 +193,10 @@ class RecoveringLedger:
         ledger to a new service identity (a worker thread). Returns the new service certificate."""
         self.state = OPENING
         await self._runner.cleanup()
+        if self.store is not None:  # its new identity was made first: now recorded in its log
+            await asyncio.to_thread(_finish_store, self.directory, self.store)
+            log.warning("ledger %s: recovered from its log: new service identity recorded", self.name)
+            return self.service_cert_pem
         cert = await asyncio.to_thread(recover_service_identity, self.directory)
         log.warning("ledger %s: recovered: new service identity %s", self.name, cert.subject.rfc4514_string())
         return self.service_cert_pem

@@ -110,10 +110,15 @@ async def _serve_once(
                     loop.remove_signal_handler(sig)
         if port is None:
             return False, None
-        # a recovered service starts under a new identity that endorses the previous one
-        new_cert = await asyncio.to_thread(recover_service_identity, directory)
-        log.warning("recovered: new service identity %s (clients must pin the new service_cert.pem)", new_cert.subject)
         config = replace(config, port=port)
+        if replication is not None:  # its new identity was made before the shares: now recorded in the log
+            await asyncio.to_thread(_record_store_recovery, directory, replication, config)
+        else:
+            # a recovered service starts under a new identity that endorses the previous one
+            new_cert = await asyncio.to_thread(recover_service_identity, directory)
+            log.warning(
+                "recovered: new service identity %s (clients must pin the new service_cert.pem)", new_cert.subject
+            )
     # the front sequences (see notarium.ledger.remote): the engine signs only when told
     engine = replace(engine or EngineConfig(), auto_sign=False)
     deposed = asyncio.Event()
@@ -221,6 +226,17 @@ def _open_node(
         raise
     log.info("node %s… follows %s from seqno %d", ledger.node_id[:12], store.redacted_dsn, ledger.committed.seqno)
     return node, ledger
+
+
+def _record_store_recovery(directory: Path, replication: Replication, config: ServerConfig) -> None:
+    """``serve --store --recover``, once the secrets are restored: the new identity into the log
+    (:func:`notarium.cluster.storerecovery.finish_store_recovery`)."""
+    from notarium.cluster.storerecovery import finish_store_recovery  # noqa: PLC0415  (psycopg only when used)
+    from notarium.ledger.storage.postgres import PostgresLog  # noqa: PLC0415
+
+    with PostgresLog(replication.dsn, schema=replication.schema) as store:
+        address = replication.advertise or url(config.host, config.port)
+        finish_store_recovery(directory, store, address, replication.lease_ttl_s)
 
 
 def _close_primary(node: ReplicaNode) -> None:
