@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography import x509
 
-from notarium.client.client import check_json_receipt
+from notarium.client.operations import check_json_receipt
 from notarium.ledger import EngineConfig, init_service, open_ledger
 from notarium.types import TxId
 from notarium.verify.receipt import ReceiptVerifier

@@ -43,7 +43,7 @@ from integration.server import Server, clean_env, running
 from notarium.client import Client, ForkError
 from notarium.client.anchor import Anchor, anchor_collection
 from notarium.client.anchors import op_extends
-from notarium.client.client import Answer, Call, Pause
+from notarium.client.operations import Answer, Call, Pause
 from notarium.errors import VerificationError
 from notarium.ledger import init_service
 from notarium.verify import verify_json_receipt

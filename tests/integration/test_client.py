@@ -22,7 +22,7 @@ import pytest
 
 from integration.server import new_identity, running
 from notarium.client import AsyncClient, Client, ForkError
-from notarium.client.client import Answer, Call, op_sync
+from notarium.client.operations import Answer, Call, op_sync
 from notarium.errors import VerificationError
 from notarium.ledger import EngineConfig, init_service, open_ledger
 from notarium.types import TxStatus
@@ -95,7 +95,7 @@ def test_a_receipt_for_another_transaction_is_refused(tmp_path: Path) -> None:
         other = c.receipt(b.txid).to_json()
     from cryptography import x509
 
-    from notarium.client.client import check_json_receipt
+    from notarium.client.operations import check_json_receipt
 
     verifier = ReceiptVerifier(x509.load_pem_x509_certificate((directory / "service_cert.pem").read_bytes()))
     with pytest.raises(VerificationError, match=f"receipt of {b.txid}, not of {a.txid}"):

@@ -27,8 +27,9 @@ from rich.table import Table
 from rich.text import Text
 
 from notarium.cli.sealing import Sealer, describe, e2e_key_option, entry_json, export_collections
-from notarium.client.client import Client, check_json_receipt, receipt_txid
+from notarium.client.client import Client
 from notarium.client.errors import ClientError, ForkError, UnreachableError
+from notarium.client.operations import check_json_receipt, receipt_txid
 from notarium.client.profile import load_profile
 from notarium.errors import NotariumError, VerificationError
 from notarium.types import TxId

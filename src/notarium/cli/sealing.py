@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from notarium.client.client import Client, Entry
+from notarium.client.client import Client
 from notarium.client.e2e import OPENED, PLAIN, SEALED, Opened, ReaderKey, SealedCollection, envelope_header
 from notarium.client.errors import ClientError
+from notarium.client.operations import Entry
 from notarium.client.profile import Profile
 
 

@@ -5,15 +5,9 @@ certificate, keep the last verified signed root and accept a newer one only with
 proof (``sync``); ``ForkError`` carries the evidence when a ledger forks or rolls back.
 """
 
-from notarium.client.client import (
-    Appended,
-    AsyncClient,
-    Client,
-    Entry,
-    User,
-    VerifiedReceipt,
-)
+from notarium.client.client import AsyncClient, Client
 from notarium.client.errors import ApiError, ClientError, ForkError, NotCommittedError, UnreachableError
+from notarium.client.operations import Appended, Entry, User, VerifiedReceipt
 from notarium.client.profile import Profile, load_profile
 
 __all__ = [

@@ -25,8 +25,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from notarium.client.client import Client, Entry, VerifiedReceipt
+from notarium.client.client import Client
 from notarium.client.errors import ApiError, ClientError, NotCommittedError, UnreachableError
+from notarium.client.operations import Entry, VerifiedReceipt
 from notarium.errors import VerificationError
 from notarium.types import TxId
 from notarium.verify.consistency import SignedRoot, verify_signed_root

@@ -30,8 +30,9 @@ from typing import Any
 from cryptography import x509
 
 from notarium.client.anchor import COLLECTION_PREFIX, Anchor, anchor_collection, check_entry_receipt
-from notarium.client.client import Answer, Call, Client, Entry, Op, Pause, _op_json
+from notarium.client.client import Client
 from notarium.client.errors import ClientError, ForkError
+from notarium.client.operations import Answer, Call, Entry, Op, Pause, _op_json
 from notarium.errors import VerificationError
 from notarium.types import TxId
 from notarium.verify.consistency import SignedRoot, proof_from_json, verify_extension, verify_signed_root

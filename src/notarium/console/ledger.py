@@ -20,7 +20,7 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from notarium.client import ApiError, AsyncClient, Entry, ForkError, User
-from notarium.client.client import API_VERSION
+from notarium.client.operations import API_VERSION
 from notarium.console.steps import Verification, verify_steps
 from notarium.errors import NotariumError, VerificationError
 from notarium.types import TxId, TxStatus
@@ -207,7 +207,7 @@ class LedgerView:
         raw = body.get("entries")
         if not isinstance(raw, list):
             raise VerificationError("a listing holds no entries list")
-        from notarium.client.client import _entry  # noqa: PLC0415  (the client's own parser of entries)
+        from notarium.client.operations import _entry  # noqa: PLC0415  (the client's own parser of entries)
 
         return [_entry(e) for e in raw], body.get("nextLink") is not None
 

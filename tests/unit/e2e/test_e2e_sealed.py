@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from notarium.client.client import Appended, Entry
 from notarium.client.e2e import ReaderKey, SealedCollection, crypto, keys_collection
 from notarium.client.errors import ClientError
+from notarium.client.operations import Appended, Entry
 from notarium.client.profile import E2ESetting, load_profile
 from notarium.errors import VerificationError
 from notarium.ledger.identity import self_signed_identity

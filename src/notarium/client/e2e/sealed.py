@@ -20,11 +20,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from notarium.client.client import Appended, Client, Entry
+from notarium.client.client import Client
 from notarium.client.e2e import crypto
 from notarium.client.e2e.keys import ReaderCard, ReaderKey
 from notarium.client.e2e.ring import KeyRing, KeyState, new_key_grants, reader_grants
 from notarium.client.errors import ClientError
+from notarium.client.operations import Appended, Entry
 from notarium.errors import VerificationError
 from notarium.types import TxId
 
