@@ -48,6 +48,7 @@ from notarium.host.registry import (
     iso,
     utcnow,
 )
+from notarium.host.requests import LedgerRequest, merge_principals, parse_ledger
 
 __all__ = ["ConflictError", "HostConfig", "LedgerManager", "Operation"]
 from notarium.host.replica import EXIT_DEPOSED
@@ -495,8 +496,8 @@ class LedgerManager:
         updated = record.modified(
             caller,
             tags=request.tags if request.tags_given else record.tags,
-            cert_principals=_merge(record.cert_principals, [p.to_arm() for p in request.certs], "cert"),
-            aad_principals=_merge(record.aad_principals, [p.to_arm() for p in request.aad], "principalId"),
+            cert_principals=merge_principals(record.cert_principals, [p.to_arm() for p in request.certs], "cert"),
+            aad_principals=merge_principals(record.aad_principals, [p.to_arm() for p in request.aad], "principalId"),
         )
         if (request.certs or request.aad) and self.store is not None:
             # applied by whichever host process is the ledger's primary (sync)
@@ -741,62 +742,6 @@ class LedgerManager:
         entry = limits.max_entry_bytes or self.settings.server.max_entry_bytes
         if hosted.ctx.config.max_entry_bytes != entry:
             hosted.ctx.config = replace(hosted.ctx.config, max_entry_bytes=entry)
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRequest:
-    """A parsed create or update request."""
-
-    location: str
-    ledger_type: str
-    tags: dict[str, str]
-    tags_given: bool
-    certs: list[CertPrincipal]
-    aad: list[AadPrincipal]
-
-
-LEDGER_TYPES = ("Private", "Public")
-MAX_TAGS = 50
-
-
-def _tag(key: object, value: object) -> bool:
-    return isinstance(key, str) and isinstance(value, str) and len(key) <= 512 and len(value) <= 256
-
-
-def parse_ledger(body: dict[str, object], default_location: str) -> LedgerRequest:
-    """The ARM ``ConfidentialLedger`` body of a create (PUT) or update (PATCH)."""
-    location = body.get("location", default_location)
-    if not isinstance(location, str) or not 0 < len(location) <= 64:
-        raise InvalidRequestError("location must be a non-empty string of at most 64 characters.")
-    tags = body.get("tags")
-    if tags is not None and (
-        not isinstance(tags, dict)
-        or len(tags) > MAX_TAGS
-        or not all(
-            isinstance(k, str) and isinstance(v, str) and len(k) <= 512 and len(v) <= 256 for k, v in tags.items()
-        )
-    ):
-        raise InvalidRequestError(f"tags must be an object of at most {MAX_TAGS} string values.")
-    props = body.get("properties", {})
-    if not isinstance(props, dict):
-        raise InvalidRequestError("properties must be an object.")
-    ledger_type = props.get("ledgerType", "Private")
-    if not isinstance(ledger_type, str) or ledger_type.capitalize() not in LEDGER_TYPES:
-        raise InvalidRequestError("properties.ledgerType must be Public or Private.")
-    return LedgerRequest(
-        location,
-        ledger_type.capitalize(),
-        dict(tags) if tags is not None else {},
-        tags is not None,
-        cert_principals(props.get("certBasedSecurityPrincipals")),
-        aad_principals(props.get("aadBasedSecurityPrincipals")),
-    )
-
-
-def _merge(old: list[dict[str, str]], new: list[dict[str, str]], key: str) -> list[dict[str, str]]:
-    merged = {p[key]: p for p in old}
-    merged.update({p[key]: p for p in new})
-    return list(merged.values())
 
 
 async def _apply_users(hosted: HostedLedger, certs: list[CertPrincipal], aad: list[AadPrincipal]) -> None:

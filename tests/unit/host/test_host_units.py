@@ -14,10 +14,11 @@ from integration.server import new_identity
 from notarium.auditing import audit, find_target
 from notarium.host.credentials import HostLayout, prepare
 from notarium.host.ledgers import LedgerSettings
-from notarium.host.manager import HostConfig, LedgerManager, parse_ledger
+from notarium.host.manager import HostConfig, LedgerManager
 from notarium.host.names import InvalidRequestError, cert_principals, check_name, load_cert, name_key, valid_name
 from notarium.host.provision import create_ledger_directory
 from notarium.host.registry import DELETED, SUCCEEDED, LedgerRecord, Registry, iso
+from notarium.host.requests import parse_ledger
 from notarium.ledger import EngineConfig, open_ledger
 from notarium.server.config import ServerConfig
 from notarium.verify import tables
