@@ -20,6 +20,7 @@ The contract (docs/design/pg-trail.md):
 
 from __future__ import annotations
 
+import gc
 import logging
 import select
 import tempfile
@@ -84,10 +85,6 @@ class CaptureConfig:
 def _now_pg() -> int:
     """Microseconds since 2000-01-01 UTC, the unit of pgoutput's times."""
     return int((time.time() - po.PG_EPOCH.timestamp()) * 1_000_000)
-
-
-def _iso(micros: int) -> str:
-    return po.pg_time(micros).isoformat(timespec="microseconds")
 
 
 class _Stream:
@@ -357,6 +354,10 @@ class _Streamer:
             if self.end:
                 stream.confirm(self.end)
             self.agent.say(f"capturing {self.init.database} from {po.lsn_text(self.end)} (epoch {self.init.epoch})")
+            # what is loaded now lives as long as the session: out of the collector's way (its full
+            # collections walked every module's objects, a cost paid per transaction streamed)
+            gc.collect()
+            gc.freeze()
             while not self.agent.stop.is_set():
                 msg = stream.cur.read_message()
                 if msg is None:
@@ -375,7 +376,11 @@ class _Streamer:
                     select.select([stream.cur], [], [], 0.2)
                     continue
                 payload = msg.payload
-                self.handle(po.parse(payload), len(payload))
+                m = po.parse(payload)
+                if type(m) is po.RowChange:  # most messages
+                    self.change(m, len(payload))
+                else:
+                    self.handle(m, len(payload))
                 if self.pending and (
                     self.pending_bytes >= self.config.batch_bytes
                     or time.monotonic() - self.batch_started >= self.config.batch_seconds
@@ -388,20 +393,23 @@ class _Streamer:
 
     # -- messages -------------------------------------------------------------------------------
 
+    def change(self, c: po.RowChange, size: int) -> None:
+        """A row change of ``size`` bytes. Its size estimate (:meth:`add`) is its message's size
+        plus 4 a value: at least the characters its values take in the entry (a text value has 5
+        bytes of header where JSON adds 3 characters; a NULL or unchanged marker 1 byte, ``null``
+        4 characters, ``{"unchanged":true}`` 18). It sizes batches and finds the transactions too
+        large for one entry; an entry itself is measured exactly before it is written
+        (:meth:`_write_group`)."""
+        relation = self.relations.get(c.relid)
+        if relation is None:
+            raise TrailError(f"the stream changed relation {c.relid} before describing it")
+        values = (len(c.new) if c.new is not None else 0) + (len(c.old) if c.old is not None else 0)
+        self.add(Change(c.op, relation.name, c.new, c.old), size + 4 * values)
+
     def handle(self, m: po.PgMessage, size: int) -> None:
-        """One message of ``size`` bytes. A change's size estimate (:meth:`add`) is its message's
-        size plus 4 a value: at least the characters its values take in the entry (a text value
-        has 5 bytes of header where JSON adds 3 characters; a NULL or unchanged marker 1 byte,
-        ``null`` 4 characters, ``{"unchanged":true}`` 18). It sizes batches and finds the
-        transactions too large for one entry; an entry itself is measured exactly before it is
-        written (:meth:`_write_group`)."""
-        if isinstance(m, po.Insert):
-            self.add(Change("I", self.table(m.relid).name, new=m.new), size + 4 * len(m.new))
-        elif isinstance(m, po.Update):
-            old = m.old or ()
-            self.add(Change("U", self.table(m.relid).name, new=m.new, old=m.old), size + 4 * (len(m.new) + len(old)))
-        elif isinstance(m, po.Delete):
-            self.add(Change("D", self.table(m.relid).name, old=m.old), size + 4 * len(m.old))
+        """Any message of ``size`` bytes."""
+        if isinstance(m, po.RowChange):
+            self.change(m, size)
         elif isinstance(m, po.Begin):
             self.begin, self.changes, self.tx_bytes, self.saw_message = m, [], 0, False
             self.drop_spool()
@@ -480,7 +488,7 @@ class _Streamer:
                 if not self.pending:
                     self.write(Txs(self.init.epoch, self.end, c.end_lsn, self.count, ()), [])
             return
-        tx = Tx(begin.xid, c.commit_lsn, c.end_lsn, _iso(c.commit_time), tuple(self.changes))
+        tx = Tx(begin.xid, c.commit_lsn, c.end_lsn, po.pg_time_text(c.commit_time), tuple(self.changes))
         self.changes = []
         if self.spool is not None or self.tx_bytes + 256 > self.config.max_entry_bytes:
             self.large(tx, c.commit_time)

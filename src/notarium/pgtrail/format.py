@@ -25,17 +25,18 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+import orjson
 
 from notarium.errors import VerificationError
 from notarium.pgtrail.pgoutput import UNCHANGED, Value, lsn_text, parse_lsn
 
 FORMAT: Final = "notarium-pg/1"
 UNCHANGED_JSON: Final = {"unchanged": True}
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+_TEXT_OR_NULL: Final = frozenset({str, type(None)})
 
 
 class TrailFormatError(VerificationError):
@@ -136,8 +137,11 @@ class BaselineEnd:
     entries: int
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+# Change and Tx are named tuples, not dataclasses: the capture agent makes one per row change and
+# per transaction, and a frozen dataclass costs three times as much to make.
+
+
+class Change(NamedTuple):
     op: str  # I U D T
     table: str  # for T: the tables truncated, comma-joined in `tables`
     new: tuple[Value, ...] | None = None
@@ -145,8 +149,7 @@ class Change:
     tables: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Tx:
+class Tx(NamedTuple):
     xid: int
     lsn: int  # the commit record's LSN
     end: int  # the end of the commit record
@@ -199,18 +202,24 @@ TrailEntry = Init | Baseline | BaselineEnd | Txs | Part | Gap | Stop
 # --- encoding -----------------------------------------------------------------------------------
 
 
-def _values(row: Sequence[Value]) -> list[Any]:
+# What :func:`to_json` builds is for :func:`dumps` only, which writes tuples as JSON arrays: rows
+# are not copied into lists.
+
+
+def _values(row: Sequence[Value]) -> Sequence[Any]:
+    if UNCHANGED not in row:  # most rows: one pass in C
+        return row
     return [UNCHANGED_JSON if v is UNCHANGED else v for v in row]
 
 
-def _change_json(c: Change) -> list[Any]:
+def _change_json(c: Change) -> tuple[Any, ...]:
     if c.op == "I":
-        return ["I", c.table, _values(c.new or ())]
+        return ("I", c.table, _values(c.new or ()))
     if c.op == "U":
-        return ["U", c.table, _values(c.new or ()), None if c.old is None else _values(c.old)]
+        return ("U", c.table, _values(c.new or ()), None if c.old is None else _values(c.old))
     if c.op == "D":
-        return ["D", c.table, _values(c.old or ())]
-    return ["T", list(c.tables)]
+        return ("D", c.table, _values(c.old or ()))
+    return ("T", c.tables)
 
 
 def tx_json(tx: Tx) -> dict[str, Any]:
@@ -292,21 +301,23 @@ def to_json(entry: TrailEntry) -> dict[str, Any]:
 
 def encode(entry: TrailEntry) -> str:
     """The entry's contents: compact JSON."""
-    return _ENCODER.encode(to_json(entry))
+    return dumps(to_json(entry))
 
 
 def dumps(obj: Any) -> str:
-    return _ENCODER.encode(obj)
+    """Compact JSON, UTF-8 as it is (no ``\\u`` escapes but for control characters): the one
+    encoding of the trail's entries, rows and keys."""
+    return orjson.dumps(obj).decode()
 
 
 def change_line(c: Change) -> str:
     """One change as it stands in a ``txs`` entry (a JSON array)."""
-    return _ENCODER.encode(_change_json(c))
+    return dumps(_change_json(c))
 
 
 def _escaped_size(text: str) -> int:
     """Bytes ``text`` takes inside a JSON string (escaping is per character, so sizes add up)."""
-    return len(_ENCODER.encode(text).encode()) - 2
+    return len(orjson.dumps(text)) - 2
 
 
 def split_stream(
@@ -439,7 +450,10 @@ def _value(v: Any) -> Value:
 
 
 def _row(value: Any, what: str) -> tuple[Value, ...]:
-    return tuple(_value(v) for v in _list(value, what))
+    values = _list(value, what)
+    if _TEXT_OR_NULL.issuperset(map(type, values)):  # most rows: one pass in C
+        return tuple(values)
+    return tuple(_value(v) for v in values)
 
 
 def _change(value: Any) -> Change:
@@ -483,8 +497,8 @@ _KEYS: Final = {
 def decode(contents: str) -> TrailEntry:
     """Parse and check one entry's contents; raise :class:`TrailFormatError` on anything else."""
     try:
-        obj = json.loads(contents)
-    except ValueError:
+        obj = orjson.loads(contents)
+    except orjson.JSONDecodeError:
         raise TrailFormatError("an entry of the trail's collection is not JSON") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise TrailFormatError(f"an entry of the trail's collection is not a {FORMAT} entry")

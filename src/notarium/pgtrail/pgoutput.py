@@ -11,9 +11,10 @@ Tuple values stay in PostgreSQL's text output format (``str``), ``None`` for SQL
 from __future__ import annotations
 
 import datetime
+import functools
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 PG_EPOCH: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 
@@ -61,6 +62,18 @@ def pg_time(micros: int) -> datetime.datetime:
     return PG_EPOCH + datetime.timedelta(microseconds=micros)
 
 
+def pg_time_text(micros: int) -> str:
+    """``pg_time(micros).isoformat(timespec="microseconds")``, at a fraction of its cost (the
+    capture agent writes one per transaction, and they come many to a second)."""
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{_second_text(seconds)}.{fraction:06d}+00:00"
+
+
+@functools.lru_cache(maxsize=16)
+def _second_text(seconds: int) -> str:
+    return pg_time(seconds * 1_000_000).isoformat(timespec="seconds").removesuffix("+00:00")
+
+
 @dataclass(frozen=True, slots=True)
 class Begin:
     final_lsn: int
@@ -97,27 +110,6 @@ class Relation:
 
 
 @dataclass(frozen=True, slots=True)
-class Insert:
-    relid: int
-    new: tuple[Value, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    relid: int
-    old: tuple[Value, ...] | None  # the old key ('K') or old row ('O'), when PostgreSQL sends it
-    old_kind: str  # 'K', 'O' or '' (not sent: the key did not change)
-    new: tuple[Value, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    relid: int
-    old: tuple[Value, ...]
-    old_kind: str  # 'K' or 'O'
-
-
-@dataclass(frozen=True, slots=True)
 class Truncate:
     relids: tuple[int, ...]
     cascade: bool
@@ -139,7 +131,17 @@ class Other:
     kind: str
 
 
-PgMessage = Begin | Commit | Relation | Insert | Update | Delete | Truncate | Message | Other
+class RowChange(NamedTuple):
+    """An Insert, Update or Delete message (most messages: a named tuple is the cheapest to make)."""
+
+    op: str  # "I", "U" or "D"
+    relid: int
+    old: tuple[Value, ...] | None  # the old key ('K') or row ('O'): an Update's when sent, a Delete's
+    old_kind: str  # 'K', 'O' or '' (none: an Insert, or an Update that did not change the key)
+    new: tuple[Value, ...] | None  # an Insert's or Update's new row
+
+
+PgMessage = Begin | Commit | Relation | RowChange | Truncate | Message | Other
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -150,6 +152,9 @@ _BEGIN = struct.Struct("!QqI")  # final LSN, commit time, xid
 _COMMIT = struct.Struct("!bQQq")  # flags, commit LSN, end LSN, commit time
 _U64 = struct.Struct("!Q")
 _KIND_N, _KIND_U, _KIND_T, _KIND_B = ord("n"), ord("u"), ord("t"), ord("b")
+_KIND_INSERT, _KIND_UPDATE, _KIND_DELETE = ord("I"), ord("U"), ord("D")
+_ROW_KINDS: Final = frozenset({_KIND_INSERT, _KIND_UPDATE, _KIND_DELETE})
+_U32_AT = _U32.unpack_from
 
 # The parser works on offsets into one ``bytes`` object (a method call per field was most of the
 # capture agent's parsing time). A read past the end surfaces as ``struct.error`` or
@@ -177,12 +182,12 @@ def _tuple(buf: bytes, pos: int) -> tuple[tuple[Value, ...], int]:
         raise PgOutputError("negative column count")
     size = len(buf)
     values: list[Value] = []
-    append = values.append
+    append, text, int32 = values.append, _KIND_T, _I32_AT  # locals: the loop runs for every value
     for _ in range(n):
         kind = buf[pos]
         pos += 1
-        if kind == _KIND_T:
-            (length,) = _I32_AT(buf, pos)
+        if kind == text:
+            (length,) = int32(buf, pos)
             start = pos + 4
             pos = start + length
             if length < 0 or pos > size:
@@ -216,7 +221,7 @@ def parse(payload: bytes) -> PgMessage:
         raise PgOutputError("empty message")
     buf = bytes(payload)
     try:
-        msg, pos = _parse(buf)
+        msg, pos = _row_change(buf) if buf[0] in _ROW_KINDS else _parse(buf)
     except (struct.error, IndexError):
         raise PgOutputError("message is truncated") from None
     if pos != len(buf):
@@ -224,23 +229,24 @@ def parse(payload: bytes) -> PgMessage:
     return msg
 
 
-def _parse(buf: bytes) -> tuple[PgMessage, int]:
-    kind = chr(buf[0])
-    if kind == "I":
-        (relid,) = _U32.unpack_from(buf, 1)
+def _row_change(buf: bytes) -> tuple[RowChange, int]:
+    kind = buf[0]
+    (relid,) = _U32_AT(buf, 1)
+    if kind == _KIND_INSERT:
         _, new, pos = _tagged_tuple(buf, 5, b"N")
-        return Insert(relid, new), pos
-    if kind == "U":
-        (relid,) = _U32.unpack_from(buf, 1)
+        return RowChange("I", relid, None, "", new), pos
+    if kind == _KIND_UPDATE:
         tag, values, pos = _tagged_tuple(buf, 5, b"KON")
         if tag == "N":
-            return Update(relid, None, "", values), pos
+            return RowChange("U", relid, None, "", values), pos
         _, new, pos = _tagged_tuple(buf, pos, b"N")
-        return Update(relid, values, tag, new), pos
-    if kind == "D":
-        (relid,) = _U32.unpack_from(buf, 1)
-        tag, old, pos = _tagged_tuple(buf, 5, b"KO")
-        return Delete(relid, old, tag), pos
+        return RowChange("U", relid, values, tag, new), pos
+    tag, old, pos = _tagged_tuple(buf, 5, b"KO")
+    return RowChange("D", relid, old, tag, None), pos
+
+
+def _parse(buf: bytes) -> tuple[PgMessage, int]:
+    kind = chr(buf[0])
     if kind == "B":
         final_lsn, commit_time, xid = _BEGIN.unpack_from(buf, 1)
         return Begin(final_lsn, commit_time, xid), 1 + _BEGIN.size

@@ -15,12 +15,13 @@ raises :class:`notarium.errors.VerificationError`.
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from notarium.errors import VerificationError
 from notarium.pgtrail.format import (
@@ -33,14 +34,13 @@ from notarium.pgtrail.format import (
     Stop,
     TableShape,
     Txs,
+    dumps,
     encode,
     join_parts,
 )
 from notarium.pgtrail.pgoutput import UNCHANGED, Value, lsn_text
 from notarium.pgtrail.trail import Recorded
 from notarium.types import TxId
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +75,8 @@ class ReplayResult:
 
 def key_of(table: TableShape, row: Sequence[Value]) -> str:
     if table.identity == "full":
-        return _dumps(list(row))
-    return _dumps([row[i] for i in table.key_positions])
+        return dumps(list(row))
+    return dumps([row[i] for i in table.key_positions])
 
 
 class Replay:
@@ -219,13 +219,13 @@ class Replay:
         if table.identity == "full":
             self.db.executemany(
                 "INSERT INTO rows VALUES (?, ?, ?, 1, ?) ON CONFLICT (tbl, key) DO UPDATE SET n = n + 1",
-                ((e.table, key_of(table, row), _dumps(list(row)), tid) for row in e.rows),
+                ((e.table, key_of(table, row), dumps(list(row)), tid) for row in e.rows),
             )
         else:
             try:
                 self.db.executemany(
                     "INSERT INTO rows VALUES (?, ?, ?, 1, ?)",
-                    ((e.table, key_of(table, row), _dumps(list(row)), tid) for row in e.rows),
+                    ((e.table, key_of(table, row), dumps(list(row)), tid) for row in e.rows),
                 )
             except sqlite3.IntegrityError:
                 raise VerificationError(
@@ -285,7 +285,7 @@ class Replay:
         row = self.db.execute("SELECT row, n FROM rows WHERE tbl = ? AND key = ?", (table, key)).fetchone()
         if row is None:
             return None
-        return json.loads(row[0]), int(row[1])
+        return orjson.loads(row[0]), int(row[1])
 
     def _apply(self, c: Change, txid: TxId) -> None:
         tid = str(txid)
@@ -304,11 +304,11 @@ class Replay:
             if t.identity == "full":
                 self.db.execute(
                     "INSERT INTO rows VALUES (?, ?, ?, 1, ?) ON CONFLICT (tbl, key) DO UPDATE SET n = n + 1, txid = ?",
-                    (c.table, key, _dumps(list(new)), tid, tid),
+                    (c.table, key, dumps(list(new)), tid, tid),
                 )
                 return
             cur = self.db.execute(
-                "INSERT OR IGNORE INTO rows VALUES (?, ?, ?, 1, ?)", (c.table, key, _dumps(list(new)), tid)
+                "INSERT OR IGNORE INTO rows VALUES (?, ?, ?, 1, ?)", (c.table, key, dumps(list(new)), tid)
             )
             if cur.rowcount != 1:
                 self._find(
@@ -324,7 +324,7 @@ class Replay:
             if t.identity == "key" and UNCHANGED not in new and old_values is None:
                 cur = self.db.execute(
                     "UPDATE rows SET row = ?, txid = ? WHERE tbl = ? AND key = ?",
-                    (_dumps(list(new)), tid, c.table, old_key),
+                    (dumps(list(new)), tid, c.table, old_key),
                 )
                 if cur.rowcount != 1:
                     self._find(
@@ -363,20 +363,20 @@ class Replay:
         if t.identity == "full":
             self.db.execute(
                 "INSERT INTO rows VALUES (?, ?, ?, 1, ?) ON CONFLICT (tbl, key) DO UPDATE SET n = n + 1, txid = ?",
-                (t.name, key, _dumps(row), tid, tid),
+                (t.name, key, dumps(row), tid, tid),
             )
         else:
             self.db.execute(
                 "INSERT INTO rows VALUES (?, ?, ?, 1, ?)"
                 " ON CONFLICT (tbl, key) DO UPDATE SET row = excluded.row, txid = excluded.txid",
-                (t.name, key, _dumps(row), tid),
+                (t.name, key, dumps(row), tid),
             )
 
     # -- reading the state ----------------------------------------------------------------------
 
     def rows(self, table: str) -> Iterator[tuple[list[Value], int]]:
         for row, n in self.db.execute("SELECT row, n FROM rows WHERE tbl = ?", (table,)):
-            yield json.loads(row), int(n)
+            yield orjson.loads(row), int(n)
 
     def count(self, table: str) -> int:
         row = self.db.execute("SELECT coalesce(sum(n), 0) FROM rows WHERE tbl = ?", (table,)).fetchone()

@@ -12,7 +12,6 @@ stays flat.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
@@ -21,21 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
 from notarium.pgtrail import database as pgdb
 from notarium.pgtrail.capture import MESSAGE_PREFIX, _Stream
 from notarium.pgtrail.errors import TrailError
-from notarium.pgtrail.format import TableShape
+from notarium.pgtrail.format import TableShape, dumps
 from notarium.pgtrail.pgoutput import Value, lsn_text
 from notarium.pgtrail.prepare import require_trail
 from notarium.pgtrail.replay import Finding, Replay, ReplayResult, key_of
 from notarium.pgtrail.state import position_of
 from notarium.pgtrail.trail import TrailLedger
 from notarium.types import TxId
-
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +118,7 @@ def _columns(t: TableShape, row: list[Value] | None) -> dict[str, Value] | None:
 
 
 def _key_columns(t: TableShape, key: str) -> dict[str, Value]:
-    values = json.loads(key)
+    values = orjson.loads(key)
     names = [c.name for c in t.columns] if t.identity == "full" else list(t.key)
     return dict(zip(names, values, strict=True))
 
@@ -146,7 +144,7 @@ def compare(
         batch: list[tuple[str, str, str]] = []
         for raw in _copy(conn, t):
             row = list(raw)
-            batch.append((t.name, key_of(t, row), _dumps(row)))
+            batch.append((t.name, key_of(t, row), dumps(row)))
             n += 1
             if len(batch) >= 5000:
                 _load(db, batch)
@@ -164,8 +162,8 @@ def compare(
             Divergence(
                 tbl,
                 _key_columns(t, key),
-                _columns(t, json.loads(lrow)),
-                _columns(t, None if drow is None else json.loads(drow)),
+                _columns(t, orjson.loads(lrow)),
+                _columns(t, None if drow is None else orjson.loads(drow)),
                 txid,
                 ln,
                 dn or 0,
@@ -177,7 +175,7 @@ def compare(
     ).fetchall():
         t = by_name[tbl]
         report.divergences.append(
-            Divergence(tbl, _key_columns(t, key), None, _columns(t, json.loads(drow)), None, 0, dn)
+            Divergence(tbl, _key_columns(t, key), None, _columns(t, orjson.loads(drow)), None, 0, dn)
         )
 
 

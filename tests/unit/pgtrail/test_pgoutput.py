@@ -66,38 +66,45 @@ def test_relations_describe_columns_types_and_keys() -> None:
 
 def test_row_values_are_postgres_text_output() -> None:
     txs = _transactions()
-    assert txs[0][1] == po.Insert(txs[0][0].relid, ("1", "plain", None, "1.50", "t"))  # type: ignore[union-attr]
+    assert txs[0][1] == po.RowChange("I", txs[0][0].relid, None, "", ("1", "plain", None, "1.50", "t"))  # type: ignore[union-attr]
     second = txs[1][0]
-    assert isinstance(second, po.Insert)
+    assert isinstance(second, po.RowChange)
+    assert second.op == "I"
     assert second.new == ("2", 'ünïcødé ✓ "quoted" \\ back', "2026-12-05 10:00:00+00", "-0.000001", "f")
 
 
 def test_updates_deletes_and_their_old_rows() -> None:
     txs = _transactions()
     same_key = txs[2][0]
-    assert isinstance(same_key, po.Update)
+    assert isinstance(same_key, po.RowChange)
+    assert same_key.op == "U"
     assert (same_key.old, same_key.old_kind) == (None, "")  # the key did not change: no old row
     assert same_key.new[:2] == ("1", "changed")
     new_key = txs[3][0]
-    assert isinstance(new_key, po.Update)
+    assert isinstance(new_key, po.RowChange)
+    assert new_key.op == "U"
     assert new_key.old_kind == "K"
     assert new_key.old == ("2", None, None, None, None)  # only the key columns are sent
     assert new_key.new[0] == "10"
     deleted = txs[4][0]
-    assert isinstance(deleted, po.Delete)
+    assert isinstance(deleted, po.RowChange)
+    assert deleted.op == "D"
     assert (deleted.old_kind, deleted.old) == ("K", ("1", None, None, None, None))
     full_delete = txs[6][0]
-    assert isinstance(full_delete, po.Delete)
+    assert isinstance(full_delete, po.RowChange)
+    assert full_delete.op == "D"
     assert (full_delete.old_kind, full_delete.old) == ("O", ("a", "1"))
 
 
 def test_an_untouched_toasted_value_comes_as_unchanged() -> None:
     txs = _transactions()
     inserted = txs[7][1]
-    assert isinstance(inserted, po.Insert)
+    assert isinstance(inserted, po.RowChange)
+    assert inserted.op == "I"
     assert inserted.new == ("1", VECTORS["big"], "0")
     updated = txs[8][0]
-    assert isinstance(updated, po.Update)
+    assert isinstance(updated, po.RowChange)
+    assert updated.op == "U"
     assert updated.new == ("1", po.UNCHANGED, "1")
 
 
@@ -118,6 +125,18 @@ def test_lsn_text_round_trip() -> None:
     for bad in ("", "16", "/1", "1/", "x/1", "123456789/0", "1/2/3"):
         with pytest.raises(ValueError, match="LSN"):
             po.parse_lsn(bad)
+
+
+@settings(max_examples=400)
+@given(st.integers(min_value=-(63 * 365 * 86400 * 10**6), max_value=7000 * 365 * 86400 * 10**6))
+def test_commit_time_text_is_isoformat(micros: int) -> None:
+    assert po.pg_time_text(micros) == po.pg_time(micros).isoformat(timespec="microseconds")
+
+
+def test_commit_time_text_of_known_instants() -> None:
+    assert po.pg_time_text(0) == "2000-01-01T00:00:00.000000+00:00"
+    assert po.pg_time_text(-1) == "1999-12-31T23:59:59.999999+00:00"
+    assert po.pg_time_text(818_035_200_000_001) == "2025-12-03T00:00:00.000001+00:00"
 
 
 def test_every_truncation_is_refused() -> None:
