@@ -358,8 +358,9 @@ class _Streamer:
             # collections walked every module's objects, a cost paid per transaction streamed)
             gc.collect()
             gc.freeze()
-            while not self.agent.stop.is_set():
-                msg = stream.cur.read_message()
+            stop, read, parse, row_change = self.agent.stop, stream.cur.read_message, po.parse, po.RowChange
+            while not stop.is_set():
+                msg = read()
                 if msg is None:
                     if self.pending and self.begin is None:
                         # group commit: records wait up to batch_seconds for company, so that under
@@ -369,15 +370,15 @@ class _Streamer:
                         if left <= 0:
                             self.flush()
                         else:
-                            self.agent.stop.wait(min(left, DRAIN_SECONDS))
+                            stop.wait(min(left, DRAIN_SECONDS))
                         continue
                     if self.begin is None and self.idle():
                         return
                     select.select([stream.cur], [], [], 0.2)
                     continue
                 payload = msg.payload
-                m = po.parse(payload)
-                if type(m) is po.RowChange:  # most messages
+                m = parse(payload)
+                if type(m) is row_change:  # most messages
                     self.change(m, len(payload))
                 else:
                     self.handle(m, len(payload))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -62,11 +62,11 @@ class TableShape:
     columns: tuple[ColumnShape, ...]
     key: tuple[str, ...]  # key columns; for identity "full", every column
     identity: str  # "key" (primary key / replica identity index) or "full"
+    key_positions: tuple[int, ...] = field(init=False, repr=False, compare=False)  # of the key columns
 
-    @property
-    def key_positions(self) -> tuple[int, ...]:
+    def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
-        return tuple(names.index(k) for k in self.key)
+        object.__setattr__(self, "key_positions", tuple(names.index(k) for k in self.key))
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -154,6 +154,7 @@ _U64 = struct.Struct("!Q")
 _KIND_N, _KIND_U, _KIND_T, _KIND_B = ord("n"), ord("u"), ord("t"), ord("b")
 _KIND_INSERT, _KIND_UPDATE, _KIND_DELETE = ord("I"), ord("U"), ord("D")
 _ROW_KINDS: Final = frozenset({_KIND_INSERT, _KIND_UPDATE, _KIND_DELETE})
+_TUPLE_TAGS: Final = {ord(t): t for t in "KON"}  # the old key, the old row, the new row
 _U32_AT = _U32.unpack_from
 
 # The parser works on offsets into one ``bytes`` object (a method call per field was most of the
@@ -207,12 +208,12 @@ def _tuple(buf: bytes, pos: int) -> tuple[tuple[Value, ...], int]:
     return tuple(values), pos
 
 
-def _tagged_tuple(buf: bytes, pos: int, allowed: bytes) -> tuple[str, tuple[Value, ...], int]:
-    tag = buf[pos : pos + 1]
-    if len(tag) != 1 or tag not in allowed:
-        raise PgOutputError(f"expected one of {allowed.decode()!r}, got {tag.decode('latin-1')!r}")
+def _tagged_tuple(buf: bytes, pos: int, allowed: str) -> tuple[str, tuple[Value, ...], int]:
+    tag = _TUPLE_TAGS.get(buf[pos], "")
+    if not tag or tag not in allowed:
+        raise PgOutputError(f"expected a tuple tagged {' or '.join(allowed)}, got {chr(buf[pos])!r}")
     values, pos = _tuple(buf, pos + 1)
-    return tag.decode(), values, pos
+    return tag, values, pos
 
 
 def parse(payload: bytes) -> PgMessage:
@@ -233,15 +234,15 @@ def _row_change(buf: bytes) -> tuple[RowChange, int]:
     kind = buf[0]
     (relid,) = _U32_AT(buf, 1)
     if kind == _KIND_INSERT:
-        _, new, pos = _tagged_tuple(buf, 5, b"N")
+        _, new, pos = _tagged_tuple(buf, 5, "N")
         return RowChange("I", relid, None, "", new), pos
     if kind == _KIND_UPDATE:
-        tag, values, pos = _tagged_tuple(buf, 5, b"KON")
+        tag, values, pos = _tagged_tuple(buf, 5, "KON")
         if tag == "N":
             return RowChange("U", relid, None, "", values), pos
-        _, new, pos = _tagged_tuple(buf, pos, b"N")
+        _, new, pos = _tagged_tuple(buf, pos, "N")
         return RowChange("U", relid, values, tag, new), pos
-    tag, old, pos = _tagged_tuple(buf, 5, b"KO")
+    tag, old, pos = _tagged_tuple(buf, 5, "KO")
     return RowChange("D", relid, old, tag, None), pos
 
 

@@ -14,7 +14,6 @@ raises :class:`notarium.errors.VerificationError`.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from notarium.pgtrail.format import (
     TableShape,
     Txs,
     dumps,
-    encode,
     join_parts,
 )
 from notarium.pgtrail.pgoutput import UNCHANGED, Value, lsn_text
@@ -75,7 +73,7 @@ class ReplayResult:
 
 def key_of(table: TableShape, row: Sequence[Value]) -> str:
     if table.identity == "full":
-        return dumps(list(row))
+        return dumps(row)
     return dumps([row[i] for i in table.key_positions])
 
 
@@ -138,7 +136,7 @@ class Replay:
             self._find("inconsistency", txid, f"an entry of epoch {e.epoch} after epoch {res.init.epoch} began")
             return
         if isinstance(e, Baseline):
-            self._baseline(e, txid)
+            self._baseline(e, txid, r.digest)
         elif isinstance(e, BaselineEnd):
             self._baseline_end(e, txid)
         elif not res.baseline_done:
@@ -193,14 +191,13 @@ class Replay:
         self._parts.clear()
         self._stopped = False
 
-    def _baseline(self, e: Baseline, txid: TxId) -> None:
+    def _baseline(self, e: Baseline, txid: TxId, digest: str) -> None:
         if self.result.baseline_done:
             self._find("inconsistency", txid, "a baseline entry after the epoch's baseline was complete")
             return
         if e.lsn != self._baseline_lsn:  # a new attempt: the earlier one never completed
             self.db.execute("DELETE FROM rows")
             self._baseline_lsn, self._baseline_seen, self._baseline_counts = e.lsn, {}, {}
-        digest = hashlib.sha256(encode(e).encode()).hexdigest()
         seen = self._baseline_seen.get(e.seq)
         if seen is not None:
             if seen != digest:
@@ -216,16 +213,16 @@ class Replay:
             if len(row) != width or any(v is UNCHANGED for v in row):
                 raise VerificationError(f"a baseline row of {e.table} at {txid} does not fit the table", check="trail")
         self._baseline_counts[e.table] = self._baseline_counts.get(e.table, 0) + len(e.rows)
-        if table.identity == "full":
+        if table.identity == "full":  # the row is its key
             self.db.executemany(
                 "INSERT INTO rows VALUES (?, ?, ?, 1, ?) ON CONFLICT (tbl, key) DO UPDATE SET n = n + 1",
-                ((e.table, key_of(table, row), dumps(list(row)), tid) for row in e.rows),
+                ((e.table, text, text, tid) for text in map(dumps, e.rows)),
             )
         else:
             try:
                 self.db.executemany(
                     "INSERT INTO rows VALUES (?, ?, ?, 1, ?)",
-                    ((e.table, key_of(table, row), dumps(list(row)), tid) for row in e.rows),
+                    ((e.table, key_of(table, row), dumps(row), tid) for row in e.rows),
                 )
             except sqlite3.IntegrityError:
                 raise VerificationError(

@@ -7,6 +7,7 @@ digest commits to), after the receipt verified; the listing only says which TxId
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ def default_collection(database: str) -> str:
 class Recorded:
     txid: TxId
     entry: TrailEntry
+    digest: str  # SHA-256 (hex) of the entry's contents as the ledger holds them
+
+    @classmethod
+    def of(cls, txid: TxId, contents: str) -> Recorded:
+        """The entry ``contents`` recorded at ``txid``: decoded and checked (:func:`~.format.decode`)."""
+        return cls(txid, decode(contents), hashlib.sha256(contents.encode()).hexdigest())
 
 
 def _tags(entry: TrailEntry) -> list[str] | None:
@@ -121,10 +128,10 @@ class TrailLedger:
         entry = self.client.latest(collection=self.collection)
         if entry is None:
             return None
-        return Recorded(entry.txid, decode(entry.contents))
+        return Recorded.of(entry.txid, entry.contents)
 
     def tagged(self, tag: str) -> list[Recorded]:
-        return [Recorded(e.txid, decode(e.contents)) for e in self.client.entries(collection=self.collection, tag=tag)]
+        return [Recorded.of(e.txid, e.contents) for e in self.client.entries(collection=self.collection, tag=tag)]
 
     def read(self, *, first: TxId | None = None, last: TxId | None = None) -> Iterator[Recorded]:
         """The trail's entries in ledger order, each verified by its receipt."""
@@ -136,4 +143,4 @@ class TrailLedger:
             claim = claims[0]["ledgerEntry"]
             if claim.get("collectionId") != self.collection or claim.get("contents") != listed.contents:
                 raise VerificationError(f"the entry {listed.txid} is not the one its receipt proves")
-            yield Recorded(listed.txid, decode(claim["contents"]))
+            yield Recorded.of(listed.txid, claim["contents"])

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +29,7 @@ from psycopg import sql
 from notarium.pgtrail import database as pgdb
 from notarium.pgtrail.capture import MESSAGE_PREFIX, _Stream
 from notarium.pgtrail.errors import TrailError
-from notarium.pgtrail.format import TableShape, dumps
+from notarium.pgtrail.format import Init, TableShape, dumps
 from notarium.pgtrail.pgoutput import Value, lsn_text
 from notarium.pgtrail.prepare import require_trail
 from notarium.pgtrail.replay import Finding, Replay, ReplayResult, key_of
@@ -89,6 +91,10 @@ class VerifyReport:
         return f.epoch > self.accepted_epoch or (f.epoch == self.accepted_epoch and f.kind != "epoch")
 
     @property
+    def tables_compared(self) -> tuple[TableShape, ...]:
+        return self.replay.init.tables if self.replay.init is not None else ()
+
+    @property
     def ok(self) -> bool:
         return not self.divergences and not any(self.alarming(f) for f in self.findings)
 
@@ -130,31 +136,96 @@ def _copy(conn: psycopg.Connection[Any], t: TableShape) -> Iterator[tuple[Any, .
         yield from copy.rows()
 
 
-def compare(
-    replay: Replay, conn: psycopg.Connection[Any], tables: tuple[TableShape, ...], report: VerifyReport
-) -> None:
-    """Load the database's rows beside the replayed ones and list every difference."""
-    db = replay.db
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS live(tbl TEXT NOT NULL, key TEXT NOT NULL, row TEXT NOT NULL,"
-        " n INTEGER NOT NULL, PRIMARY KEY (tbl, key)) WITHOUT ROWID"
-    )
+class _LiveRows:
+    """The database's rows, as of the snapshot compared at, in their own SQLite file (``live``:
+    table, key, row, how many times). Read in a worker thread while the main thread replays the
+    trail: SQLite and the socket do their work without the GIL, so the two overlap on two cores."""
+
+    def __init__(self, dsn: str, snapshot: str, path: Path) -> None:
+        self.dsn, self.snapshot, self.path = dsn, snapshot, path
+        self.counts: dict[str, int] = {}
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self, tables: tuple[TableShape, ...]) -> None:
+        self._thread = threading.Thread(target=self._run, args=(tables,), name="pg-verify-live", daemon=True)
+        self._thread.start()
+
+    def _run(self, tables: tuple[TableShape, ...]) -> None:
+        try:
+            self.load(tables)
+        except BaseException as exc:  # handed to the main thread by finish()
+            self._error = exc
+
+    def finish(self, tables: tuple[TableShape, ...]) -> None:
+        """Wait for the worker; then read the tables it did not (the trail replayed to ``--at`` may
+        describe other tables than its newest epoch)."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        self.load(tuple(t for t in tables if self.counts.get(t.name) is None))
+
+    def stop(self) -> None:
+        """Stop the worker (verify failed meanwhile) and wait for it: its file is about to go."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def load(self, tables: tuple[TableShape, ...]) -> None:
+        if not tables:
+            return
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.executescript(
+                "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;"
+                "CREATE TABLE IF NOT EXISTS live(tbl TEXT NOT NULL, key TEXT NOT NULL, row TEXT NOT NULL,"
+                " n INTEGER NOT NULL, PRIMARY KEY (tbl, key)) WITHOUT ROWID; BEGIN"
+            )
+            with pgdb.connect(self.dsn, autocommit=False) as snap:
+                if self.snapshot:
+                    snap.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    snap.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot)))
+                for t in tables:
+                    self.counts[t.name] = _load_table(db, snap, t, self._stop)
+                snap.rollback()
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+
+def _load_table(db: sqlite3.Connection, conn: psycopg.Connection[Any], t: TableShape, stop: threading.Event) -> int:
+    insert = "INSERT INTO live VALUES (?, ?, ?, 1) ON CONFLICT (tbl, key) DO UPDATE SET n = n + 1"
+    n = 0
+    batch: list[tuple[str, str, str]] = []
+    full = t.identity == "full"
+    for raw in _copy(conn, t):
+        row = dumps(raw)
+        batch.append((t.name, row if full else key_of(t, raw), row))  # a full identity's key is its row
+        n += 1
+        if len(batch) >= 5000:
+            if stop.is_set():
+                raise TrailError("verify stopped")
+            db.executemany(insert, batch)
+            batch = []
+    db.executemany(insert, batch)
+    return n
+
+
+def compare(replay: Replay, live: _LiveRows, tables: tuple[TableShape, ...], report: VerifyReport) -> None:
+    """List every difference between the replayed rows and the database's."""
+    live.finish(tables)
     for t in tables:
-        n = 0
-        batch: list[tuple[str, str, str]] = []
-        for raw in _copy(conn, t):
-            row = list(raw)
-            batch.append((t.name, key_of(t, row), dumps(row)))
-            n += 1
-            if len(batch) >= 5000:
-                _load(db, batch)
-                batch = []
-        _load(db, batch)
-        report.tables[t.name] = n
+        report.tables[t.name] = live.counts[t.name]
+    db = replay.db
+    db.execute("COMMIT")
+    db.execute("ATTACH DATABASE ? AS db", (str(live.path),))
+    db.execute("BEGIN")
     by_name = {t.name: t for t in tables}
     for tbl, key, lrow, ln, txid, drow, dn in db.execute(
         "SELECT r.tbl, r.key, r.row, r.n, r.txid, l.row, l.n FROM rows r"
-        " LEFT JOIN live l ON l.tbl = r.tbl AND l.key = r.key"
+        " LEFT JOIN db.live l ON l.tbl = r.tbl AND l.key = r.key"
         " WHERE l.key IS NULL OR l.row != r.row OR l.n != r.n ORDER BY r.tbl, r.key"
     ).fetchall():
         t = by_name[tbl]
@@ -170,17 +241,15 @@ def compare(
             )
         )
     for tbl, key, drow, dn in db.execute(
-        "SELECT l.tbl, l.key, l.row, l.n FROM live l LEFT JOIN rows r ON r.tbl = l.tbl AND r.key = l.key"
+        "SELECT l.tbl, l.key, l.row, l.n FROM db.live l LEFT JOIN rows r ON r.tbl = l.tbl AND r.key = l.key"
         " WHERE r.key IS NULL ORDER BY l.tbl, l.key"
     ).fetchall():
-        t = by_name[tbl]
+        shape = by_name.get(tbl)
+        if shape is None:  # read for the newest epoch, not one compared at --at
+            continue
         report.divergences.append(
-            Divergence(tbl, _key_columns(t, key), None, _columns(t, orjson.loads(drow)), None, 0, dn)
+            Divergence(tbl, _key_columns(shape, key), None, _columns(shape, orjson.loads(drow)), None, 0, dn)
         )
-
-
-def _load(db: Any, batch: list[tuple[str, str, str]]) -> None:
-    db.executemany("INSERT INTO live VALUES (?, ?, ?, 1) ON CONFLICT (tbl, key) DO UPDATE SET n = n + 1", batch)
 
 
 def verify(
@@ -225,37 +294,52 @@ def verify(
                                 init.epoch,
                             )
                         )
-                say(f"replaying the trail of {db.database} from the ledger")
-                result = replay.feed_all(ledger.read(last=at))
-                if result.init is None:
-                    raise TrailError("the trail holds no init entry")
-                findings.extend(result.findings)
-                report = VerifyReport(
-                    db.database, lsn_text(point), lsn_text(result.end), result, findings=findings, accepted_epoch=epoch
-                )
-                if epoch > result.init.epoch:
-                    raise TrailError(f"--epoch {epoch}: the trail's newest epoch is {result.init.epoch}")
-                if not result.baseline_done:
-                    raise TrailError("the trail's baseline is not complete yet", hint="let pg capture run first")
-                if at is None:
-                    now = pgdb.info(conn)  # after the trail was read: its end cannot be ahead of a live database
-                    _check_continuity(now, slot_before, result, init.slot, findings)
-                    problem = pgdb.publication_problem(conn, init.publication, [t.name for t in result.init.tables])
-                    if problem is not None:
-                        findings.append(
-                            Finding("gap", None, f"{problem}: changes it leaves out are not captured", init.epoch)
-                        )
-                say(f"comparing {len(result.init.tables)} table(s) at {lsn_text(point)}")
-                with pgdb.connect(dsn, autocommit=False) as snap:
-                    if snapshot:
-                        snap.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                        snap.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                    compare(replay, snap, result.init.tables, report)
-                    snap.rollback()
+                live = _LiveRows(dsn, snapshot, Path(work) / "live.sqlite")
+                live.start(init.tables)  # the tables of the newest epoch; others, if need be, later
+                try:
+                    say(f"replaying the trail of {db.database} from the ledger")
+                    result = replay.feed_all(ledger.read(last=at))
+                    report = _report(conn, db, init, point, result, findings, slot_before, at, epoch)
+                    tables = report.tables_compared
+                    say(f"comparing {len(tables)} table(s) at {lsn_text(point)}")
+                    compare(replay, live, tables, report)
+                finally:
+                    live.stop()
                 return report
         finally:
             if stream is not None:
                 stream.close()
+
+
+def _report(
+    conn: psycopg.Connection[Any],
+    db: pgdb.DbInfo,
+    init: Init,
+    point: int,
+    result: ReplayResult,
+    findings: list[Finding],
+    slot_before: pgdb.SlotInfo | None,
+    at: TxId | None,
+    epoch: int,
+) -> VerifyReport:
+    """The report of a replayed trail, with what the database and its slot say about continuity."""
+    if result.init is None:
+        raise TrailError("the trail holds no init entry")
+    findings.extend(result.findings)
+    report = VerifyReport(
+        db.database, lsn_text(point), lsn_text(result.end), result, findings=findings, accepted_epoch=epoch
+    )
+    if epoch > result.init.epoch:
+        raise TrailError(f"--epoch {epoch}: the trail's newest epoch is {result.init.epoch}")
+    if not result.baseline_done:
+        raise TrailError("the trail's baseline is not complete yet", hint="let pg capture run first")
+    if at is None:
+        now = pgdb.info(conn)  # after the trail was read: its end cannot be ahead of a live database
+        _check_continuity(now, slot_before, result, init.slot, findings)
+        problem = pgdb.publication_problem(conn, init.publication, [t.name for t in result.init.tables])
+        if problem is not None:
+            findings.append(Finding("gap", None, f"{problem}: changes it leaves out are not captured", init.epoch))
+    return report
 
 
 def _check_continuity(

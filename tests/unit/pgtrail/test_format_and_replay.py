@@ -63,7 +63,7 @@ class Feeder:
     def feed(self, *entries: object) -> None:
         for e in entries:
             self.seqno += 1
-            self.replay.feed(Recorded(TxId(2, self.seqno), decode(encode(e))))  # type: ignore[arg-type]
+            self.replay.feed(Recorded.of(TxId(2, self.seqno), encode(e)))  # type: ignore[arg-type]
 
     def state(self, table: str) -> list[tuple[list[object], int]]:
         self.replay.db.execute("COMMIT")
