@@ -80,10 +80,15 @@ class Reading(EngineCore):
         last: int | None = None,
         limit: int = 1000,
         tag: str | None = None,
+        max_bytes: int | None = None,
     ) -> list[LedgerEntry]:
-        """Committed entries of a collection (optionally with ``tag``) with ``first ≤ seqno ≤ last``."""
+        """Committed entries of a collection (optionally with ``tag``) with ``first ≤ seqno ≤ last``:
+        at most ``limit``, and with ``max_bytes``, none after the first whose contents take the
+        total past ``max_bytes`` (a listing page's bound and its next page's first entry: entries
+        the page would not hold are not read)."""
         last = self._committed if last is None else min(last, self._committed)
         out: list[LedgerEntry] = []
+        size = 0
         for keys, lo, hi in self._secret_ranges(first, last):
             if len(out) >= limit:
                 break
@@ -91,8 +96,12 @@ class Reading(EngineCore):
             tag_token = None if tag is None else keys.tag(collection_id, tag)
             for row in self._index.entries(token, lo, hi, limit - len(out), tag_token):
                 entry = self._indexed_entry(row, collection_id, tag)
-                if entry is not None:
-                    out.append(entry)
+                if entry is None:
+                    continue
+                out.append(entry)
+                size += len(entry.contents)
+                if max_bytes is not None and size > max_bytes and len(out) > 1:
+                    return out
         return out
 
     def collections(self) -> list[str]:

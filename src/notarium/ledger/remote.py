@@ -416,9 +416,11 @@ class RemoteLedger:
         return cast(LedgerEntry | None, await self._call("latest_entry", collection_id))
 
     async def entries(
-        self, collection_id: str, lower: int, upper: int, *, limit: int, tag: str | None
+        self, collection_id: str, lower: int, upper: int, *, limit: int, tag: str | None, max_bytes: int | None = None
     ) -> list[LedgerEntry]:
-        return cast(list[LedgerEntry], await self._call("entries", collection_id, lower, upper, limit, tag))
+        return cast(
+            list[LedgerEntry], await self._call("entries", collection_id, lower, upper, limit, tag, max_bytes)
+        )
 
     async def collections(self) -> list[str]:
         return cast(list[str], await self._call("collections"))

@@ -134,6 +134,12 @@ def test_collections_and_ranges(ledger: Ledger) -> None:
     assert [e.contents for e in got] == [f"b-{i}" for i in range(5, 15)]
     assert [e.tags for e in got] == [f"t{i}" for i in range(5, 15)]
     assert len(ledger.entries("a", limit=7)) == 7
+    # a byte bound: the entries up to the first that crosses it (the next page's first), no further
+    sizes = [len(f"a-{i}") for i in range(30)]  # 3 bytes for a-0 .. a-9, then 4
+    bounded = ledger.entries("a", max_bytes=sum(sizes[:12]))
+    assert [e.contents for e in bounded] == [f"a-{i}" for i in range(13)]
+    assert [e.contents for e in ledger.entries("a", max_bytes=1)] == ["a-0", "a-1"]  # one, and the next
+    assert len(ledger.entries("a", max_bytes=1 << 20)) == 30
     latest = ledger.latest_entry("a")
     assert latest is not None
     assert latest.contents == "a-29"

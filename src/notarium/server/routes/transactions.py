@@ -202,7 +202,7 @@ async def list_entries(request: web.Request) -> web.StreamResponse:
     upper = committed if last is None or last.seqno > committed.seqno else last
     lower = first.seqno if first is not None else 1
     page = ctx.config.page_size
-    found = await ctx.ledger.entries(collection, lower, upper.seqno, limit=page + 1, tag=tag)
+    found = await ctx.ledger.entries(collection, lower, upper.seqno, limit=page + 1, tag=tag, max_bytes=PAGE_BYTES)
     size = 0
     for i, e in enumerate(found[:page]):  # a page also ends at PAGE_BYTES of contents (at least one entry)
         size += len(e.contents)
