@@ -418,9 +418,7 @@ class RemoteLedger:
     async def entries(
         self, collection_id: str, lower: int, upper: int, *, limit: int, tag: str | None, max_bytes: int | None = None
     ) -> list[LedgerEntry]:
-        return cast(
-            list[LedgerEntry], await self._call("entries", collection_id, lower, upper, limit, tag, max_bytes)
-        )
+        return cast(list[LedgerEntry], await self._call("entries", collection_id, lower, upper, limit, tag, max_bytes))
 
     async def collections(self) -> list[str]:
         return cast(list[str], await self._call("collections"))

@@ -5,8 +5,8 @@ The consistent point is exact: a temporary logical replication slot is created w
 snapshot; the database is read in that snapshot, and the trail is replayed up to the snapshot's
 LSN once the capture agent has recorded that far (waiting up to ``timeout``; the agent is nudged
 with a progress message). Ordinary writes that go on meanwhile are after the point on both sides,
-so they are never reported. The comparison runs in the same SQLite file as the replay, so memory
-stays flat.
+so they are never reported. The database's rows are read into their own SQLite file while the
+trail is replayed into another, and the two are joined: memory stays flat.
 """
 
 from __future__ import annotations
