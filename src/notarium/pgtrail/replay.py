@@ -301,12 +301,10 @@ class Replay:
             if t.identity == "full":
                 self.db.execute(
                     "INSERT INTO rows VALUES (?, ?, ?, 1, ?) ON CONFLICT (tbl, key) DO UPDATE SET n = n + 1, txid = ?",
-                    (c.table, key, dumps(list(new)), tid, tid),
+                    (c.table, key, dumps(new), tid, tid),
                 )
                 return
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO rows VALUES (?, ?, ?, 1, ?)", (c.table, key, dumps(list(new)), tid)
-            )
+            cur = self.db.execute("INSERT OR IGNORE INTO rows VALUES (?, ?, ?, 1, ?)", (c.table, key, dumps(new), tid))
             if cur.rowcount != 1:
                 self._find(
                     "inconsistency", str(txid), f"{txid} inserts into {c.table} a key the trail already holds: {key}"
@@ -321,7 +319,7 @@ class Replay:
             if t.identity == "key" and UNCHANGED not in new and old_values is None:
                 cur = self.db.execute(
                     "UPDATE rows SET row = ?, txid = ? WHERE tbl = ? AND key = ?",
-                    (dumps(list(new)), tid, c.table, old_key),
+                    (dumps(new), tid, c.table, old_key),
                 )
                 if cur.rowcount != 1:
                     self._find(
